@@ -1,0 +1,1 @@
+"""Code generation: kernel descriptions to LLVM IR (CPU) or Triton (GPU)."""

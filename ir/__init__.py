@@ -1,0 +1,1 @@
+"""minicomp's graph IR: types, ops, graphs, text format, verifier, interpreter, kernels."""

@@ -1,0 +1,306 @@
+"""Kernel descriptions: what fusion produces and both backends (LLVM, Triton) read.
+
+A kernel is a loop nest over dense buffers, with its body written in a tiny
+scalar expression language. Backends implement only the primitives listed in
+:data:`PRIMITIVES` (plus loads, loop indices and constants); every op's meaning
+is written once, as a formula over these primitives, in its OpDef.
+
+Loop kernels (:class:`LoopKernel`) cover pointwise, reduction and row-wise
+kernels (softmax, layer_norm: several passes over a row in one kernel).
+Contraction kernels (:class:`MatmulKernel`, :class:`ConvKernel`,
+:class:`PoolKernel`) are templates with a pointwise epilogue.
+
+Index arithmetic is ``i64``. Loop variable ``Var(d)`` is the d-th loop of the
+kernel (outer dims first, then inner/reduction dims).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from minicomp.ir.dtypes import DType
+from minicomp.ir.types import TensorType
+
+#: Scalar primitives: name -> number of operands. Comparison results are ``bool``.
+PRIMITIVES: dict[str, int] = {
+    # arithmetic
+    "add": 2, "sub": 2, "mul": 2, "div": 2, "neg": 1, "abs": 1,
+    "max": 2, "min": 2,  # NaN-propagating, like torch.maximum / minimum
+    "pow": 2, "mod": 2,  # mod: integer index arithmetic (floor semantics), floats: fmod
+    "floordiv": 2,       # integer division rounding toward -inf
+    # transcendental (floats only)
+    "exp": 1, "log": 1, "sqrt": 1, "sin": 1, "cos": 1, "tanh": 1, "erf": 1, "floor": 1, "ceil": 1,
+    # comparisons -> bool
+    "lt": 2, "le": 2, "gt": 2, "ge": 2, "eq": 2, "ne": 2, "isnan": 1,
+    # logic on bool
+    "and": 2, "or": 2, "xor": 2, "not": 1,
+    # select
+    "where": 3,
+}
+
+
+@dataclass(frozen=True)
+class Var:
+    """The value of loop variable ``dim`` (i64)."""
+
+    dim: int
+    dtype: DType = DType.i64
+
+
+@dataclass(frozen=True)
+class Const:
+    """A scalar constant. ``value`` is a Python int, float or bool."""
+
+    value: Union[int, float, bool]
+    dtype: DType
+
+
+@dataclass(frozen=True)
+class Load:
+    """``inputs[buf]`` at flat element offset ``index`` (an i64 expression).
+
+    The loaded value has the buffer's storage dtype.
+    """
+
+    buf: int
+    index: "Expr"
+    dtype: DType
+
+
+@dataclass(frozen=True)
+class Op:
+    """A primitive applied to operands; ``dtype`` is the result type."""
+
+    op: str
+    args: tuple["Expr", ...]
+    dtype: DType
+
+
+@dataclass(frozen=True)
+class Cast:
+    """Convert ``arg`` to ``dtype`` with C/PyTorch semantics (floats truncate toward 0 to ints)."""
+
+    arg: "Expr"
+    dtype: DType
+
+
+@dataclass(frozen=True)
+class Ref:
+    """The result of stage ``stage`` (a Reduce) for the current outer point, or
+    the accumulator of a contraction kernel (``stage=0``) inside its epilogue."""
+
+    stage: int
+    dtype: DType
+
+
+Expr = Union[Var, Const, Load, Op, Cast, Ref]
+
+
+@dataclass(frozen=True)
+class Reduce:
+    """Fold ``value`` over all inner points. ``op`` in sum, prod, max, min, argmax, argmin.
+
+    argmax/argmin return the i64 flat inner index of the first extreme value
+    (NaN counts as the extreme, as in PyTorch).
+    """
+
+    op: str
+    value: Expr
+    dtype: DType
+
+
+@dataclass(frozen=True)
+class Store:
+    """``outputs[buf][index] = value``; ``inner`` stores at every inner point."""
+
+    buf: int
+    index: Expr
+    value: Expr
+    inner: bool = False
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """A kernel argument: a dense buffer of ``type`` (its strides follow the type's layout)."""
+
+    name: str
+    type: TensorType
+
+
+@dataclass(frozen=True)
+class LoopKernel:
+    """for p in outer: for each stage: (reduce over inner | store).
+
+    Stages run in order for each outer point; a ``Ref(s)`` reads stage ``s``'s
+    reduction result. Kind is "pointwise", "reduction" or "copy" (a kernel that
+    only moves data).
+    """
+
+    name: str
+    kind: str
+    inputs: tuple[Buffer, ...]
+    outputs: tuple[Buffer, ...]
+    outer: tuple[int, ...]
+    inner: tuple[int, ...]
+    stages: tuple[Union[Reduce, Store], ...]
+
+
+@dataclass(frozen=True)
+class Access:
+    """An affine view of an input buffer: element offset = offset + sum(strides[d] * idx[d])."""
+
+    buf: int
+    strides: tuple[int, ...]
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class MatmulKernel:
+    """C[b, i, j] = epilogue(sum_k A[b, i, k] * B[b, k, j]), accumulated in ``acc_dtype``.
+
+    ``a`` strides are over (batch..., m, k), ``b`` over (batch..., k, n). The
+    epilogue sees ``Ref(0)`` (the accumulator) and loop vars (batch..., i, j);
+    each Store writes one output.
+    """
+
+    name: str
+    inputs: tuple[Buffer, ...]
+    outputs: tuple[Buffer, ...]
+    batch: tuple[int, ...]
+    m: int
+    n: int
+    k: int
+    a: Access
+    b: Access
+    acc_dtype: DType
+    stores: tuple[Store, ...]
+    kind: str = "matmul"
+
+
+@dataclass(frozen=True)
+class ConvKernel:
+    """2-d convolution out[n, co, oh, ow] = epilogue(sum x[n, ci, ih, iw] * w[co, ci/g, kh, kw]).
+
+    ``x`` strides over (n, c, h, w), ``w`` over (co, ci_per_group, kh, kw). Zero
+    padding. Epilogue loop vars are (n, co, oh, ow); ``Ref(0)`` is the accumulator.
+    """
+
+    name: str
+    inputs: tuple[Buffer, ...]
+    outputs: tuple[Buffer, ...]
+    n: int
+    cin: int
+    h: int
+    w: int
+    cout: int
+    kh: int
+    kw: int
+    oh: int
+    ow: int
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int
+    x: Access
+    weight: Access
+    acc_dtype: DType
+    stores: tuple[Store, ...]
+    kind: str = "conv"
+
+
+@dataclass(frozen=True)
+class PoolKernel:
+    """2-d max or average pooling over windows of x[n, c, ih, iw]; loop vars (n, c, oh, ow).
+
+    ``op`` is "max" or "avg". For avg, ``divisor`` > 0 overrides the count;
+    otherwise the count includes padding iff ``count_include_pad`` (padding is
+    clipped to the padded input as in PyTorch).
+    """
+
+    name: str
+    inputs: tuple[Buffer, ...]
+    outputs: tuple[Buffer, ...]
+    op: str
+    n: int
+    c: int
+    h: int
+    w: int
+    oh: int
+    ow: int
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    count_include_pad: bool
+    divisor: int
+    x: Access
+    acc_dtype: DType
+    stores: tuple[Store, ...]
+    kind: str = "pool"
+
+
+Kernel = Union[LoopKernel, MatmulKernel, ConvKernel, PoolKernel]
+
+
+# -- building expressions ---------------------------------------------------------------
+def result_dtype(op: str, args: tuple[Expr, ...]) -> DType:
+    if op in ("lt", "le", "gt", "ge", "eq", "ne", "isnan", "and", "or", "xor", "not"):
+        return DType.bool
+    if op == "where":
+        return args[1].dtype
+    return args[0].dtype
+
+
+class E:
+    """Helpers that build :data:`Expr` trees; used by OpDef ``scalar`` rules.
+
+    Binary helpers accept Python numbers for either side and make constants of
+    the other side's dtype.
+    """
+
+    @staticmethod
+    def const(value, dtype: DType) -> Const:
+        if dtype is DType.bool:
+            value = bool(value)
+        elif dtype.is_int:
+            value = int(value)
+        else:
+            value = float(value)
+        return Const(value, dtype)
+
+    @staticmethod
+    def _lift(a, b):
+        if not isinstance(a, (Var, Const, Load, Op, Cast, Ref)):
+            a = E.const(a, b.dtype)
+        if not isinstance(b, (Var, Const, Load, Op, Cast, Ref)):
+            b = E.const(b, a.dtype)
+        return a, b
+
+    @staticmethod
+    def op(name: str, *args) -> Op:
+        if PRIMITIVES[name] != len(args):
+            raise ValueError(f"primitive {name} takes {PRIMITIVES[name]} operands")
+        if len(args) == 2:
+            args = E._lift(*args)
+        elif len(args) == 3:
+            b, c = E._lift(args[1], args[2])
+            args = (args[0], b, c)
+        return Op(name, tuple(args), result_dtype(name, tuple(args)))
+
+    @staticmethod
+    def cast(x: Expr, dtype: DType) -> Expr:
+        return x if x.dtype == dtype else Cast(x, dtype)
+
+
+def _binary(name):
+    return staticmethod(lambda a, b: E.op(name, a, b))
+
+
+def _unary(name):
+    return staticmethod(lambda a: E.op(name, a))
+
+
+for _name, _n in PRIMITIVES.items():
+    if not hasattr(E, _name):
+        setattr(E, _name, _unary(_name) if _n == 1 else _binary(_name) if _n == 2 else
+                staticmethod(lambda c, a, b, _nm=_name: E.op(_nm, c, a, b)))
