@@ -304,3 +304,47 @@ for _name, _n in PRIMITIVES.items():
     if not hasattr(E, _name):
         setattr(E, _name, _unary(_name) if _n == 1 else _binary(_name) if _n == 2 else
                 staticmethod(lambda c, a, b, _nm=_name: E.op(_nm, c, a, b)))
+
+
+# -- a whole graph as a program of kernel calls ----------------------------------------
+@dataclass(frozen=True)
+class Slot:
+    """Where one buffer lives at run time.
+
+    ``kind`` is "input" (``index`` = graph input number), "output" (graph output
+    number), "const" (constant number, data in :attr:`Program.constants`) or
+    "arena" (``index`` = byte offset in the per-call arena, 64-byte aligned).
+    """
+
+    kind: str
+    index: int
+    type: TensorType
+
+
+@dataclass(frozen=True)
+class Call:
+    """Run ``kernels[kernel]`` with ``args`` = slot numbers of its inputs then its outputs."""
+
+    kernel: int
+    args: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Program:
+    """A graph lowered to kernels: what a backend turns into one native entry function.
+
+    The entry function receives one array of pointers laid out as
+    ``[inputs..., outputs..., constants...]`` and allocates its own arena of
+    ``arena_bytes`` per call (so concurrent calls share no scratch memory).
+    A graph output that is also a graph input or a constant is listed in
+    ``aliases`` (output number -> slot) and copied by the runtime, not by a kernel.
+    """
+
+    kernels: tuple[Kernel, ...]
+    slots: tuple[Slot, ...]
+    calls: tuple[Call, ...]
+    arena_bytes: int
+    num_inputs: int
+    num_outputs: int
+    constants: tuple = field(default=())  # numpy arrays, in "const" slot index order
+    aliases: tuple[tuple[int, int], ...] = field(default=())
