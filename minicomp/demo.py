@@ -1,0 +1,56 @@
+"""``minicomp demo``: compile the examples, check them against PyTorch, print a table."""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+EXAMPLES = ("mlp", "lenet", "transformer_block")
+_VIEW_OPS = {"reshape", "permute", "expand", "slice", "split", "constant"}
+
+
+def _examples_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "examples"
+
+
+def _count_compute_nodes(graph) -> int:
+    return sum(1 for n in graph.nodes if n.op not in _VIEW_OPS)
+
+
+def run_demo(targets: list[str] | None = None, progress: Callable[[str], None] = print) -> int:
+    """Compile each example for each target; returns 0 when every result matches eager."""
+    import torch
+
+    import minicomp
+    from minicomp.cli import load_model_file
+    from minicomp.timing import median_time
+
+    targets = targets or ["cpu"]
+    if "triton" in targets and not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    rows, ok = [], True
+    for name in EXAMPLES:
+        module = load_model_file(str(_examples_dir() / f"{name}.py"))
+        model, inputs = module.model(), tuple(module.example_inputs())
+        with torch.no_grad():
+            expected = model(*inputs)
+        before = _count_compute_nodes(minicomp.trace(model, inputs))
+        eager_us = median_time(lambda: model(*inputs)) * 1e6
+        for target in targets:
+            progress(f"compiling {name} for {target}")
+            cm = minicomp.compile(model, inputs, target=target)
+            got = cm(*inputs)
+            err = (got.float() - expected.float()).abs().max().item() if got.numel() else 0.0
+            try:
+                torch.testing.assert_close(got, expected)
+                status = "ok"
+            except AssertionError:
+                status, ok = "MISMATCH", False
+            mc_us = median_time(lambda: cm(*inputs)) * 1e6 if target == "cpu" else float("nan")
+            rows.append((name, target, before, len(cm.kernels), f"{err:.2e}", f"{eager_us:,.0f}",
+                         f"{mc_us:,.0f}", f"{eager_us / mc_us:.2f}x" if mc_us == mc_us else "-", status))
+    header = ("model", "target", "ops", "kernels", "max err", "eager us", "minicomp us", "speedup", "check")
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    for r in [header] + rows:
+        print("  ".join(str(c).rjust(w) for c, w in zip(r, widths)))
+    return 0 if ok else 1
