@@ -1,0 +1,178 @@
+"""Expression emission: a kernel-description :data:`Expr` tree to SSA lines of Triton code.
+
+:class:`Body` collects indented source lines and hands out fresh names.
+:class:`ExprEmitter` turns one expression tree into a sequence of assignments
+(one line per node, shared sub-trees emitted once) inside a *context*: which
+Triton names hold the loop variables, the reduction results (``Ref``), the input
+pointers, the mask of valid lanes and the block shape.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from minicomp.ir.dtypes import DType, round_to_dtype
+from minicomp.ir.kernel import Cast, Const, Expr, Load, Op, Ref, Var
+from minicomp.codegen.triton import ops
+
+
+@dataclass
+class Body:
+    """Indented source lines of one function under construction, plus a name counter."""
+
+    lines: list[str] = field(default_factory=list)
+    indent: int = 1
+    counter: int = 0
+
+    def line(self, text: str) -> None:
+        self.lines.append("    " * self.indent + text)
+
+    def fresh(self, prefix: str = "t") -> str:
+        self.counter += 1
+        return f"{prefix}{self.counter}"
+
+    def assign(self, expr: str, prefix: str = "t") -> str:
+        """Emit ``name = expr`` and return the new name."""
+        name = self.fresh(prefix)
+        self.line(f"{name} = {expr}")
+        return name
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def literal(value, dtype: DType) -> str:
+    """Python source of a scalar constant in ``dtype``'s register representation."""
+    if dtype is DType.bool:
+        return "True" if value else "False"
+    if dtype.is_int:
+        return str(int(value))
+    v = float(value)
+    if dtype in (DType.f16, DType.bf16):
+        v = float(round_to_dtype(np.array([v], dtype=np.float32), dtype).astype(np.float32)[0])
+    elif dtype is DType.f32:
+        v = float(np.float32(v))
+    if math.isnan(v):
+        return 'float("nan")'
+    if math.isinf(v):
+        return 'float("inf")' if v > 0 else 'float("-inf")'
+    return repr(v)
+
+
+def uses(expr: Expr, kind: type) -> list:
+    """All sub-expressions of ``expr`` that are instances of ``kind`` (with repeats)."""
+    found = []
+    stack = [expr]
+    while stack:
+        e = stack.pop()
+        if isinstance(e, kind):
+            found.append(e)
+        if isinstance(e, Op):
+            stack.extend(e.args)
+        elif isinstance(e, (Cast,)):
+            stack.append(e.arg)
+        elif isinstance(e, Load):
+            stack.append(e.index)
+    return found
+
+
+@dataclass
+class Context:
+    """Where an expression is evaluated: names of vars, refs, input pointers, the lane mask."""
+
+    vars: dict[int, str]
+    refs: dict[int, str]
+    inputs: list[str]
+    mask: str
+    shape: str  # block shape, e.g. "[BLOCK]" or "[XBLOCK, RBLOCK]"
+    index_tl: str = "tl.int32"
+
+
+class ExprEmitter:
+    """Emits expressions into ``body`` in context ``ctx``; common sub-expressions are reused."""
+
+    def __init__(self, body: Body, ctx: Context):
+        self.body = body
+        self.ctx = ctx
+        self.memo: dict[Expr, str] = {}
+        self.literals: set[str] = set()  # texts that are Python literals, not tensors
+
+    def tensor(self, expr: Expr) -> str:
+        """A name holding ``expr`` as a tensor of the full block shape (for stores and reductions)."""
+        name = self.value(expr)
+        if isinstance(expr, Const) or not uses(expr, Var) and not uses(expr, Load) and not uses(expr, Ref):
+            return self.body.assign(f"tl.full({self.ctx.shape}, {name}, {ops.compute_tl(expr.dtype)})")
+        return name
+
+    def value(self, expr: Expr) -> str:
+        """Source text (a name or literal) holding the value of ``expr``."""
+        if expr in self.memo:
+            return self.memo[expr]
+        if isinstance(expr, Const):
+            text = literal(expr.value, expr.dtype)
+            if expr.dtype is DType.f64 or expr.dtype is DType.i64 and not -2**31 <= int(expr.value) < 2**31:
+                text = self.body.assign(f"tl.full([1], {text}, {ops.TL_DTYPE[expr.dtype]})", "c")
+            else:
+                self.literals.add(text)
+            self.memo[expr] = text
+            return text
+        if isinstance(expr, Var):
+            if expr.dim not in self.ctx.vars:
+                raise ValueError(f"loop variable {expr.dim} is not available here")
+            return self.ctx.vars[expr.dim]
+        if isinstance(expr, Ref):
+            if expr.stage not in self.ctx.refs:
+                raise ValueError(f"Ref({expr.stage}) is not available here")
+            return self.ctx.refs[expr.stage]
+        if isinstance(expr, Load):
+            text = self._load(expr)
+        elif isinstance(expr, Cast):
+            text = self._cast(expr)
+        elif isinstance(expr, Op):
+            text = self._op(expr)
+        else:
+            raise TypeError(f"not an expression: {expr!r}")
+        name = self.body.assign(text)
+        self.memo[expr] = name
+        return name
+
+    def _load(self, e: Load) -> str:
+        if not 0 <= e.buf < len(self.ctx.inputs):
+            raise ValueError(f"Load from input {e.buf}, kernel has {len(self.ctx.inputs)} inputs")
+        index = self.index(e.index)
+        text = f"tl.load({self.ctx.inputs[e.buf]} + {index}, mask={self.ctx.mask}, other=0)"
+        if e.dtype in (DType.f16, DType.bf16):
+            text += ".to(tl.float32)"
+        return text
+
+    def index(self, e: Expr) -> str:
+        """An index expression as a block-shaped tensor (pointers must be blocks when masked)."""
+        text = self.value(e)
+        if not uses(e, Var) and not uses(e, Ref) and not uses(e, Load):
+            text = f"({text} + tl.zeros({self.ctx.shape}, {self.ctx.index_tl}))"
+        return f"({text})"
+
+    def _cast(self, e: Cast) -> str:
+        a = self.value(e.arg)
+        src, dst = e.arg.dtype, e.dtype
+        if dst is DType.bool:
+            return f"{a} != 0"
+        if dst in (DType.f16, DType.bf16):
+            return ops.round_to(dst, f"{a}.to(tl.float32)")
+        if src is DType.bool and dst.is_int:
+            return f"{a}.to(tl.int32).to({ops.TL_DTYPE[dst]})"
+        return f"{a}.to({ops.TL_DTYPE[dst]})"
+
+    def _op(self, e: Op) -> str:
+        operand = e.args[1].dtype if e.op == "where" else e.args[0].dtype
+        args = [self.value(a) for a in e.args]
+        for i, a in enumerate(e.args):
+            # helper functions need tensors; Triton builtins need at least one tensor operand
+            if args[i] in self.literals and (e.op in ops.HELPER_OPS or i == 0 and all(t in self.literals for t in args)):
+                args[i] = f"tl.full([1], {args[i]}, {ops.compute_tl(a.dtype)})"
+        text = ops.handler(e.op, operand)(*args)
+        if e.dtype in (DType.f16, DType.bf16):
+            text = ops.round_to(e.dtype, f"({text}).to(tl.float32)")
+        return text
