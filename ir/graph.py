@@ -189,6 +189,6 @@ def constant(graph: Graph, array: np.ndarray, dtype=None, name: str | None = Non
     from minicomp.ir.dtypes import DType, round_to_dtype
     from minicomp.ir.ops.dtype_util import dtype_of_numpy
     dt = dtype if dtype is not None else dtype_of_numpy(np.asarray(array).dtype)
-    arr = np.ascontiguousarray(round_to_dtype(np.asarray(array), dt))
+    arr = np.array(round_to_dtype(np.asarray(array), dt), order="C")  # (ascontiguousarray makes 0-d 1-d)
     arr.setflags(write=False)
     return graph.add("constant", [], {"value": arr, "dtype": dt}, names=[name] if name else None).result

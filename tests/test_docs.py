@@ -1,7 +1,7 @@
 """Every code block in the README and docs/ runs as written.
 
 - ```python blocks run, each in a fresh interpreter, from the repository root;
-- ```mcir blocks parse and verify as minicomp text IR;
+- ```mcir (or ```ir) blocks parse and verify as minicomp text IR;
 - ```console blocks: each line starting with ``$ `` runs in a shell from the
   repository root (with this environment's scripts on PATH) and must exit 0.
 ``bash`` blocks are the set-up commands that CI itself runs; they are not re-run here.
@@ -42,7 +42,7 @@ def test_python_blocks_run(code, tmp_path):
     assert proc.returncode == 0, f"block failed:\n{code}\n--- stderr ---\n{proc.stderr[-4000:]}"
 
 
-@pytest.mark.parametrize("text", list(_blocks("mcir")))
+@pytest.mark.parametrize("text", list(_blocks("mcir")) + list(_blocks("ir")))
 def test_mcir_blocks_parse(text):
     from minicomp.ir.parser import parse
     from minicomp.ir.verifier import verify
