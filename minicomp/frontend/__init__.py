@@ -1,0 +1,71 @@
+"""PyTorch -> minicomp IR.
+
+``trace(model_or_fn, example_inputs)`` captures the program at the ATen level with
+``make_fx`` (fake tensors, ``no_grad``, functionalized; see :mod:`.capture`) and maps
+every ATen op onto registry ops (:mod:`.aten_ops`, :mod:`.aten_structural`) in
+:mod:`.importer`. Weights and buffers become named ``constant`` nodes, user inputs
+become graph inputs with the *logical* shape of the example tensors (any stride or
+channels-last layout of an example is ignored), and outputs are the flattened
+tensors the program returns.
+
+The output structure (a tensor, a tuple, a dict of tensors, ...) is not part of
+the IR graph: :func:`trace_with_spec` returns it as a torch pytree ``TreeSpec`` in
+:attr:`Traced.out_spec`, and :meth:`Traced.unflatten` rebuilds the user's structure
+from the graph's flat output list.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+
+from minicomp.frontend.capture import capture, clean_name
+from minicomp.frontend.importer import Importer
+from minicomp.ir.graph import Graph
+
+__all__ = ["trace", "trace_with_spec", "Traced"]
+
+
+@dataclass
+class Traced:
+    """An imported program: the IR graph plus how its flat outputs nest (``out_spec``)."""
+
+    graph: Graph
+    out_spec: pytree.TreeSpec
+
+    def unflatten(self, flat_outputs: Sequence[Any]) -> Any:
+        """The user's output structure (tensor, tuple, list, dict) holding ``flat_outputs``."""
+        return pytree.tree_unflatten(list(flat_outputs), self.out_spec)
+
+
+def trace_with_spec(model_or_fn: Any, example_inputs: Any, *, name: str | None = None) -> Traced:
+    """Import ``model_or_fn(*example_inputs)`` as an IR graph plus its output structure.
+
+    ``model_or_fn`` is an ``nn.Module`` (traced as it is: call ``.eval()`` first for
+    inference semantics), a ``torch.fx.GraphModule`` or a function of tensors. The
+    result's graph has one input per example tensor and one output per returned
+    tensor; every IR type equals the shape and dtype eager PyTorch computes.
+    Raises ``minicomp.UnsupportedOpError`` naming the ATen op and the user's source
+    line for an op minicomp cannot express.
+    """
+    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    captured = capture(model_or_fn, inputs)
+    graph = Importer(captured, name or _default_name(model_or_fn)).run()
+    return Traced(graph, captured.out_spec)
+
+
+def trace(model_or_fn: Any, example_inputs: Any, *, name: str | None = None) -> Graph:
+    """Import ``model_or_fn(*example_inputs)`` as an IR graph (see :func:`trace_with_spec`)."""
+    return trace_with_spec(model_or_fn, example_inputs, name=name).graph
+
+
+def _default_name(obj: Any) -> str:
+    if isinstance(obj, torch.fx.GraphModule):
+        return "main"
+    raw = type(obj).__name__ if isinstance(obj, torch.nn.Module) else getattr(obj, "__name__", "main")
+    name = clean_name(re.sub(r"(?<!^)(?=[A-Z])", "_", raw).lower())
+    return name if name != "lambda" else "main"

@@ -1,0 +1,177 @@
+"""Capture a PyTorch program as an ATen-level FX graph with ``make_fx``.
+
+:func:`capture` traces an ``nn.Module``, a plain function or an FX ``GraphModule``
+(Dynamo's subgraphs included) with fake tensors, under ``torch.no_grad()`` and
+functionalization (in-place ops such as ``relu_`` become their functional forms).
+Parameters and buffers are traced as leading placeholders so that the importer
+can turn them into named constants; outputs are flattened with torch's pytree
+and the structure is kept in :attr:`Captured.out_spec`.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import re
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.utils._pytree as pytree
+from torch._decomp import get_decompositions
+from torch.fx.experimental.proxy_tensor import make_fx
+from torch.overrides import TorchFunctionMode
+
+aten = torch.ops.aten
+
+# Composite ops that have no single minicomp op are decomposed into ones that do.
+# Everything else keeps its ATen form (softmax, layer_norm, gelu, silu, batch_norm,
+# addmm, convolution, ... stay single ops) and is mapped by :mod:`aten_ops`.
+_DECOMPOSE = [
+    aten.hardswish, aten.hardsigmoid, aten.mish, aten.elu, aten.glu,
+    aten.native_group_norm, aten.triu, aten.tril, aten.baddbmm, aten.addcmul, aten.addcdiv,
+    aten.lerp, aten.linalg_vector_norm, aten.logit, aten.hardshrink, aten.softshrink, aten.logsumexp,
+    aten.softplus, aten.repeat, aten.mse_loss,
+]
+
+
+def decomposition_table() -> dict[Any, Callable[..., Any]]:
+    """The decompositions ``make_fx`` applies while tracing (a fresh dict per call)."""
+    return get_decompositions(_DECOMPOSE)
+
+
+@dataclass
+class Captured:
+    """An ATen graph plus what the importer needs to name and type its values.
+
+    The first ``len(param_names)`` placeholders of ``gm`` are the model's parameters
+    and buffers (values in ``param_values``); the rest are the user inputs, named
+    ``input_names``. ``out_spec`` rebuilds the user's output structure from the flat
+    list of graph outputs.
+    """
+
+    gm: fx.GraphModule
+    param_names: list[str]
+    param_values: list[torch.Tensor]
+    input_names: list[str]
+    out_spec: pytree.TreeSpec
+
+
+class _Interpret(torch.nn.Module):
+    """Runs a GraphModule node by node, so that make_fx keeps each node's stack trace."""
+
+    def __init__(self, gm: fx.GraphModule):
+        super().__init__()
+        self.gm = gm
+
+    def forward(self, *args: Any) -> Any:
+        with fx.traceback.preserve_node_meta():
+            return fx.Interpreter(self.gm).run(*args)
+
+
+_SKIP_DIRS = (os.path.dirname(torch.__file__) + os.sep, os.path.dirname(os.path.abspath(__file__)) + os.sep)
+
+
+class _RecordSource(TorchFunctionMode):
+    """Tags the FX nodes made by each torch call with the innermost user frame making it.
+
+    make_fx copies ``stack_trace`` from fx's "current meta" onto every node it creates
+    (under ``preserve_node_meta``); this mode sets it per top-level torch call, so ops
+    from helper functions and plain functions get their exact line.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = fx.Graph().placeholder("source")
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        frame = next((f for f in reversed(traceback.extract_stack()[:-1])
+                      if not f.filename.startswith(_SKIP_DIRS) and not f.filename.startswith("<")), None)
+        if frame is None:
+            return func(*args, **(kwargs or {}))
+        self.anchor.meta = {"stack_trace": f'File "{frame.filename}", line {frame.lineno}, in {frame.name}\n'
+                                           f"    {frame.line or ''}"}
+        with fx.traceback.set_current_meta(self.anchor):
+            return func(*args, **(kwargs or {}))
+
+
+def capture(model_or_fn: Any, example_inputs: Sequence[torch.Tensor]) -> Captured:
+    """Trace ``model_or_fn(*example_inputs)`` to an ATen FX graph (see module docstring)."""
+    inputs = tuple(example_inputs)
+    for i, t in enumerate(inputs):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"example input {i} is a {type(t).__name__}; minicomp.trace takes tensors only")
+    if isinstance(model_or_fn, fx.GraphModule):
+        module: torch.nn.Module | None = _Interpret(model_or_fn)
+        input_names = [str(n.target) for n in model_or_fn.graph.nodes if n.op == "placeholder"]
+        strip = "gm."
+    elif isinstance(model_or_fn, torch.nn.Module):
+        module = model_or_fn
+        input_names = _signature_names(model_or_fn.forward)
+        strip = ""
+    elif callable(model_or_fn):
+        module = None
+        input_names = _signature_names(model_or_fn)
+        strip = ""
+    else:
+        raise TypeError(f"cannot trace a {type(model_or_fn).__name__}: expected an nn.Module, "
+                        f"a GraphModule or a function")
+
+    state: dict[str, torch.Tensor] = {}
+    if module is not None:
+        state.update(module.named_parameters())
+        state.update(module.named_buffers())
+    names = list(state)
+    out_spec: list[pytree.TreeSpec] = []
+
+    def flat_fn(params: list[torch.Tensor], *args: torch.Tensor) -> list[Any]:
+        if module is None:
+            out = model_or_fn(*args)
+        else:
+            out = torch.func.functional_call(module, dict(zip(names, params)), args)
+        flat, spec = pytree.tree_flatten(out)
+        out_spec.append(spec)
+        return flat
+
+    # A GraphModule's nodes carry their own stack traces (replayed by _Interpret).
+    source = _RecordSource() if not isinstance(model_or_fn, fx.GraphModule) else _NoMode()
+    with torch.no_grad(), fx.traceback.preserve_node_meta(), source:
+        gm = make_fx(torch.func.functionalize(flat_fn, remove="mutations"), decomposition_table(),
+                     tracing_mode="fake", _allow_non_fake_inputs=True)(list(state.values()), *inputs)
+    input_names = [clean_name(n) for n in input_names[:len(inputs)]]
+    input_names += [f"arg{i}" for i in range(len(input_names), len(inputs))]
+    return Captured(gm, [clean_name(n.removeprefix(strip)) for n in names], list(state.values()),
+                    input_names, out_spec[-1])
+
+
+class _NoMode:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def _signature_names(fn: Callable[..., Any]) -> list[str]:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def clean_name(name: str) -> str:
+    """A short identifier from a parameter path or a Dynamo placeholder name.
+
+    ``fc1.weight`` -> ``fc1_weight``; ``L_self_modules_fc1_parameters_weight_`` ->
+    ``fc1_weight``; ``L_x_`` -> ``x``.
+    """
+    name = re.sub(r"^[LG]_", "", name)
+    name = re.sub(r"^self_", "", name)
+    name = re.sub(r"(^|_)(modules|parameters|buffers)_", r"\1", name)
+    name = re.sub(r"[^0-9A-Za-z_]", "_", name).strip("_")
+    if not name or name[0].isdigit():
+        name = "v" + name
+    return name
