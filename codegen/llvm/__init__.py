@@ -1,0 +1,15 @@
+"""CPU backend: kernel descriptions -> LLVM IR (llvmlite IRBuilder) -> host machine code (MCJIT).
+
+Public API:
+
+* :func:`compile_program` -> :class:`LLVMModule` with ``entry_address`` of
+  ``i32 entry(void** args)`` (``args`` = ``[inputs..., outputs..., constants...]``
+  data pointers; returns 0, or 1 if the arena could not be allocated), sources
+  (``source("llvm" | "llvm-unopt" | "asm")``), ``kernel_sources`` and ``object_code``.
+* :func:`emit_object` -> the object-file image for an on-disk cache. Passing those bytes
+  back as ``compile_program(..., object_code=...)`` skips LLVM optimization and code
+  generation: the image is loaded with ``ExecutionEngine.add_object_file``.
+"""
+from minicomp.codegen.llvm.module import LLVMModule, compile_program, emit_object
+
+__all__ = ["LLVMModule", "compile_program", "emit_object"]

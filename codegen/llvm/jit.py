@@ -13,7 +13,12 @@ import llvmlite.binding as llvm
 
 @functools.lru_cache(maxsize=None)
 def host_target_machine(opt_level: int = 3) -> llvm.TargetMachine:
-    """A target machine for the host CPU (its name and features, e.g. AVX2 / AVX-512)."""
+    """A shared target machine for the host CPU (never hand it to an engine: engines own theirs)."""
+    return new_target_machine(opt_level)
+
+
+def new_target_machine(opt_level: int = 3) -> llvm.TargetMachine:
+    """A fresh target machine for the host CPU (its name and features, e.g. AVX2 / AVX-512)."""
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
     target = llvm.Target.from_default_triple()
@@ -69,11 +74,14 @@ class Loaded:
     """An MCJIT engine holding one object image; keep it alive while calling into it."""
 
     def __init__(self, object_code: bytes) -> None:
-        tm = host_target_machine()
+        tm = new_target_machine()  # the engine takes ownership of (and later frees) it
         empty = llvm.parse_assembly("")
         empty.triple = tm.triple
         self.engine = llvm.create_mcjit_compiler(empty, tm)
-        self.engine.add_object_file(llvm.ObjectFileRef.from_data(object_code))
+        # The engine may reference the image and the ObjectFileRef: keep both alive with it.
+        self._data = object_code
+        self._obj = llvm.ObjectFileRef.from_data(object_code)
+        self.engine.add_object_file(self._obj)
         self.engine.finalize_object()
 
     def address(self, name: str) -> int:

@@ -1,0 +1,96 @@
+"""Program -> one LLVM module: a function per kernel plus the entry function.
+
+``i32 ENTRY(ptr args)``: ``args`` points to ``[inputs..., outputs..., constants...]``
+data pointers. The entry allocates the arena (64-byte aligned, ``aligned_alloc``),
+runs each Call in order and frees the arena. It returns 0, or 1 without running
+anything when the arena cannot be allocated (callers may treat it as ``void``).
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+
+from minicomp.codegen.llvm.conv import emit_conv_kernel
+from minicomp.codegen.llvm.intrinsics import declare
+from minicomp.codegen.llvm.loops import emit_loop_kernel
+from minicomp.codegen.llvm.matmul import emit_matmul_kernel
+from minicomp.codegen.llvm.pool import emit_pool_kernel
+from minicomp.codegen.llvm.types import I8, I32, I64, PTR, VOID
+from minicomp.ir.kernel import ConvKernel, Kernel, LoopKernel, MatmulKernel, PoolKernel, Program, Slot
+
+_EMITTERS = {LoopKernel: emit_loop_kernel, MatmulKernel: emit_matmul_kernel,
+             ConvKernel: emit_conv_kernel, PoolKernel: emit_pool_kernel}
+
+
+def _overlap(a: Slot, b: Slot) -> bool:
+    if a.kind != b.kind:
+        return False
+    if a.kind != "arena":
+        return a.index == b.index
+    return a.index < b.index + b.type.nbytes and b.index < a.index + a.type.nbytes and \
+        a.type.nbytes > 0 and b.type.nbytes > 0
+
+
+def _distinct(program: Program, kernel: int) -> bool:
+    """True when every call of ``kernel`` passes pairwise non-overlapping buffers."""
+    for c in program.calls:
+        if c.kernel != kernel:
+            continue
+        slots = [program.slots[s] for s in c.args]
+        if any(_overlap(slots[i], slots[j]) for i in range(len(slots)) for j in range(i)):
+            return False
+    return True
+
+
+def kernel_symbol(program_name: str, index: int, kernel: Kernel) -> str:
+    """The symbol of kernel ``index`` in the module of program ``program_name``."""
+    safe = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in kernel.name)
+    return f"{program_name}.k{index}.{safe}"
+
+
+def build_module(program: Program, name: str, threads: int) -> tuple[ir.Module, list[str]]:
+    """The unoptimized module for ``program`` and the symbol of each kernel."""
+    module = ir.Module(name=name)
+    symbols = []
+    for i, k in enumerate(program.kernels):
+        emit = _EMITTERS.get(type(k))
+        if emit is None:
+            raise TypeError(f"LLVM backend cannot compile kernel {type(k).__name__}")
+        sym = kernel_symbol(name, i, k)
+        emit(module, sym, k, _distinct(program, i), threads)
+        symbols.append(sym)
+    _entry(module, program, name, symbols)
+    return module, symbols
+
+
+def _entry(module: ir.Module, program: Program, name: str, symbols: list[str]) -> None:
+    fn = ir.Function(module, ir.FunctionType(I32, [PTR]), name=name)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    args = fn.args[0]
+    arena = ir.Constant(PTR, None)
+    if program.arena_bytes > 0:
+        alloc = declare(module, "aligned_alloc", PTR, [I64, I64])
+        size = -(-program.arena_bytes // 64) * 64
+        arena = b.call(alloc, [ir.Constant(I64, 64), ir.Constant(I64, size)])
+        with b.if_then(b.icmp_unsigned("==", arena, ir.Constant(PTR, None)), likely=False):
+            b.ret(ir.Constant(I32, 1))
+    base = {"input": 0, "output": program.num_inputs, "const": program.num_inputs + program.num_outputs}
+    cache: dict[int, ir.Value] = {}
+
+    def pointer(slot_id: int) -> ir.Value:
+        if slot_id not in cache:
+            slot = program.slots[slot_id]
+            if slot.kind == "arena":
+                cache[slot_id] = b.gep(arena, [ir.Constant(I64, slot.index)], source_etype=I8)
+            elif slot.kind in base:
+                at = b.gep(args, [ir.Constant(I64, base[slot.kind] + slot.index)], source_etype=PTR)
+                cache[slot_id] = b.load(at, typ=PTR)
+            else:
+                raise ValueError(f"unknown slot kind {slot.kind!r}")
+        return cache[slot_id]
+
+    for c in program.calls:
+        kfn = module.globals[symbols[c.kernel]]
+        b.call(kfn, [pointer(s) for s in c.args])
+    if program.arena_bytes > 0:
+        b.call(declare(module, "free", VOID, [PTR]), [arena])
+    b.ret(ir.Constant(I32, 0))

@@ -1,0 +1,295 @@
+"""MatmulKernel -> LLVM: a packed, register-blocked GEMM with a SIMD micro-kernel.
+
+Large products (the *packed* path), per batch:
+
+1. B is packed into panels of NR = 2 vectors of columns, each ``k x NR``
+   contiguous and zero-padded (converted to the accumulator type; f16/bf16 -> f32);
+   panels are split across threads.
+2. Rows are split in blocks of MC; each thread packs its A block into MR-row
+   panels and runs the micro-kernel: MR x NR accumulators (MR*2 SIMD registers)
+   updated with ``fma`` over all of k, then the epilogue is applied per output element.
+
+Small products (the *simple* path) loop directly: a dot product over k
+(vectorized with ``reassoc`` adds) when B is contiguous along k, else a row
+update ``acc[:] += a * B[p, :]`` over a stack row.
+"""
+from __future__ import annotations
+
+from math import prod
+
+from llvmlite import ir
+
+from minicomp.codegen.llvm import convert
+from minicomp.codegen.llvm.control import entry_alloca, for_range
+from minicomp.codegen.llvm.intrinsics import call, declare
+from minicomp.codegen.llvm.jit import host_vector_bits
+from minicomp.codegen.llvm.kernelfn import buffer_table, emit_store
+from minicomp.codegen.llvm.parallel import PARALLEL_MIN_WORK, make_body, parallel_for
+from minicomp.codegen.llvm.scalar import ExprEmitter
+from minicomp.codegen.llvm.types import I64, PTR, VOID, register_type, storage_type
+from minicomp.ir.dtypes import DType
+from minicomp.ir.kernel import Access, Buffer, MatmulKernel
+
+MR = 6
+MC_MAX = 48
+SIMPLE_ROW_LIMIT = 16384
+
+
+def _c(v: int) -> ir.Constant:
+    return ir.Constant(I64, v)
+
+
+def _smin(b, x, y):
+    return b.select(b.icmp_signed("<", x, y), x, y)
+
+
+def _batch_vars(b, flat: ir.Value, batch: tuple[int, ...]) -> list[ir.Value]:
+    out = []
+    for d in reversed(range(len(batch))):
+        out.append(b.urem(flat, _c(batch[d])) if d else flat)
+        flat = b.udiv(flat, _c(batch[d]))
+    return list(reversed(out))
+
+
+def _offset(b, acc: Access, idx: list[ir.Value]) -> ir.Value:
+    off = _c(acc.offset)
+    for s, v in zip(acc.strides, idx):
+        if s:
+            off = b.add(off, b.mul(v, _c(s)))
+    return off
+
+
+def _load_acc(b, tab, acc: Access, idx, acc_dt: DType) -> ir.Value:
+    ptr, _, dt = tab[acc.buf]
+    raw = b.load(b.gep(ptr, [_offset(b, acc, idx)], inbounds=True, source_etype=storage_type(dt)),
+                 typ=storage_type(dt))
+    return convert.cast(b, convert.from_storage(b, raw, dt), dt, acc_dt)
+
+
+def _madd(b, x, y, acc, is_float):
+    if is_float:
+        return call(b, "llvm.fma", x, y, acc)
+    return b.add(b.mul(x, y), acc)
+
+
+class _Gemm:
+    def __init__(self, k: MatmulKernel) -> None:
+        self.k = k
+        self.dt = k.acc_dtype
+        self.T = register_type(k.acc_dtype)
+        if self.dt is DType.bool:
+            raise TypeError(f"matmul kernel {k.name}: bool accumulation is not supported")
+        self.bits = 8 * self.dt.itemsize
+        self.W = max(2, host_vector_bits() // self.bits)
+        self.NR = 2 * self.W
+        self.nbatch = prod(k.batch)
+        self.nin = len(k.inputs)
+
+    # ---- epilogue -------------------------------------------------------------
+    def epilogue(self, b, tab, out_ptrs, bvars, i, j, acc):
+        em = ExprEmitter(b, tab, bvars + [i, j], {0: acc})
+        for st in self.k.stores:
+            emit_store(em, out_ptrs, self.k.outputs, st)
+
+    # ---- simple path ----------------------------------------------------------
+    def simple_dot(self, b, ptrs, begin, end):
+        k = self.k
+        tab = buffer_table(ptrs[:self.nin], k.inputs)
+        bm = len(k.batch)
+        with for_range(b, begin, end, name="ij") as idx:
+            row, j = b.udiv(idx, _c(k.n)), b.urem(idx, _c(k.n))
+            bvars = _batch_vars(b, b.udiv(row, _c(k.m)), k.batch) if bm else []
+            i = b.urem(row, _c(k.m))
+            acc = entry_alloca(b, self.T, "dot")
+            b.store(convert.constant(0, self.dt), acc)
+            with for_range(b, 0, k.k, name="p") as p:
+                x = _load_acc(b, tab, k.a, bvars + [i, p], self.dt)
+                y = _load_acc(b, tab, k.b, bvars + [p, j], self.dt)
+                cur = b.load(acc, typ=self.T)
+                if self.dt.is_float:
+                    nxt = b.fadd(cur, b.fmul(x, y), flags=("reassoc", "contract"))
+                else:
+                    nxt = b.add(cur, b.mul(x, y))
+                b.store(nxt, acc)
+            self.epilogue(b, tab, ptrs[self.nin:], bvars, i, j, b.load(acc, typ=self.T))
+
+    def simple_axpy(self, b, ptrs, begin, end):
+        k = self.k
+        tab = buffer_table(ptrs[:self.nin], k.inputs)
+        rowbuf = entry_alloca(b, ir.ArrayType(self.T, k.n), "row")
+        with for_range(b, begin, end, name="row") as row:
+            bvars = _batch_vars(b, b.udiv(row, _c(k.m)), k.batch) if k.batch else []
+            i = b.urem(row, _c(k.m))
+            with for_range(b, 0, k.n, name="z") as j:
+                b.store(convert.constant(0, self.dt), b.gep(rowbuf, [j], source_etype=self.T))
+            with for_range(b, 0, k.k, name="p") as p:
+                x = _load_acc(b, tab, k.a, bvars + [i, p], self.dt)
+                with for_range(b, 0, k.n, name="j") as j:
+                    y = _load_acc(b, tab, k.b, bvars + [p, j], self.dt)
+                    slot = b.gep(rowbuf, [j], source_etype=self.T)
+                    b.store(_madd(b, x, y, b.load(slot, typ=self.T), self.dt.is_float), slot)
+            with for_range(b, 0, k.n, name="e") as j:
+                acc = b.load(b.gep(rowbuf, [j], source_etype=self.T), typ=self.T)
+                self.epilogue(b, tab, ptrs[self.nin:], bvars, i, j, acc)
+
+    # ---- packed path ----------------------------------------------------------
+    def b_varies(self) -> bool:
+        nb = len(self.k.batch)
+        return any(s for s in self.k.b.strides[:nb])
+
+    def pack_b(self, b, ptrs, begin, end):
+        """Panels [begin, end) of (batch-of-B x panel); ptrs = inputs + [Bp]."""
+        k, NR = self.k, self.NR
+        tab = buffer_table(ptrs[:self.nin], k.inputs)
+        bp = ptrs[self.nin]
+        npan = -(-k.n // NR)
+        zero = convert.constant(0, self.dt)
+        with for_range(b, begin, end, name="pan") as pan:
+            bvars = _batch_vars(b, b.udiv(pan, _c(npan)), k.batch) if k.batch else []
+            jp = b.urem(pan, _c(npan))
+            base = b.mul(pan, _c(k.k * NR))
+            ncols = _smin(b, _c(NR), b.sub(_c(k.n), b.mul(jp, _c(NR))))
+            with for_range(b, 0, k.k, name="p") as p:
+                rowbase = b.add(base, b.mul(p, _c(NR)))
+                with for_range(b, 0, NR, name="c") as c:
+                    dst = b.gep(bp, [b.add(rowbase, c)], source_etype=self.T)
+                    b.store(zero, dst)
+                with for_range(b, 0, ncols, name="c") as c:
+                    col = b.add(b.mul(jp, _c(NR)), c)
+                    dst = b.gep(bp, [b.add(rowbase, c)], source_etype=self.T)
+                    b.store(_load_acc(b, tab, k.b, bvars + [p, col], self.dt), dst)
+
+    def compute(self, b, ptrs, begin, end):
+        """Row blocks [begin, end) of (batch x m-block); ptrs = inputs + outputs + [Bp]."""
+        k, NR, W = self.k, self.NR, self.W
+        nio = self.nin + len(k.outputs)
+        tab = buffer_table(ptrs[:self.nin], k.inputs)
+        out_ptrs = ptrs[self.nin:nio]
+        bp = ptrs[nio]
+        nmb = -(-k.m // self.MC)
+        npan = -(-k.n // NR)
+        elt = self.bits // 8
+        ap_bytes = self.MC * k.k * elt
+        alloc = declare(b.module, "aligned_alloc", PTR, [I64, I64])
+        ap = b.call(alloc, [_c(64), _c(-(-ap_bytes // 64) * 64)])
+        ok = b.icmp_unsigned("!=", ap, ir.Constant(PTR, None))
+        tile = entry_alloca(b, ir.ArrayType(self.T, MR * NR), "tile")
+        zero = convert.constant(0, self.dt)
+        with b.if_then(ok):
+            with for_range(b, begin, end, name="blk") as blk:
+                bidx = b.udiv(blk, _c(nmb))
+                bvars = _batch_vars(b, bidx, k.batch) if k.batch else []
+                i0 = b.mul(b.urem(blk, _c(nmb)), _c(self.MC))
+                rows = _smin(b, _c(self.MC), b.sub(_c(k.m), i0))
+                npanels_a = b.udiv(b.add(rows, _c(MR - 1)), _c(MR))
+                # pack A: panel ir holds rows i0+ir*MR .. +MR, element (p, r) at (ir*k + p)*MR + r
+                with for_range(b, 0, npanels_a, name="ia") as ia:
+                    with for_range(b, 0, k.k, name="p") as p:
+                        for r in range(MR):
+                            row = b.add(b.add(i0, b.mul(ia, _c(MR))), _c(r))
+                            dst = b.gep(ap, [b.add(b.mul(b.add(b.mul(ia, _c(k.k)), p), _c(MR)), _c(r))],
+                                        source_etype=self.T)
+                            inside = b.icmp_signed("<", row, _c(k.m))
+                            with b.if_else(inside) as (then, other):
+                                with then:
+                                    b.store(_load_acc(b, tab, k.a, bvars + [row, p], self.dt), dst)
+                                with other:
+                                    b.store(zero, dst)
+                bbase = b.mul(bidx, _c(npan * k.k * NR)) if self.b_varies() else _c(0)
+                with for_range(b, 0, npan, name="jp") as jp:
+                    bpan = b.gep(bp, [b.add(bbase, b.mul(jp, _c(k.k * NR)))], source_etype=self.T)
+                    j0 = b.mul(jp, _c(NR))
+                    ncols = _smin(b, _c(NR), b.sub(_c(k.n), j0))
+                    with for_range(b, 0, npanels_a, name="ir") as ia:
+                        apan = b.gep(ap, [b.mul(ia, _c(k.k * MR))], source_etype=self.T)
+                        self.micro(b, apan, bpan, tile)
+                        r0 = b.add(i0, b.mul(ia, _c(MR)))
+                        nrows = _smin(b, _c(MR), b.sub(_c(k.m), r0))
+                        with for_range(b, 0, nrows, name="er") as r:
+                            with for_range(b, 0, ncols, name="ec") as c:
+                                acc = b.load(b.gep(tile, [b.add(b.mul(r, _c(NR)), c)], source_etype=self.T),
+                                             typ=self.T)
+                                self.epilogue(b, tab, out_ptrs, bvars, b.add(r0, r), b.add(j0, c), acc)
+            b.call(declare(b.module, "free", VOID, [PTR]), [ap])
+
+    def micro(self, b, apan, bpan, tile):
+        """tile[MR x NR] = sum_p apan[p, :MR] (outer) bpan[p, :NR], accumulators in registers."""
+        W, NR, kk = self.W, self.NR, self.k.k
+        vt = ir.VectorType(self.T, W)
+        nv = NR // W
+        zero = ir.Constant(vt, [convert.constant(0, self.dt)] * W)
+        pre = b.block
+        loop = b.append_basic_block("mk.loop")
+        done = b.append_basic_block("mk.done")
+        b.branch(loop)
+        b.position_at_end(loop)
+        p = b.phi(I64, "p")
+        p.add_incoming(_c(0), pre)
+        accs = [[b.phi(vt) for _ in range(nv)] for _ in range(MR)]
+        for row in accs:
+            for a in row:
+                a.add_incoming(zero, pre)
+        esize = self.bits // 8  # element alignment only: never assume more of a pointer
+        bv = [b.load(b.gep(bpan, [b.add(b.mul(p, _c(NR)), _c(c * W))], source_etype=self.T), typ=vt,
+                     align=esize) for c in range(nv)]
+        mask = ir.Constant(ir.VectorType(ir.IntType(32), W), [0] * W)
+        new = []
+        for r in range(MR):
+            a = b.load(b.gep(apan, [b.add(b.mul(p, _c(MR)), _c(r))], source_etype=self.T), typ=self.T)
+            splat = b.shuffle_vector(b.insert_element(ir.Constant(vt, ir.Undefined), a, _c(0)),
+                                     ir.Constant(vt, ir.Undefined), mask)
+            new.append([_madd(b, splat, bv[c], accs[r][c], self.dt.is_float) for c in range(nv)])
+        p2 = b.add(p, _c(1))
+        p.add_incoming(p2, loop)
+        for r in range(MR):
+            for c in range(nv):
+                accs[r][c].add_incoming(new[r][c], loop)
+        b.cbranch(b.icmp_signed("<", p2, _c(kk)), loop, done)
+        b.position_at_end(done)
+        for r in range(MR):
+            for c in range(nv):
+                b.store(new[r][c], b.gep(tile, [_c(r * NR + c * W)], source_etype=self.T), align=esize)
+
+
+def emit_matmul_kernel(module: ir.Module, name: str, k: MatmulKernel, noalias: bool, threads: int) -> ir.Function:
+    """Define the kernel function for matmul ``k`` in ``module``."""
+    g = _Gemm(k)
+    nin, nio = len(k.inputs), len(k.inputs) + len(k.outputs)
+    fn = ir.Function(module, ir.FunctionType(VOID, [PTR] * nio), name=name)
+    if noalias:
+        for a in fn.args:
+            a.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    work = g.nbatch * k.m * k.n * max(k.k, 1)
+    th = threads if work >= PARALLEL_MIN_WORK * 16 else 1
+    rows = g.nbatch * k.m
+    packed = k.k > 0 and rows >= MR and k.n >= g.W and k.m * k.n * k.k >= 32 ** 3
+    if rows * k.n == 0:
+        b.ret_void()
+        return fn
+    if not packed and k.n > SIMPLE_ROW_LIMIT:
+        packed = k.k > 0
+    if not packed:
+        dot = k.k == 0 or k.b.strides[-2] == 1 or k.n == 1 or k.n > SIMPLE_ROW_LIMIT
+        if dot:
+            body = make_body(module, f"{name}.dot", nio, noalias, g.simple_dot)
+            parallel_for(b, body, list(fn.args), rows * k.n, th)
+        else:
+            body = make_body(module, f"{name}.axpy", nio, noalias, g.simple_axpy)
+            parallel_for(b, body, list(fn.args), rows, th)
+        b.ret_void()
+        return fn
+    g.MC = max(MR, min(MC_MAX, -(-(-(-k.m // max(th, 1))) // MR) * MR))
+    npan = -(-k.n // g.NR)
+    nb_b = g.nbatch if g.b_varies() else 1
+    bp_bytes = nb_b * npan * k.k * g.NR * (g.bits // 8)
+    alloc = declare(module, "aligned_alloc", PTR, [I64, I64])
+    bp = b.call(alloc, [_c(64), _c(-(-bp_bytes // 64) * 64)])
+    with b.if_then(b.icmp_unsigned("!=", bp, ir.Constant(PTR, None))):
+        pack = make_body(module, f"{name}.packb", nin + 1, False, g.pack_b)
+        parallel_for(b, pack, list(fn.args[:nin]) + [bp], nb_b * npan, th)
+        comp = make_body(module, f"{name}.gemm", nio + 1, noalias, g.compute)
+        parallel_for(b, comp, list(fn.args) + [bp], g.nbatch * (-(-k.m // g.MC)), th)
+        b.call(declare(module, "free", VOID, [PTR]), [bp])
+    b.ret_void()
+    return fn

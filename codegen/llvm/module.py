@@ -1,0 +1,102 @@
+"""compile_program / emit_object and the compiled-module handle."""
+from __future__ import annotations
+
+import re
+
+from minicomp.codegen.llvm import jit
+from minicomp.codegen.llvm.entry import build_module
+from minicomp.ir.kernel import Program
+
+
+def _function_text(ir_text: str, symbol: str) -> str:
+    """The ``define`` of ``symbol`` (and of its body/worker helpers) from module text."""
+    out = []
+    for m in re.finditer(r"^define [^\n]*@\"?([^\"(\s]+)\"?\(.*?^}\n", ir_text, re.S | re.M):
+        fname = m.group(1)
+        if fname == symbol or fname.startswith(symbol + "."):
+            out.append(m.group(0))
+    return "\n".join(out)
+
+
+class LLVMModule:
+    """A compiled Program: machine code loaded in this process plus its sources.
+
+    Keep this object alive while calling ``entry_address``. ``llvm_ir`` is the
+    optimized IR; when built from cached ``object_code`` the optimized IR and
+    assembly are produced lazily from the unoptimized IR on first request.
+    """
+
+    def __init__(self, name: str, unopt_ir: str, symbols: list[str], object_code: bytes,
+                 opt_ir: str | None, opt_level: int) -> None:
+        self.name = name
+        self._unopt = unopt_ir
+        self._opt = opt_ir
+        self._asm: str | None = None
+        self._opt_level = opt_level
+        self.symbols = symbols
+        self.object_code = object_code
+        self._loaded = jit.Loaded(object_code)
+        self.entry_address: int = self._loaded.address(name)
+
+    def _optimized(self):
+        mod = jit.parse(self._unopt)
+        jit.optimize(mod, self._opt_level)
+        return mod
+
+    @property
+    def llvm_ir(self) -> str:
+        """Optimized LLVM IR text of the whole module."""
+        if self._opt is None:
+            self._opt = str(self._optimized())
+        return self._opt
+
+    def source(self, kind: str = "llvm") -> str:
+        """``"llvm"`` (optimized IR), ``"llvm-unopt"`` or ``"asm"``."""
+        if kind == "llvm":
+            return self.llvm_ir
+        if kind == "llvm-unopt":
+            return self._unopt
+        if kind == "asm":
+            if self._asm is None:
+                self._asm = jit.emit_assembly(self._optimized())
+            return self._asm
+        raise ValueError(f"unknown source kind {kind!r}; expected llvm, llvm-unopt or asm")
+
+    @property
+    def kernel_sources(self) -> list[tuple[str, str]]:
+        """(kernel symbol, optimized IR of its functions) per kernel, in Program order."""
+        text = self.llvm_ir
+        return [(s, _function_text(text, s) or _function_text(self._unopt, s)) for s in self.symbols]
+
+    def kernel_address(self, index: int) -> int:
+        """Address of kernel ``index`` (``void k(ptr in..., ptr out...)``)."""
+        return self._loaded.address(self.symbols[index])
+
+
+def _build(program: Program, name: str, opt_level: int, threads: int):
+    module, symbols = build_module(program, name, threads)
+    unopt = str(module)
+    mod = jit.parse(unopt)
+    jit.optimize(mod, opt_level)
+    return unopt, symbols, mod
+
+
+def compile_program(program: Program, *, name: str = "main", opt_level: int = 3, threads: int = 2,
+                    object_code: bytes | None = None) -> LLVMModule:
+    """JIT-compile ``program`` for the host CPU.
+
+    With ``object_code`` (from :func:`emit_object` or ``LLVMModule.object_code`` of the
+    same program, name, threads and host), LLVM optimization and code generation are
+    skipped; only the (cheap) IR construction runs, for the sources.
+    """
+    if object_code is not None:
+        module, symbols = build_module(program, name, threads)
+        return LLVMModule(name, str(module), symbols, object_code, None, opt_level)
+    unopt, symbols, mod = _build(program, name, opt_level, threads)
+    return LLVMModule(name, unopt, symbols, jit.emit_object(mod), str(mod), opt_level)
+
+
+def emit_object(program: Program, *, name: str = "main", opt_level: int = 3, threads: int = 2) -> bytes:
+    """The optimized object-file image of ``program`` (what an on-disk cache stores)."""
+    _, _, mod = _build(program, name, opt_level, threads)
+    return jit.emit_object(mod)

@@ -1,0 +1,88 @@
+"""Splitting a kernel's outermost loop across threads with pthreads.
+
+A parallel region is a *body* function ``void body(ptr p0, ..., ptr pk, i64 begin,
+i64 end)`` that runs iterations [begin, end) of a loop. :func:`parallel_for` emits,
+at the builder's position, code that runs ``body`` over [0, total) on ``threads``
+threads: threads 1.. are started with ``pthread_create`` on a generated worker
+``ptr worker(ptr ctx)`` (ctx holds the pointers and the range), the calling thread
+runs chunk 0, then all are joined. If ``pthread_create`` fails the chunk runs on the
+calling thread, so results never depend on thread availability. ``pthread_create``
+and ``pthread_join`` are resolved from the process by MCJIT (glibc >= 2.34 has
+them in libc).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from llvmlite import ir
+
+from minicomp.codegen.llvm.control import entry_alloca
+from minicomp.codegen.llvm.intrinsics import declare
+from minicomp.codegen.llvm.types import I32, I64, PTR, VOID
+
+#: Work (elements or multiply-adds) below which a kernel runs on one thread.
+PARALLEL_MIN_WORK = 1 << 18
+
+BodyEmitter = Callable[[ir.IRBuilder, list[ir.Value], ir.Value, ir.Value], None]
+
+
+def make_body(module: ir.Module, name: str, nptrs: int, noalias: bool, emit: BodyEmitter) -> ir.Function:
+    """Define ``void name(ptr x nptrs, i64 begin, i64 end)`` whose code ``emit`` writes."""
+    fn = ir.Function(module, ir.FunctionType(VOID, [PTR] * nptrs + [I64, I64]), name=name)
+    fn.linkage = "internal"
+    if noalias:
+        for a in fn.args[:nptrs]:
+            a.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    emit(b, list(fn.args[:nptrs]), fn.args[nptrs], fn.args[nptrs + 1])
+    b.ret_void()
+    return fn
+
+
+def _worker(module: ir.Module, body: ir.Function, ctx_ty: ir.LiteralStructType, nptrs: int) -> ir.Function:
+    name = f"{body.name}.worker"
+    existing = module.globals.get(name)
+    if existing is not None:
+        return existing
+    fn = ir.Function(module, ir.FunctionType(PTR, [PTR]), name=name)
+    fn.linkage = "internal"
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    ctx = fn.args[0]
+    zero = ir.Constant(I32, 0)
+    vals = [b.load(b.gep(ctx, [zero, ir.Constant(I32, i)], source_etype=ctx_ty), typ=ctx_ty.elements[i])
+            for i in range(nptrs + 2)]
+    b.call(body, vals)
+    b.ret(ir.Constant(PTR, None))
+    return fn
+
+
+def parallel_for(b: ir.IRBuilder, body: ir.Function, ptrs: list[ir.Value], total: int, threads: int) -> None:
+    """Run ``body(ptrs, begin, end)`` over [0, total), split in ``threads`` contiguous chunks."""
+    threads = max(1, min(threads, total))
+    if threads == 1:
+        b.call(body, list(ptrs) + [ir.Constant(I64, 0), ir.Constant(I64, total)])
+        return
+    module = b.module
+    nptrs = len(ptrs)
+    ctx_ty = ir.LiteralStructType([PTR] * nptrs + [I64, I64])
+    worker = _worker(module, body, ctx_ty, nptrs)
+    create = declare(module, "pthread_create", I32, [PTR, PTR, PTR, PTR])
+    join = declare(module, "pthread_join", I32, [I64, PTR])
+    chunk = -(-total // threads)
+    zero = ir.Constant(I32, 0)
+    started = []
+    for t in range(1, threads):
+        lo, hi = min(t * chunk, total), min((t + 1) * chunk, total)
+        ctx = entry_alloca(b, ctx_ty, name=f"ctx{t}")
+        tid = entry_alloca(b, I64, name=f"tid{t}")
+        for i, v in enumerate(list(ptrs) + [ir.Constant(I64, lo), ir.Constant(I64, hi)]):
+            b.store(v, b.gep(ctx, [zero, ir.Constant(I32, i)], source_etype=ctx_ty))
+        rc = b.call(create, [tid, ir.Constant(PTR, None), worker, ctx])
+        failed = b.icmp_signed("!=", rc, zero)
+        with b.if_then(failed):  # no thread: run the chunk here
+            b.call(body, list(ptrs) + [ir.Constant(I64, lo), ir.Constant(I64, hi)])
+        started.append((failed, tid))
+    b.call(body, list(ptrs) + [ir.Constant(I64, 0), ir.Constant(I64, min(chunk, total))])
+    for failed, tid in started:
+        with b.if_then(b.not_(failed)):
+            b.call(join, [b.load(tid, typ=I64), ir.Constant(PTR, None)])

@@ -1,0 +1,103 @@
+"""LLVM backend: whole Programs (arena, constants, several calls), sources and object-code reuse."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from minicomp.codegen.llvm import compile_program, emit_object
+from minicomp.ir.dtypes import DType
+from minicomp.ir.kernel import E, Buffer, Call, Load, LoopKernel, Program, Reduce, Ref, Slot, Store, Var
+from test_llvm_kernels import call_entry, flat, tt
+
+
+def _program() -> Program:
+    """y = sum_j exp(x[i, j] * c[j]) + 1 with the exp in an arena buffer; also z = x * 2 (second output)."""
+    shape = (3, 5)
+    x, c, t = tt(DType.f32, shape), tt(DType.f32, (5,)), tt(DType.f32, shape)
+    k0 = LoopKernel("scale_exp", "pointwise", (Buffer("x", x), Buffer("c", c)), (Buffer("t", t),), shape, (),
+                    (Store(0, flat(shape), E.exp(E.mul(Load(0, flat(shape), DType.f32), Load(1, Var(1), DType.f32)))),))
+    k1 = LoopKernel("rowsum", "reduction", (Buffer("t", t),), (Buffer("y", tt(DType.f32, (3,))),), (3,), (5,),
+                    (Reduce("sum", Load(0, flat(shape), DType.f32), DType.f32),
+                     Store(0, Var(0), E.add(Ref(0, DType.f32), 1.0))))
+    k2 = LoopKernel("twice", "pointwise", (Buffer("x", x),), (Buffer("z", x),), shape, (),
+                    (Store(0, flat(shape), E.mul(Load(0, flat(shape), DType.f32), 2.0)),))
+    slots = (Slot("input", 0, x), Slot("const", 0, c), Slot("arena", 128, t), Slot("output", 0, tt(DType.f32, (3,))),
+             Slot("output", 1, x))
+    consts = (np.linspace(0, 1, 5, dtype=np.float32),)
+    return Program(kernels=(k0, k1, k2), slots=slots, calls=(Call(0, (0, 1, 2)), Call(1, (2, 3)), Call(2, (0, 4))),
+                   arena_bytes=128 + t.nbytes, num_inputs=1, num_outputs=2, constants=consts)
+
+
+def _run(module, x):
+    c = torch.from_numpy(_program().constants[0])
+    y, z = torch.empty(3), torch.empty(3, 5)
+    assert call_entry(module, [x, y, z, c]) == 0
+    return y, z, c
+
+
+def test_program_with_arena_and_constants():
+    x = torch.randn(3, 5)
+    module = compile_program(_program(), name="prog")
+    y, z, c = _run(module, x)
+    torch.testing.assert_close(y, torch.exp(x * c).sum(1) + 1)
+    torch.testing.assert_close(z, x * 2)
+
+
+def test_sources_and_kernel_sources():
+    module = compile_program(_program(), name="prog")
+    assert "define" in module.source("llvm") and "define" in module.source("llvm-unopt")
+    assert "aligned_alloc" in module.source("llvm-unopt")
+    assert "retq" in module.source("asm")
+    names = [n for n, _ in module.kernel_sources]
+    assert len(names) == 3 and "scale_exp" in names[0] and "rowsum" in names[1]
+    assert all("define" in text for _, text in module.kernel_sources)
+    with pytest.raises(ValueError):
+        module.source("ptx")
+
+
+def test_object_code_roundtrip_skips_llvm():
+    obj = emit_object(_program(), name="prog")
+    assert isinstance(obj, bytes) and obj[:4] == b"\x7fELF"
+    module = compile_program(_program(), name="prog", object_code=obj)
+    x = torch.randn(3, 5)
+    y, z, c = _run(module, x)
+    torch.testing.assert_close(y, torch.exp(x * c).sum(1) + 1)
+    assert "define" in module.source("llvm")  # optimized IR is rebuilt lazily
+    again = compile_program(_program(), name="prog", object_code=module.object_code)
+    torch.testing.assert_close(_run(again, x)[1], x * 2)
+
+
+def test_in_place_slot_reuse_has_no_noalias():
+    """An arena slot read and written by the same call must not be marked noalias (and must work)."""
+    shape = (1000,)
+    t = tt(DType.f32, shape)
+    k = LoopKernel("inc", "pointwise", (Buffer("a", t),), (Buffer("b", t),), shape, (),
+                   (Store(0, Var(0), E.add(Load(0, Var(0), DType.f32), 1.0)),))
+    cp = LoopKernel("copy", "copy", (Buffer("a", t),), (Buffer("b", t),), shape, (),
+                    (Store(0, Var(0), Load(0, Var(0), DType.f32)),))
+    slots = (Slot("input", 0, t), Slot("arena", 0, t), Slot("output", 0, t))
+    prog = Program(kernels=(cp, k, cp), slots=slots, calls=(Call(0, (0, 1)), Call(1, (1, 1)), Call(2, (1, 2))),
+                   arena_bytes=t.nbytes, num_inputs=1, num_outputs=1)
+    module = compile_program(prog)
+    unopt = module.source("llvm-unopt")
+    inc_def = next(line for line in unopt.splitlines() if line.startswith("define") and "inc\"(" in line)
+    assert "noalias" not in inc_def
+    x, y = torch.randn(shape), torch.empty(shape)
+    assert call_entry(module, [x, y]) == 0
+    torch.testing.assert_close(y, x + 1)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_threads_give_same_result(threads):
+    shape = (700, 600)  # 420K elements: above the parallel threshold
+    t = tt(DType.f64, shape)
+    k = LoopKernel("sq", "pointwise", (Buffer("a", t),), (Buffer("b", t),), shape, (),
+                   (Store(0, flat(shape), E.mul(Load(0, flat(shape), DType.f64), Var(0))),))
+    prog = Program(kernels=(k,), slots=(Slot("input", 0, t), Slot("output", 0, t)), calls=(Call(0, (0, 1)),),
+                   arena_bytes=0, num_inputs=1, num_outputs=1)
+    module = compile_program(prog, threads=threads)
+    assert ("pthread_create" in module.source("llvm-unopt")) == (threads == 2)
+    x, y = torch.randn(shape, dtype=torch.float64), torch.empty(shape, dtype=torch.float64)
+    call_entry(module, [x, y])
+    torch.testing.assert_close(y, x * torch.arange(700, dtype=torch.float64)[:, None])
