@@ -4,11 +4,17 @@ An OpDef declares the op's operands and attributes, its shape/dtype inference,
 its numpy reference (used by the interpreter and by constant folding), its
 category for fusion, and how it becomes part of a kernel:
 
-* elementwise ops give ``scalar(e, *args, **attrs)``, a formula over the scalar
+* elementwise ops give ``scalar(*args, **attrs) -> Expr``, a formula over the scalar
   primitives of :mod:`minicomp.ir.kernel` (the one place their meaning is written
-  for code generation);
-* view ops give ``view(out_index, in_types, attrs)``, mapping an output
-  multi-index to the input's multi-index, so views fold into indexing;
+  for code generation), and ``dtype_rule(in_dtypes, attrs) -> (operand_dtypes,
+  result_dtype)``: operands are cast to ``operand_dtypes`` before ``scalar`` and
+  its result (of ``result_dtype.compute``, bool for predicates) is cast to
+  ``result_dtype`` (see :func:`minicomp.ir.ops.elementwise.scalar_expr`). The
+  generators ``full``/``arange`` (no operands) take ``scalar(*, index, **attrs)``
+  with ``index`` the output multi-index (i64 Exprs);
+* view ops give ``view(out_index, in_types, attrs, result=0) -> list[Expr]``,
+  mapping an output multi-index to the operand's multi-index, so views fold into
+  indexing;
 * the other categories name a kernel template in :mod:`minicomp.ir.lowering`.
 
 Adding an op means adding one OpDef in one of the modules below; the registry
@@ -68,6 +74,7 @@ class OpDef:
     attrs: dict[str, Attr] = field(default_factory=dict)
     scalar: Callable[..., Any] | None = None
     view: Callable[..., Any] | None = None
+    dtype_rule: Callable[..., Any] | None = None  # elementwise: (in_dtypes, attrs) -> (operand dtypes, result)
     doc: str = ""
     num_results: int | None = 1  # None: decided by inference (split)
 
