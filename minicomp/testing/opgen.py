@@ -1,0 +1,502 @@
+"""Per-op operand and attribute generators for random graphs (NNSmith-style).
+
+A :class:`Builder` grows one graph. It keeps a *pool* of available values; an op
+generator (one per op family, table :data:`GENERATORS`) picks operands from the
+pool whose types fit the op, makes fresh leaves (graph inputs or constants) when
+none fit, and draws attributes that fit the operand shapes (reduction dims,
+permutations, numel-preserving reshape targets, slice bounds, conv/pool params).
+The op's own type inference is the final judge: a node is inserted only when
+``infer_types`` accepts it.
+
+Numerical robustness: ops whose result jumps on a tiny input change (floor,
+rounding division, comparisons, argmax, float->int casts) only take *exact*
+operands: values computed from inputs by ops every correct implementation
+evaluates bit-identically (movement, max/min, negation, ...). This keeps the
+differential check at default tolerances free of false alarms.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from math import prod
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+
+from minicomp.ir.dtypes import DType
+from minicomp.ir.graph import Graph, Node, Value, constant
+from minicomp.ir.ops import IRError, get_op
+from minicomp.ir.types import TensorType
+from minicomp.testing.strategies import tensor_values
+
+FLOATS = (DType.f32, DType.f64, DType.f16, DType.bf16)
+
+#: Ops whose result is bit-identical in every correct implementation, given exact operands.
+EXACT_OPS = frozenset({
+    "neg", "abs", "relu", "relu6", "hardtanh", "clamp", "maximum", "minimum", "where", "floor", "cast",
+    "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_xor", "logical_not", "isnan",
+    "amax", "amin", "argmax", "argmin", "max_pool2d", "reshape", "permute", "expand", "slice", "cat",
+    "split", "embedding", "upsample_nearest2d", "copy", "full", "constant",
+})
+#: Ops that are exact only on integer/bool operands (float rounding order may differ).
+EXACT_ON_INTS = frozenset({"add", "sub", "mul", "sum", "cumsum"})
+#: Ops whose result jumps on tiny input changes: they take exact operands only.
+DISCONTINUOUS = frozenset({"floor", "eq", "ne", "lt", "le", "gt", "ge", "argmax", "argmin"})
+
+
+class Builder:
+    """Grows one random graph; ``draw`` is a hypothesis draw function."""
+
+    def __init__(self, draw: st.DrawFn, dtypes: tuple[DType, ...], special: bool):
+        self.draw = draw
+        self.dtypes = dtypes
+        self.special = special
+        self.graph = Graph("random")
+        self.pool: list[Value] = []
+        self.exact: set[int] = set()
+        self.input_values: list[np.ndarray] = []
+
+    # -- pool ---------------------------------------------------------------------------
+    def pick(self, pred: Callable[[Value], bool] = lambda v: True, exact: bool = False) -> Value | None:
+        """A pool value satisfying ``pred`` (and exact, if asked), or None."""
+        cands = [v for v in self.pool if pred(v) and (not exact or id(v) in self.exact)]
+        if not cands:
+            return None
+        return cands[self.draw(st.integers(0, len(cands) - 1))]
+
+    def leaf(self, ttype: TensorType, const: bool | None = None, bound: float | None = None,
+             positive: bool = False) -> Value:
+        """A fresh graph input or constant of type ``ttype`` (exact), also added to the pool."""
+        if const is None:
+            const = self.draw(st.booleans())
+        special = self.special and not positive and bound is None
+        arr = self.draw(tensor_values(ttype, special=special, bound=bound))
+        if positive:
+            arr = (np.abs(arr) + 0.5).astype(arr.dtype)
+        if const:
+            v = constant(self.graph, arr, ttype.dtype)
+        else:
+            v = self.graph.add_input(ttype)
+            self.input_values.append(arr)
+        self.exact.add(id(v))
+        self.pool.append(v)
+        return v
+
+    def operand(self, ttype: TensorType, exact: bool = False) -> Value:
+        """A pool value of exactly ``ttype`` if there is one (sometimes), else a fresh leaf."""
+        found = self.pick(lambda v: v.type == ttype, exact=exact)
+        if found is not None and self.draw(st.booleans()):
+            return found
+        return self.leaf(ttype)
+
+    def add(self, op: str, operands: list[Value], attrs: dict[str, Any]) -> Node | None:
+        """Insert ``op`` if its type inference accepts it; put its results in the pool."""
+        try:
+            node = self.graph.add(op, operands, attrs)
+        except (IRError, ValueError):
+            return None
+        floats_in = any(o.type.dtype.is_float for o in operands)
+        is_exact = all(id(o) in self.exact for o in operands) and (
+            op in EXACT_OPS or (op in EXACT_ON_INTS and not floats_in)
+            or (op == "div" and attrs.get("rounding_mode") is not None))
+        for r in node.results:
+            self.pool.append(r)
+            if is_exact:
+                self.exact.add(id(r))
+        return node
+
+    # -- small draws ------------------------------------------------------------------
+    def side(self, lo: int = 1, hi: int = 4) -> int:
+        return self.draw(st.integers(lo, hi))
+
+    def flag(self) -> bool:
+        return self.draw(st.booleans())
+
+    def choice(self, items: list | tuple) -> Any:
+        return self.draw(st.sampled_from(list(items)))
+
+
+Gen = Callable[[Builder, str], "tuple[list[Value], dict[str, Any]] | None"]
+
+
+def _is_float(v: Value) -> bool:
+    return v.type.dtype.is_float
+
+
+def _is_num(v: Value) -> bool:
+    return v.type.dtype is not DType.bool
+
+
+# -- elementwise ---------------------------------------------------------------------
+def _unary(kind: str) -> Gen:
+    pred = {"float": _is_float, "num": _is_num, "any": lambda v: True}[kind]
+
+    def gen(b: Builder, op: str):
+        x = b.pick(pred, exact=op in DISCONTINUOUS)
+        return None if x is None else ([x], {})
+    return gen
+
+
+def _attr_unary(b: Builder, op: str):
+    x = b.pick(_is_float)
+    if x is None:
+        return None
+    if op == "leaky_relu":
+        return [x], {"negative_slope": b.choice([0.01, 0.2, -0.5])}
+    if op == "hardtanh":
+        lo = b.choice([-1.0, -2.0, 0.0])
+        return [x], {"min_val": lo, "max_val": lo + b.choice([0.5, 1.0, 2.0])}
+    if op == "gelu":
+        return [x], {"approximate": b.choice(["none", "tanh"])}
+    if op == "clamp":
+        lo, hi = b.choice([None, -1.0, 0.0]), b.choice([None, 0.5, 2.0])
+        if lo is None and hi is None:
+            hi = 1.0
+        return [x], {"min": lo, "max": hi}
+    raise AssertionError(op)
+
+
+def _cast(b: Builder, op: str):
+    x = b.pick()
+    if x is None:
+        return None
+    target = b.choice(sorted(set(b.dtypes) | {DType.bool}, key=lambda d: d.value))
+    if x.type.dtype.is_float and not target.is_float:
+        # float -> int/bool jumps (and inf -> int is undefined): exact, finite operands only.
+        if b.special or id(x) not in b.exact:
+            return None
+    return [x], {"dtype": target}
+
+
+_ARITH = {"add", "sub", "mul", "div", "pow", "maximum", "minimum"}
+
+
+def _binary(b: Builder, op: str):
+    exact = op in DISCONTINUOUS
+    if op in ("sub", "div", "pow"):
+        pred = _is_num
+    elif op.startswith("logical"):
+        pred = lambda v: True  # noqa: E731
+    else:
+        pred = _is_num if op in _ARITH else (lambda v: True)
+    a = b.pick(pred, exact=exact)
+    if a is None:
+        return None
+    other = b.pick(lambda v: pred(v) and _broadcasts(v.type.shape, a.type.shape), exact=exact)
+    if other is None or b.draw(st.integers(0, 3)) == 0:
+        shape = b.choice([(), a.type.shape, a.type.shape[1:], tuple(1 for _ in a.type.shape)])
+        other = b.leaf(TensorType(a.type.dtype, shape))
+    lhs, rhs = (a, other) if b.flag() else (other, a)
+    attrs: dict[str, Any] = {}
+    if op == "pow" and not (lhs.type.dtype.is_float or rhs.type.dtype.is_float):
+        return None  # torch rejects negative integer powers of integers
+    if op == "div":
+        both_float = lhs.type.dtype.is_float and rhs.type.dtype.is_float
+        mode = b.choice([None, "trunc", "floor"]) if both_float else None
+        if mode is not None and not (id(lhs) in b.exact and id(rhs) in b.exact):
+            mode = None
+        attrs["rounding_mode"] = mode
+    return [lhs, rhs], attrs
+
+
+def _broadcasts(s: tuple[int, ...], t: tuple[int, ...]) -> bool:
+    return all(x == y or x == 1 or y == 1 for x, y in zip(reversed(s), reversed(t)))
+
+
+def _where(b: Builder, op: str):
+    x = b.pick()
+    if x is None:
+        return None
+    cond = b.pick(lambda v: v.type.dtype is DType.bool and _broadcasts(v.type.shape, x.type.shape))
+    if cond is None:
+        cond = b.leaf(TensorType(DType.bool, x.type.shape[b.draw(st.integers(0, x.type.rank)):]))
+    y = b.pick(lambda v: v.type.dtype == x.type.dtype and _broadcasts(v.type.shape, x.type.shape)
+               and _broadcasts(v.type.shape, cond.type.shape))
+    if y is None:
+        y = b.leaf(TensorType(x.type.dtype, ()))
+    return [cond, x, y] if b.flag() else [cond, y, x], {}
+
+
+# -- reductions ----------------------------------------------------------------------
+def _subset(b: Builder, rank: int) -> tuple[int, ...]:
+    return tuple(d for d in range(rank) if b.flag())
+
+
+def _reduce(b: Builder, op: str):
+    pred = _is_float if op in ("mean", "var") else _is_num
+    x = b.pick(pred)
+    if x is None:
+        return None
+    dims = _subset(b, x.type.rank)
+    reduced = [x.type.shape[d] for d in (dims or range(x.type.rank))]
+    if op in ("amax", "amin") and prod(reduced) == 0:
+        return None  # torch: reduction over an empty dim has no identity
+    attrs: dict[str, Any] = {"dims": dims, "keepdim": b.flag()}
+    if op == "var":
+        attrs["correction"] = b.choice([0.0, 1.0])
+    return [x], attrs
+
+
+def _arg_reduce(b: Builder, op: str):
+    x = b.pick(_is_num, exact=True)
+    if x is None:
+        return None
+    if x.type.rank == 0 or b.draw(st.integers(0, 3)) == 0:
+        if x.type.numel == 0:
+            return None
+        return [x], {"dim": None, "keepdim": False}
+    dim = b.draw(st.integers(0, x.type.rank - 1))
+    if x.type.shape[dim] == 0:
+        return None
+    return [x], {"dim": dim, "keepdim": b.flag()}
+
+
+def _softmax(b: Builder, op: str):
+    x = b.pick(_is_float)
+    if x is None:
+        return None
+    return [x], {"dim": b.draw(st.integers(0, max(x.type.rank - 1, 0)))}
+
+
+def _cumsum(b: Builder, op: str):
+    x = b.pick(lambda v: _is_num(v) and v.type.rank >= 1)
+    if x is None:
+        return None
+    return [x], {"dim": b.draw(st.integers(0, x.type.rank - 1))}
+
+
+def _layer_norm(b: Builder, op: str):
+    x = b.pick(lambda v: _is_float(v) and v.type.rank >= 1)
+    if x is None:
+        return None
+    k = b.draw(st.integers(1, min(x.type.rank, 2)))
+    norm = TensorType(x.type.dtype, x.type.shape[x.type.rank - k:])
+    return [x, b.leaf(norm), b.leaf(norm)], {"normalized_ndim": k}
+
+
+def _batch_norm(b: Builder, op: str):
+    x = b.pick(lambda v: _is_float(v) and 2 <= v.type.rank <= 4 and v.type.shape[1] >= 1)
+    if x is None:
+        return None
+    ch = TensorType(x.type.dtype, (x.type.shape[1],))
+    return [x, b.leaf(ch, const=True), b.leaf(ch, const=True, positive=True), b.leaf(ch), b.leaf(ch)], {}
+
+
+# -- contractions --------------------------------------------------------------------
+def _matmul(b: Builder, op: str):
+    a = b.pick(lambda v: _is_float(v) and 1 <= v.type.rank <= 3)
+    if a is None:
+        return None
+    dt, n = a.type.dtype, b.side()
+    if op == "linear":
+        k = a.type.shape[-1]
+        bias = [b.operand(TensorType(dt, (n,)))] if b.flag() else []
+        return [a, b.operand(TensorType(dt, (n, k))), *bias], {}
+    if b.flag() or a.type.rank == 1:  # a on the left: [..., m, k] @ [k] | [k, n] | [B, k, n]
+        k = a.type.shape[-1]
+        return [a, b.operand(TensorType(dt, b.choice([(k,), (k, n), (b.side(1, 2), k, n)])))], {}
+    k = a.type.shape[-2]  # a on the right: [k] | [m, k] @ [..., k, n]
+    return [b.operand(TensorType(dt, b.choice([(k,), (n, k)]))), a], {}
+
+
+def _addmm(b: Builder, op: str):
+    a = b.pick(lambda v: _is_float(v) and v.type.rank == 2)
+    if a is None:
+        return None
+    n, k = a.type.shape
+    p = b.side()
+    bias = b.leaf(TensorType(a.type.dtype, b.choice([(n, p), (p,), (1, p), ()])))
+    rhs = b.operand(TensorType(a.type.dtype, (k, p)))
+    return [bias, a, rhs], {"beta": b.choice([1.0, 0.5]), "alpha": b.choice([1.0, 2.0])}
+
+
+def _image(b: Builder) -> Value | None:
+    """A float NCHW value with C, H, W >= 1 (torch allows only N to be 0): from the pool or fresh."""
+    x = b.pick(lambda v: _is_float(v) and v.type.rank == 4 and 0 not in v.type.shape[1:])
+    floats = [d for d in b.dtypes if d.is_float]
+    if (x is None or b.draw(st.integers(0, 3)) == 0) and floats:
+        x = b.leaf(TensorType(b.choice(floats), (b.side(1, 2), b.side(1, 3), b.side(1, 5), b.side(1, 5))))
+    return x
+
+
+def _conv2d(b: Builder, op: str):
+    x = _image(b)
+    if x is None:
+        return None
+    _, c, h, w = x.type.shape
+    groups = b.choice([g for g in (1, 2, 3) if c % g == 0])
+    out = groups * b.side(1, 2)
+    kh, kw = b.side(1, 3), b.side(1, 3)
+    attrs = {"stride": (b.side(1, 2), b.side(1, 2)), "padding": (b.side(0, 1), b.side(0, 1)),
+             "dilation": (b.side(1, 2), b.side(1, 2)), "groups": groups}
+    wt = b.leaf(TensorType(x.type.dtype, (out, c // groups, kh, kw)))
+    bias = [b.leaf(TensorType(x.type.dtype, (out,)))] if b.flag() else []
+    return [x, wt, *bias], attrs
+
+
+def _pool(b: Builder, op: str):
+    x = _image(b)
+    if x is None:
+        return None
+    k = (b.side(1, 3), b.side(1, 3))
+    attrs: dict[str, Any] = {"kernel": k, "stride": (b.side(1, 2), b.side(1, 2)),
+                             "padding": (b.side(0, k[0] // 2), b.side(0, k[1] // 2)), "ceil_mode": b.flag()}
+    if op == "max_pool2d":
+        attrs["dilation"] = (b.side(1, 2), b.side(1, 2))
+    else:
+        attrs["count_include_pad"] = b.flag()
+    return [x], attrs
+
+
+# -- movement ------------------------------------------------------------------------
+def _factor_shape(b: Builder, numel: int) -> tuple[int, ...]:
+    rank = b.draw(st.integers(0 if numel == 1 else 1, 4))
+    if numel == 0:
+        dims = [b.side(0, 3) for _ in range(rank)]
+        dims[b.draw(st.integers(0, rank - 1))] = 0
+        return tuple(dims)
+    dims = [1] * rank
+    n, p = numel, 2
+    while n > 1:
+        while n % p:
+            p += 1
+        dims[b.draw(st.integers(0, rank - 1))] *= p
+        n //= p
+    return tuple(dims)
+
+
+def _reshape(b: Builder, op: str):
+    x = b.pick()
+    return None if x is None else ([x], {"shape": _factor_shape(b, x.type.numel)})
+
+
+def _permute(b: Builder, op: str):
+    x = b.pick()
+    if x is None:
+        return None
+    perm = b.draw(st.permutations(list(range(x.type.rank))))
+    return [x], {"dims": tuple(perm)}
+
+
+def _expand(b: Builder, op: str):
+    x = b.pick(lambda v: v.type.rank <= 3)
+    if x is None:
+        return None
+    lead = tuple(b.side(1, 3) for _ in range(b.draw(st.integers(0, 1))))
+    shape = tuple(b.side(0, 3) if s == 1 and b.flag() else s for s in x.type.shape)
+    return [x], {"shape": lead + shape}
+
+
+def _slice(b: Builder, op: str):
+    x = b.pick(lambda v: v.type.rank >= 1)
+    if x is None:
+        return None
+    dim = b.draw(st.integers(0, x.type.rank - 1))
+    size = x.type.shape[dim]
+    start = b.draw(st.integers(0, size))
+    end = b.draw(st.integers(start, size))
+    return [x], {"dim": dim, "start": start, "end": end, "step": b.side(1, 3)}
+
+
+def _cat(b: Builder, op: str):
+    x = b.pick(lambda v: v.type.rank >= 1)
+    if x is None:
+        return None
+    dim = b.draw(st.integers(0, x.type.rank - 1))
+    parts = [x]
+    for _ in range(b.draw(st.integers(1, 2))):
+        shape = list(x.type.shape)
+        shape[dim] = b.side(0, 3)
+        parts.append(b.operand(TensorType(x.type.dtype, tuple(shape))))
+    return [parts[i] for i in b.draw(st.permutations(range(len(parts))))], {"dim": dim}
+
+
+def _split(b: Builder, op: str):
+    x = b.pick(lambda v: v.type.rank >= 1)
+    if x is None:
+        return None
+    dim = b.draw(st.integers(0, x.type.rank - 1))
+    left, sizes = x.type.shape[dim], []
+    while left > 0 and len(sizes) < 3:
+        s = b.draw(st.integers(1, left))
+        sizes.append(s)
+        left -= s
+    if left or not sizes:
+        sizes.append(left)
+    return [x], {"dim": dim, "sizes": tuple(sizes)}
+
+
+def _embedding(b: Builder, op: str):
+    weight = b.pick(lambda v: _is_float(v) and v.type.rank == 2 and v.type.shape[0] >= 1)
+    if weight is None:
+        return None
+    rows = weight.type.shape[0]
+    shape = tuple(b.side(0, 3) for _ in range(b.draw(st.integers(0, 2))))
+    ids = np.asarray(b.draw(st.lists(st.integers(0, rows - 1), min_size=prod(shape), max_size=prod(shape))))
+    ids_dt = b.choice([DType.i64, DType.i32])
+    return [weight, constant(b.graph, ids.reshape(shape), ids_dt)], {}
+
+
+def _upsample(b: Builder, op: str):
+    x = _image(b)  # (torch has no integer nearest upsampling)
+    if x is None:
+        return None
+    return [x], {"size": (b.side(1, 6), b.side(1, 6))}
+
+
+def _unary_any(b: Builder, op: str):
+    x = b.pick()
+    return None if x is None else ([x], {})
+
+
+def _full(b: Builder, op: str):
+    dt = b.choice(b.dtypes)
+    shape = tuple(b.side(1, 3) for _ in range(b.draw(st.integers(0, 2))))
+    value = b.choice([0.0, 1.0, -2.5]) if dt.is_float else float(b.choice([0, 1, -3]))
+    if dt is DType.bool:
+        value = 1.0
+    return [], {"shape": shape, "value": value, "dtype": dt}
+
+
+def _arange(b: Builder, op: str):
+    dt = b.choice([d for d in b.dtypes if d is not DType.bool] or [DType.i64])
+    start = float(b.draw(st.integers(-3, 3)))
+    step = float(b.choice([1, 2, -1]))
+    end = start + step * b.side(0, 6)
+    return [], {"start": start, "end": end, "step": step, "dtype": dt}
+
+
+#: op name -> generator. Ops absent here (``constant``, ``fused``) are never drawn.
+GENERATORS: dict[str, Gen] = {
+    **{op: _unary("num") for op in ("neg", "abs", "exp", "log", "sqrt", "rsqrt", "sin", "cos", "tanh",
+                                    "sigmoid", "relu", "erf", "reciprocal")},
+    "floor": _unary("float"),
+    **{op: _unary("float") for op in ("silu", "relu6")},
+    **{op: _unary("any") for op in ("isnan", "logical_not", "copy")},
+    **{op: _attr_unary for op in ("leaky_relu", "hardtanh", "gelu", "clamp")},
+    "cast": _cast,
+    **{op: _binary for op in ("add", "sub", "mul", "div", "maximum", "minimum", "pow", "eq", "ne", "lt",
+                              "le", "gt", "ge", "logical_and", "logical_or", "logical_xor")},
+    "where": _where,
+    **{op: _reduce for op in ("sum", "mean", "amax", "amin", "var")},
+    "argmax": _arg_reduce, "argmin": _arg_reduce,
+    "softmax": _softmax, "log_softmax": _softmax,
+    "cumsum": _cumsum,
+    "layer_norm": _layer_norm, "batch_norm": _batch_norm,
+    "matmul": _matmul, "linear": _matmul, "addmm": _addmm,
+    "conv2d": _conv2d, "max_pool2d": _pool, "avg_pool2d": _pool,
+    "reshape": _reshape, "permute": _permute, "expand": _expand, "slice": _slice, "cat": _cat,
+    "split": _split, "embedding": _embedding, "upsample_nearest2d": _upsample,
+    "full": _full, "arange": _arange,
+}
+
+
+def generatable(op: str) -> bool:
+    """Whether random graphs can contain ``op`` (it has a generator and is registered)."""
+    if op not in GENERATORS:
+        return False
+    try:
+        get_op(op)
+    except IRError:
+        return False
+    return True
