@@ -1,0 +1,458 @@
+"""Kernel fusion (XLA style): groups of nodes become one ``fused`` node each.
+
+Decided on the graph and visible in the IR. A fused node has attributes
+``kind`` (one of ``pointwise``, ``reduction``, ``matmul``, ``conv``, ``pool``,
+``copy``) and ``body``, a :class:`~minicomp.ir.graph.Graph` whose inputs are the
+node's operands (same order and types) and whose outputs are its results.
+
+Body shapes (what ``minicomp.ir.lowering`` turns into one kernel):
+
+* ``pointwise``: elementwise ops and view ops only; the outputs have one shape
+  (the iteration space is the first output's shape).
+* ``reduction``: exactly one reduction-category op (the *root*), elementwise/view
+  producers on its input side, elementwise consumers (epilogue) whose shape is
+  the root's result shape. Outputs: the last epilogue value and, when used
+  outside, the root's result.
+* ``matmul`` / ``conv`` / ``pool``: exactly one contraction root (matmul, linear,
+  addmm / conv2d / max_pool2d, avg_pool2d) whose operands are body inputs,
+  possibly through view ops; elementwise epilogue ops of the root's result
+  shape (bias, activation, scale, residual add); elementwise values the epilogue
+  reads may be recomputed inside. Outputs: as for reductions.
+* ``copy``: view ops then one ``copy`` op (only made when a graph output is a view).
+
+Operands of fused nodes are never view results: view chains feeding a body are
+copied into it (views are free, so a view may appear in several bodies). Every
+fusible compute node ends up in exactly one fused node, or is recomputed inside
+the bodies of all its consumers (cheap elementwise producers only) and dropped.
+Legality: the group graph must stay a DAG (checked with networkx for every merge).
+Ops that are never fused (cat, embedding, upsample_nearest2d, cumsum) stay plain nodes.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from minicomp.ir.graph import Graph, Node, Value
+from minicomp.passes.canonicalize import remove_dead
+from minicomp.passes.manager import VIEW_OPS, Pass, PassContext, register_pass
+
+CONTRACTION_KIND = {"matmul": "matmul", "linear": "matmul", "addmm": "matmul", "conv2d": "conv",
+                    "max_pool2d": "pool", "avg_pool2d": "pool"}
+NOT_FUSED = frozenset({"cumsum", "cat", "embedding", "upsample_nearest2d", "constant", "fused"})
+
+
+def role(node: Node) -> str:
+    """How fusion sees ``node``: view, const, copy, opaque, elementwise, reduction or contraction."""
+    return _role_of_op(node.op)
+
+
+@functools.lru_cache(maxsize=None)
+def _role_of_op(op: str) -> str:
+    from minicomp.ir.ops import get_op
+    if op in VIEW_OPS:
+        return "view"
+    if op == "constant":
+        return "const"
+    if op == "copy":
+        return "copy"
+    if op in NOT_FUSED:
+        return "opaque"
+    if op in CONTRACTION_KIND:
+        return "contraction"
+    cat = get_op(op).category.value
+    return cat if cat in ("elementwise", "reduction") else "opaque"
+
+
+def view_source(value: Value) -> tuple[Value, list[Node]]:
+    """The non-view value a view chain starts from, and the chain's view nodes (source first)."""
+    chain = []
+    while value.producer is not None and value.producer.op in VIEW_OPS:
+        chain.append(value.producer)
+        value = value.producer.operands[0]
+    return value, chain[::-1]
+
+
+@dataclass(eq=False)
+class Group:
+    """A kernel being formed: ``owned`` nodes are computed here for everyone, ``dups`` privately."""
+
+    anchor: Node
+    kind: str
+    root: Node | None = None
+    owned: list[Node] = field(default_factory=list)
+    dups: list[Node] = field(default_factory=list)
+
+    def holds(self, node: Node) -> bool:
+        return id(node) in {id(n) for n in self.owned} or id(node) in {id(n) for n in self.dups}
+
+    def reads_outside(self, user: Node) -> bool:
+        """True when ``user`` (a member) reads its operands from outside (a contraction or copy root)."""
+        return user is self.root and self.kind in ("matmul", "conv", "pool", "copy")
+
+    def describe(self) -> str:
+        ops = [n.op for n in reversed(self.owned)] + [n.op for n in reversed(self.dups)]
+        return f"{self.kind}[%{self.anchor.results[0].name}: {'+'.join(ops)}]"
+
+
+class _Fuser:
+    def __init__(self, graph: Graph, ctx: PassContext):
+        self.graph = graph
+        self.ctx = ctx
+        self.state: dict[int, object] = {}  # id(node) -> Group | "plain" | "dead"
+        self.holders: dict[int, list[Group]] = {}
+        self.groups: list[Group] = []
+        self.rejected: dict[tuple[int, int], str] = {}
+        outs = {id(v) for v in graph.outputs}
+        self.users: dict[int, list[Node]] = {}
+        self.is_output: dict[int, bool] = {}
+        for n in graph.nodes:
+            if role(n) in ("view", "const"):
+                continue
+            for o in n.operands:
+                src, _ = view_source(o)
+                if src.producer is not None:
+                    lst = self.users.setdefault(id(src.producer), [])
+                    if not any(u is n for u in lst):
+                        lst.append(n)
+            self.is_output[id(n)] = any(id(r) in outs for r in n.results)
+        self.compute = [n for n in graph.nodes if role(n) not in ("view", "const")]
+        self.srcs: dict[int, list[Node]] = {}
+        for n in self.compute:
+            srcs = [view_source(o)[0].producer for o in n.operands]
+            self.srcs[id(n)] = [p for p in srcs if p is not None and role(p) != "const"]
+
+    # -- bookkeeping ---------------------------------------------------------------------
+    def needed(self, p: Node, exclude: Group | None = None) -> bool:
+        """Is the original ``p`` read by anything other than ``exclude``'s private use?"""
+        if self.is_output.get(id(p)):
+            return True
+        for u in self.users.get(id(p), []):
+            st = self.state.get(id(u))
+            if st is None or st == "plain":
+                return True
+            if isinstance(st, Group) and st is not exclude and (not st.holds(p) or st.reads_outside(u)):
+                return True
+            for h in self.holders.get(id(u), []):
+                if (h is not exclude or h.reads_outside(u)) and (not h.holds(p) or h.reads_outside(u)):
+                    return True
+        return False
+
+    def _add(self, g: Group, p: Node, owned: bool) -> None:
+        (g.owned if owned else g.dups).append(p)
+        self.holders.setdefault(id(p), []).append(g)
+        if owned:
+            self.state[id(p)] = g
+
+    def _undo(self, g: Group, p: Node, owned: bool) -> None:
+        (g.owned if owned else g.dups).pop()
+        self.holders[id(p)].pop()
+        if owned:
+            del self.state[id(p)]
+
+    def acyclic(self) -> bool:
+        """Is the graph of groups (unassigned compute nodes as singletons) a DAG?"""
+        held = {id(g): {id(n) for n in g.owned + g.dups} for g in self.groups}
+
+        def vertex(n: Node) -> int:
+            st = self.state.get(id(n))
+            return id(st) if isinstance(st, Group) else id(n)
+
+        succ: dict[int, set[int]] = {}
+        verts: set[int] = set()
+        for n in self.compute:
+            st = self.state.get(id(n))
+            if st == "dead":
+                continue
+            readers = [(vertex(n), st if isinstance(st, Group) else None)]
+            readers += [(id(h), h) for h in self.holders.get(id(n), []) if h is not st]
+            for v, grp in readers:
+                verts.add(v)
+                inside = held.get(id(grp), ()) if grp is not None and not grp.reads_outside(n) else ()
+                for p in self.srcs[id(n)]:
+                    if id(p) in inside:
+                        continue
+                    u = vertex(p)
+                    if u != v:
+                        out = succ.setdefault(u, set())
+                        out.add(v)
+                        verts.add(u)
+        q = nx.DiGraph()
+        q.add_nodes_from(verts)
+        q.add_edges_from((u, v) for u, vs in succ.items() for v in vs)
+        return nx.is_directed_acyclic_graph(q)
+
+    # -- the algorithm --------------------------------------------------------------------
+    def run(self) -> list[Group]:
+        for n in reversed(self.graph.nodes):
+            r = role(n)
+            if r in ("view", "const") or id(n) in self.state:
+                continue
+            if r == "opaque":
+                self.state[id(n)] = "plain"
+                continue
+            if not self.needed(n):
+                self.state[id(n)] = "dead"
+                self.ctx.record("fused", f"%{n.results[0].name} ({n.op})", "recomputed inside every consumer kernel")
+                continue
+            kind = {"elementwise": "pointwise", "reduction": "reduction", "copy": "copy"}.get(r) \
+                or CONTRACTION_KIND[n.op]
+            g = Group(anchor=n, kind=kind, root=None if r == "elementwise" else n)
+            self._add(g, n, owned=True)
+            self.groups.append(g)
+            if kind != "copy":
+                self._grow(g)
+            else:
+                src = view_source(n.operands[0])[0].producer
+                if src is not None:
+                    self.rejected[(id(src), id(g))] = ("a graph output that is a view of a kernel result is "
+                                                       "materialized by its own copy kernel")
+        self._merge_siblings()
+        return self.groups
+
+    def _external_inputs(self, g: Group) -> set[int]:
+        ins = set()
+        for m in g.owned + g.dups:
+            for o in m.operands:
+                src, _ = view_source(o)
+                if src.producer is None or not g.holds(src.producer):
+                    ins.add(id(src))
+        return ins
+
+    def _merge_siblings(self) -> None:
+        """Sibling fusion: pointwise kernels of one shape that read a common input become one
+        multi-output kernel (one pass over the shared input instead of two)."""
+        merged = True
+        while merged:
+            merged = False
+            pw = [g for g in self.groups if g.kind == "pointwise"]
+            for i, a in enumerate(pw):
+                for b in pw[i + 1:]:
+                    if a.anchor.results[0].type.shape != b.anchor.results[0].type.shape:
+                        continue
+                    shared = self._external_inputs(a) & self._external_inputs(b)
+                    if not shared or not self._try_merge(a, b):
+                        continue
+                    self.ctx.record("fused", f"{b.describe()} into {a.describe()}",
+                                    "sibling kernels read the same input: one pass over it")
+                    merged = True
+                    break
+                if merged:
+                    break
+
+    def _try_merge(self, a: Group, b: Group) -> bool:
+        saved = (list(a.owned), list(a.dups), {k: list(v) for k, v in self.holders.items()}, dict(self.state))
+        for n in b.owned:
+            a.owned.append(n)
+            self.state[id(n)] = a
+        a.dups = [n for n in a.dups + [d for d in b.dups if not a.holds(d)] if not any(o is n for o in a.owned)]
+        for k, hs in self.holders.items():
+            hs[:] = [a if h is b else h for h in hs]
+            uniq = []
+            for h in hs:
+                if not any(u is h for u in uniq):
+                    uniq.append(h)
+            hs[:] = uniq
+        self.groups.remove(b)
+        if self.acyclic():
+            return True
+        a.owned, a.dups, self.holders, self.state = saved[0], saved[1], saved[2], saved[3]
+        self.groups.append(b)
+        return False
+
+    def _grow(self, g: Group) -> None:
+        work = [g.anchor]
+        while work:
+            m = work.pop()
+            if g.reads_outside(m):
+                for o in m.operands:
+                    p = view_source(o)[0].producer
+                    if p is not None and role(p) != "const":
+                        self.rejected[(id(p), id(g))] = (
+                            f"{p.op} -> {m.op}: a {g.kind} kernel reads its operands from memory "
+                            f"(only views fold into its inputs)")
+                continue
+            for o in m.operands:
+                src, chain = view_source(o)
+                p = src.producer
+                if p is None or role(p) == "const" or g.holds(p):
+                    continue
+                verdict = self._try(g, p, chain)
+                if verdict == "own":
+                    work.append(p)
+                elif verdict == "dup":
+                    pass  # a recomputed producer reads its own operands from memory (no cascade)
+                else:
+                    self.rejected[(id(p), id(g))] = verdict
+
+    def _cheap_to_recompute(self, p: Node) -> bool:
+        """Cost model: one elementwise op whose operands are stored anyway (graph inputs, constants,
+        results of reductions/contractions/opaque ops), with a bounded number of consumers."""
+        if len(self.users.get(id(p), [])) > 8:
+            return False
+        for o in p.operands:
+            q = view_source(o)[0].producer
+            if q is not None and role(q) == "elementwise":
+                return False
+        return True
+
+    def _try(self, g: Group, p: Node, chain: list[Node]) -> str:
+        r = role(p)
+        st = self.state.get(id(p))
+        if r in ("opaque", "copy"):
+            return f"{p.op} is not fusible"
+        if isinstance(st, Group) and st is not g and r != "elementwise":
+            return f"{p.op} already belongs to another kernel"
+        if r == "elementwise":
+            if not self.needed(p, exclude=g) and st is None:
+                mode = "own"
+            elif not self._cheap_to_recompute(p):
+                return (f"{p.op} has other consumers, and recomputing it here would need its elementwise "
+                        f"operands in memory (or it has too many consumers)")
+            else:
+                mode = "dup"  # cheap elementwise: recompute from operands that are in memory anyway
+        else:
+            what = "reduction" if r == "reduction" else "contraction"
+            if g.root is not None:
+                if g.kind == "reduction" and r == "contraction":
+                    return f"{p.op} -> {g.root.op}: a contraction cannot be the producer of a reduction"
+                if r == "reduction" and g.kind in ("matmul", "conv", "pool"):
+                    return f"{p.op} -> {g.root.op}: a reduction cannot be an input of a contraction kernel"
+                return f"{p.op} -> {g.root.op}: a kernel holds at most one reduction or contraction"
+            if chain:
+                return f"{p.op} -> {'/'.join(v.op for v in chain)}: a view between a {what} and its epilogue"
+            shape = p.results[0].type.shape
+            bad = [n for n in g.owned + g.dups if n.results[0].type.shape != shape]
+            if bad:
+                return (f"{p.op} -> {bad[0].op}: epilogue shape {list(bad[0].results[0].type.shape)} differs "
+                        f"from the {what} result {list(shape)}")
+            if st is not None:
+                return f"{p.op} already belongs to another kernel"
+            mode = "own"
+        owned = mode == "own"
+        self._add(g, p, owned)
+        if r != "elementwise":
+            g.root, g.kind = p, ("reduction" if r == "reduction" else CONTRACTION_KIND[p.op])
+        if (mode == "own" and r == "elementwise") or self.acyclic():
+            # (an elementwise producer all of whose readers are in g adds no path out of g: no cycle)
+            return mode
+        self._undo(g, p, owned)
+        if r != "elementwise":
+            g.root, g.kind = None, "pointwise"
+        return f"fusing {p.op} into {g.describe()} would create a cycle between kernels"
+
+
+def _build_body(graph: Graph, g: Group, needed) -> tuple[Graph, list[Value], list[Value]]:
+    """The body graph of ``g``, the fused node's operands, and the original values it outputs."""
+    pos = {id(n): i for i, n in enumerate(graph.nodes)}
+    members = sorted(g.owned + g.dups, key=lambda n: pos[id(n)])
+    body = Graph(f"{g.kind}_{g.anchor.results[0].name}")
+    operands: list[Value] = []
+    cache: dict[tuple[int, bool], Value] = {}
+    local: dict[int, Value] = {}
+
+    def get(value: Value, external: bool) -> Value:
+        key = (id(value), external)
+        if key in cache:
+            return cache[key]
+        p = value.producer
+        if p is not None and p.op in VIEW_OPS:
+            src = get(p.operands[0], external)
+            nv = body.add(p.op, [src], dict(p.attrs), types=[r.type for r in p.results],
+                          names=[r.name for r in p.results])
+            for r, b in zip(p.results, nv.results):
+                cache[(id(r), external)] = b
+            return cache[key]
+        if not external and id(value) in local:
+            return local[id(value)]
+        out = body.add_input(value.type, value.name)
+        operands.append(value)
+        cache[key] = out
+        return out
+
+    for m in members:
+        ext = g.reads_outside(m)
+        ins = [get(o, ext) for o in m.operands]
+        nn = body.add(m.op, ins, dict(m.attrs), types=[r.type for r in m.results],
+                      names=[r.name for r in m.results], loc=m.loc)
+        for r, b in zip(m.results, nn.results):
+            local[id(r)] = b
+    outs: list[Value] = []
+    order = [g.anchor] + [n for n in g.owned if n is not g.anchor]
+    for m in order:
+        if m is g.anchor or needed(m):
+            outs.extend(m.results)
+    body.set_outputs([local[id(v)] for v in outs])
+    return body, operands, outs
+
+
+@register_pass("fuse")
+@dataclass(frozen=True)
+class Fuse(Pass):
+    """Rewrites the graph into fused kernel nodes (see the module docstring for body shapes).
+
+    Post-conditions: every remaining non-view, non-constant node is a ``fused`` node
+    or an op fusion never handles; the graph computes the same values; decisions
+    (fused groups, and why each pair of adjacent kernels stayed apart) are in ``ctx``.
+    """
+
+    name: str = "fuse"
+
+    def run(self, graph: Graph, ctx: PassContext) -> None:
+        _materialize_view_outputs(graph)
+        fuser = _Fuser(graph, ctx)
+        groups = fuser.run()
+        built = []
+        for g in groups:
+            body, operands, outs = _build_body(graph, g, lambda n, g=g: fuser.needed(n, exclude=None) and
+                                               fuser.state.get(id(n)) is g)
+            node = graph.add("fused", operands, {"kind": g.kind, "body": body}, types=[v.type for v in outs],
+                             names=[v.name + "_f" for v in outs], loc=g.anchor.loc)
+            built.append((g, node, outs, operands))
+            ctx.record("fused", g.describe(), _why(g))
+        for g, node, outs, _ in built:
+            for old, new in zip(outs, node.results):
+                graph.replace_uses(old, new)
+        _explain_edges(fuser, built, ctx)
+        graph.toposort()
+        remove_dead(graph)
+
+
+def _why(g: Group) -> str:
+    epi = [n.op for n in g.owned + g.dups if n is not g.root and g.root is not None]
+    if g.root is None:
+        return f"{len(g.owned) + len(g.dups)} elementwise ops in one pass over memory"
+    text = f"root {g.root.op}"
+    if epi:
+        text += f" with {'+'.join(epi)} fused in"
+    if g.dups:
+        text += f" ({len(g.dups)} cheap ops recomputed)"
+    return text
+
+
+def _explain_edges(fuser: _Fuser, built, ctx: PassContext) -> None:
+    """Record, for each pair of adjacent kernels left apart, why they were not fused."""
+    by_value = {}
+    for g, node, outs, _ in built:
+        for v in outs:
+            by_value[id(v)] = g
+    for g, node, outs, operands in built:
+        for v in operands:
+            pg = by_value.get(id(v))
+            if pg is None or pg is g:
+                continue
+            reason = fuser.rejected.get((id(v.producer), id(g)))
+            if reason is None:
+                reason = f"{v.producer.op} is computed once by {pg.describe()} for several consumers"
+            ctx.record("unfused", f"{pg.describe()} -> {g.describe()}", reason)
+
+
+def _materialize_view_outputs(graph: Graph) -> None:
+    """A graph output that is a view result gets an explicit ``copy`` (a "copy" kernel)."""
+    outs = []
+    for v in graph.outputs:
+        if v.producer is not None and v.producer.op in VIEW_OPS:
+            v = graph.add("copy", [v]).result
+        outs.append(v)
+    graph.set_outputs(outs)

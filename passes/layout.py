@@ -1,0 +1,180 @@
+"""Layout assignment: sink and cancel transposes, keep transposed matmul operands as views.
+
+What it does (all exact rewrites):
+
+* ``reshape(linear(reshape(x)))`` -> ``linear(x)`` and likewise for batched
+  matmuls, when the reshapes only flatten and restore batch dims (what frontends
+  emit around every linear/bmm), so epilogues follow contractions directly.
+
+* ``u(permute(x))`` for unary elementwise ``u`` becomes ``permute(u(x))``; a binary
+  elementwise op of two permutes with the same dims becomes one permute of the op.
+  Sinking moves transposes toward their consumers, where ``permute(permute(x))``
+  composes and identity permutes disappear.
+* A permute feeding a contraction is left as a view: fusion copies it into the
+  kernel body, where it becomes the operand's access strides (never a copy).
+* Convolutions and pools: the decision is recorded. This backend keeps NCHW
+  (``TensorType.order`` stays default): its conv/pool templates read any layout
+  through strides, and changing a value's storage order would need a transposing
+  copy of every graph input and output.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from minicomp.ir.graph import Graph, Node
+from minicomp.passes.canonicalize import ComposeViews, NoOpView
+from minicomp.passes.manager import Pass, PassContext, register_pass
+from minicomp.passes.rewrite import RewritePattern, Rewriter, apply_patterns
+
+
+def _elementwise(node: Node) -> bool:
+    try:
+        return node.opdef.category.value == "elementwise" and len(node.results) == 1
+    except Exception:
+        return False
+
+
+class SinkPermute(RewritePattern):
+    """Move a permute below an elementwise op (unary, or binary with equally permuted operands)."""
+
+    def __init__(self, ctx: PassContext | None = None):
+        self.ctx = ctx
+
+    def match_and_rewrite(self, node: Node, rw: Rewriter) -> bool:
+        if not _elementwise(node) or not node.operands:
+            return False
+        perms = [o.producer for o in node.operands]
+        if any(p is None or p.op != "permute" for p in perms):
+            return False
+        dims = tuple(perms[0].attrs["dims"])
+        if any(tuple(p.attrs["dims"]) != dims for p in perms):
+            return False
+        srcs = [p.operands[0] for p in perms]
+        if len({s.type.shape for s in srcs}) != 1 or any(len(rw.graph.uses(p.result)) != 1 for p in perms):
+            return False
+        inner = rw.add(node.op, srcs, dict(node.attrs))
+        rw.replace(node, [rw.add("permute", [inner.result], {"dims": dims}).result])
+        if self.ctx is not None:
+            self.ctx.record("layout", f"permute{list(dims)} sunk below {node.op}", "lets transposes meet and cancel")
+        return True
+
+
+class UnflattenContraction(RewritePattern):
+    """``reshape(linear(reshape(x0)))`` -> ``linear(x0)`` (same for matmul) when the reshapes only
+    flatten and restore batch dims, so the epilogue can follow the contraction with no view between.
+
+    Frontends flatten ``[B, T, K]`` to ``[B*T, K]`` around every linear and bmm; the
+    batched op computes each output element with the same dot product.
+    """
+
+    def __init__(self, ctx: PassContext | None = None):
+        self.ctx = ctx
+
+    def match_and_rewrite(self, node: Node, rw: Rewriter) -> bool:
+        if node.op != "reshape":
+            return False
+        c = node.operands[0].producer
+        if c is None or c.op not in ("linear", "matmul") or len(rw.graph.uses(c.result)) != 1 \
+                or any(o is c.result for o in rw.graph.outputs):
+            return False
+        out, old = node.result.type.shape, c.result.type.shape
+        new_ops = self._operands(c, out, old)
+        if new_ops is None:
+            return False
+        rw.replace(node, [rw.add(c.op, new_ops, dict(c.attrs)).result])
+        if self.ctx is not None:
+            self.ctx.record("layout", f"{c.op} %{c.results[0].name} unflattened to {list(out)}",
+                            "removes the reshapes between the contraction and its epilogue")
+        return True
+
+    @staticmethod
+    def _operands(c: Node, out: tuple, old: tuple):
+        def src(v):
+            p = v.producer
+            return p.operands[0] if p is not None and p.op == "reshape" else None
+
+        a = c.operands[0]
+        a0 = src(a)
+        if a0 is None:
+            return None
+        if c.op == "linear" or c.operands[1].type.rank == 2:
+            if a.type.rank != 2 or a0.type.shape[-1:] != a.type.shape[-1:] or \
+                    out[:-1] != a0.type.shape[:-1] or out[-1:] != old[-1:]:
+                return None
+            return [a0] + list(c.operands[1:])
+        b = c.operands[1]
+        b0 = src(b)
+        if b0 is None or a.type.rank < 3 or b.type.rank < 3 or old[-2:] != out[-2:]:
+            return None
+        if a0.type.shape[-2:] != a.type.shape[-2:] or b0.type.shape[-2:] != b.type.shape[-2:] \
+                or a0.type.shape[:-2] != out[:-2] or b0.type.shape[:-2] != out[:-2]:
+            return None
+        return [a0, b0]
+
+
+def _single_user(graph: Graph, v) -> Node | None:
+    users = graph.uses(v)
+    if len(users) != 1 or any(o is v for o in graph.outputs):
+        return None
+    return users[0]
+
+
+def _store_permuted(graph: Graph, node: Node, ctx: PassContext) -> None:
+    """Give a matmul result the storage order that makes ``reshape(permute(.))`` of it contiguous.
+
+    Pattern (multi-head attention's "merge heads"): ``y = matmul(..)``, optionally a
+    reshape that only adds or drops size-1 dims, ``permute``, then a ``reshape`` that
+    merges dims. Stored row-major, the merged dims would not be one stride apart and
+    the consumer would need a copy; stored in the permuted order (``TensorType.order``)
+    the kernel writes each element where the consumer reads it as a plain view.
+    """
+    v = node.results[0]
+    u = _single_user(graph, v)
+    dim_of = list(range(v.type.rank))  # current dim -> dim of v (None: a size-1 dim added by a reshape)
+    if u is not None and u.op == "reshape":
+        src = [d for d in range(v.type.rank) if v.type.shape[d] != 1]
+        out = u.result.type.shape
+        if [v.type.shape[d] for d in src] != [s for s in out if s != 1]:
+            return
+        it = iter(src)
+        dim_of = [next(it) if s != 1 else None for s in out]
+        u = _single_user(graph, u.result)
+    if u is None or u.op != "permute":
+        return
+    after = _single_user(graph, u.result)
+    if after is None or after.op != "reshape":
+        return
+    dims = [dim_of[d] for d in u.attrs["dims"] if dim_of[d] is not None]
+    order = [d for d in range(v.type.rank) if d not in dims and v.type.shape[d] == 1] + dims
+    if sorted(order) != list(range(v.type.rank)) or order == list(range(v.type.rank)):
+        return
+    v.type = v.type.with_order(tuple(order))
+    ctx.record("layout", f"%{v.name} stored in order {order}",
+               "the permute+reshape that follows becomes a contiguous view (no copy before its consumer)")
+
+
+@register_pass("layout")
+@dataclass(frozen=True)
+class Layout(Pass):
+    """Sinks and cancels transposes; records layout decisions for contractions.
+
+    Guarantees: bit-identical outputs; no permute is turned into a copy.
+    """
+
+    name: str = "layout"
+
+    def run(self, graph: Graph, ctx: PassContext) -> None:
+        apply_patterns(graph, [UnflattenContraction(ctx), SinkPermute(ctx), ComposeViews(), NoOpView()])
+        for n in graph.nodes:
+            if n.op in ("matmul", "linear"):
+                _store_permuted(graph, n, ctx)
+        for n in graph.nodes:
+            if n.op in ("matmul", "linear", "addmm"):
+                for o in n.operands:
+                    if o.producer is not None and o.producer.op == "permute":
+                        ctx.record("layout", f"permute %{o.name} -> {n.op} %{n.results[0].name}",
+                                   "transposed operand folded into the matmul's strides (a view, no copy)")
+            elif n.op in ("conv2d", "max_pool2d", "avg_pool2d"):
+                ctx.record("layout", f"kept NCHW for {n.op} %{n.results[0].name}",
+                           "the kernel templates address any layout by strides; channels-last would need "
+                           "transposing copies of graph inputs/outputs and has no measured gain here")

@@ -1,0 +1,136 @@
+"""A small pattern-rewrite API and one greedy driver (MLIR/xDSL style).
+
+A :class:`RewritePattern` looks at one node and, if it matches, rewrites it
+through the :class:`Rewriter` and returns True. :func:`apply_patterns` applies a
+list of patterns to every node, repeatedly, until nothing changes (a fixpoint),
+then removes dead nodes. Patterns never touch ``graph.nodes`` directly: the
+rewriter keeps use lists and topological order correct::
+
+    class MulTwoToAdd(RewritePattern):
+        def match_and_rewrite(self, node, rw):
+            if node.op == "mul" and rw.is_scalar_const(node.operands[1], 2.0):
+                x = node.operands[0]
+                if x.type == node.result.type:
+                    rw.replace(node, [rw.add("add", [x, x]).result])
+                    return True
+            return False
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from minicomp.ir.graph import Graph, Node, Value, constant
+
+
+class RewritePattern:
+    """One local rewrite. Subclasses implement :meth:`match_and_rewrite`."""
+
+    name: str = ""
+
+    def match_and_rewrite(self, node: Node, rewriter: "Rewriter") -> bool:  # pragma: no cover
+        raise NotImplementedError
+
+
+class Rewriter:
+    """The only way a pattern changes the graph: insert before the current node, replace it."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.current: Node | None = None
+        self.changed = False
+
+    def add(self, op: str, operands: Sequence[Value] = (), attrs: dict[str, Any] | None = None) -> Node:
+        """Insert a new node right before the node being rewritten (types are inferred)."""
+        node = self.graph.add(op, operands, attrs, before=self.current,
+                              loc=self.current.loc if self.current is not None else None)
+        self.changed = True
+        return node
+
+    def constant(self, array, dtype) -> Value:
+        """A new constant node (inserted before the current node)."""
+        value = constant(self.graph, np.asarray(array), dtype)
+        node = value.producer
+        self.graph.nodes.remove(node)
+        idx = self.graph.nodes.index(self.current) if self.current is not None else len(self.graph.nodes)
+        self.graph.nodes.insert(idx, node)
+        self.changed = True
+        return value
+
+    def replace(self, node: Node, values: Sequence[Value]) -> None:
+        """Make every use of ``node``'s results use ``values`` instead (types must match)."""
+        if len(values) != len(node.results):
+            raise ValueError(f"replacing {node!r}: {len(node.results)} results, {len(values)} values given")
+        for old, new in zip(node.results, values):
+            if old.type.dtype != new.type.dtype or old.type.shape != new.type.shape:
+                raise ValueError(f"replacing %{old.name}: {old.type} with %{new.name}: {new.type}")
+            self.graph.replace_uses(old, new)
+        self.changed = True
+
+    # -- matching helpers ------------------------------------------------------------------
+    @staticmethod
+    def const_array(value: Value) -> np.ndarray | None:
+        """The array of a constant-defined value, else None."""
+        p = value.producer
+        if p is not None and p.op == "constant":
+            return np.asarray(p.attrs["value"])
+        return None
+
+    @staticmethod
+    def splat(value: Value) -> float | int | bool | None:
+        """The single value of a constant whose elements are all equal (bit-equal), else None."""
+        arr = Rewriter.const_array(value)
+        if arr is None:
+            return None
+        flat = arr.reshape(-1)
+        if flat.size == 0:
+            return None
+        first = flat[0]
+        if flat.dtype.kind == "f":
+            bits = flat.view(np.uint8).reshape(flat.size, -1)
+            if not (bits == bits[0]).all():
+                return None
+        elif not (flat == first).all():
+            return None
+        return first.item()
+
+    @staticmethod
+    def is_scalar_const(value: Value, x: float) -> bool:
+        """True if ``value`` is a constant splat equal to ``x`` (sign of zero and NaN compared exactly)."""
+        s = Rewriter.splat(value)
+        if s is None or isinstance(s, bool) and not isinstance(x, bool):
+            return False
+        if isinstance(s, float) or isinstance(x, float):
+            a, b = np.float64(s), np.float64(x)
+            return bool(a.view(np.uint64) == b.view(np.uint64))
+        return s == x
+
+
+def apply_patterns(graph: Graph, patterns: Sequence[RewritePattern], max_iterations: int = 100) -> bool:
+    """Apply ``patterns`` greedily to every node until a fixpoint; True if anything changed.
+
+    Dead nodes are removed at the end. Raises RuntimeError if no fixpoint is
+    reached in ``max_iterations`` sweeps (a pattern that undoes another).
+    """
+    from minicomp.passes.canonicalize import remove_dead
+    rw = Rewriter(graph)
+    any_change = False
+    for _ in range(max_iterations):
+        rw.changed = False
+        for node in list(graph.nodes):
+            if node not in graph.nodes:
+                continue
+            for pattern in patterns:
+                rw.current = node
+                if pattern.match_and_rewrite(node, rw):
+                    rw.changed = True
+                    break
+        rw.current = None
+        if rw.changed:
+            remove_dead(graph)
+            any_change = True
+        else:
+            return any_change
+    raise RuntimeError(f"patterns did not reach a fixpoint in {max_iterations} sweeps")
