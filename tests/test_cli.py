@@ -1,0 +1,91 @@
+"""The command line: user errors exit 2 with one line, commands produce their artefacts."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "minicomp", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "MPLBACKEND": "Agg"})
+
+
+def test_missing_file_is_one_line_exit_2():
+    proc = run_cli("compile", "missing.py")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["minicomp: error: missing.py: no such file"]
+    assert "Traceback" not in proc.stderr
+
+
+def test_file_without_model_exits_2(tmp_path):
+    f = tmp_path / "nomodel.py"
+    f.write_text("x = 1\n")
+    proc = run_cli("compile", str(f))
+    assert proc.returncode == 2
+    assert "defines no model() function" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_unsupported_op_exits_2_naming_op_and_line(tmp_path):
+    f = tmp_path / "sortmodel.py"
+    f.write_text("import torch\n\n\nclass M(torch.nn.Module):\n    def forward(self, x):\n"
+                 "        return torch.sort(x).values\n\n\ndef model():\n    return M()\n\n\n"
+                 "def example_inputs():\n    return (torch.randn(4),)\n")
+    proc = run_cli("compile", str(f))
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "sort" in last and "sortmodel.py:6" in last
+    assert "Traceback" not in proc.stderr
+
+
+def test_verbose_shows_traceback():
+    proc = run_cli("--verbose", "compile", "missing.py")
+    assert proc.returncode == 2 and "Traceback" in proc.stderr
+
+
+def test_compile_dumps_ir_after_each_pass(tmp_path):
+    proc = run_cli("compile", "examples/mlp.py", "--print-ir-after-all", "--dump-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    dumps = sorted(p.name for p in tmp_path.iterdir())
+    assert any(n.endswith(".mcir") for n in dumps), dumps
+    assert "final.llvm" in dumps and "final.asm" in dumps
+    assert "define" in (tmp_path / "final.llvm").read_text()
+
+
+def test_opt_runs_named_passes():
+    proc = run_cli("opt", "examples/graph.mcir", "--passes", "dce,cse")
+    assert proc.returncode == 0, proc.stderr
+    assert "%dead" not in proc.stdout and proc.stdout.count("mul ") == 1
+    from minicomp.ir.parser import parse
+    parse(proc.stdout)
+
+
+def test_opt_unknown_pass_exits_2():
+    proc = run_cli("opt", "examples/graph.mcir", "--passes", "nosuchpass")
+    assert proc.returncode == 2 and "nosuchpass" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_explain_writes_dot_and_svg(tmp_path):
+    dot, svg = tmp_path / "g.dot", tmp_path / "g.svg"
+    args = ["explain", "examples/transformer_block.py", "--dot", str(dot)]
+    have_dot = shutil.which("dot") is not None
+    if have_dot:
+        args += ["--svg", str(svg)]
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert dot.read_text().startswith("digraph") and "cluster_" in dot.read_text()
+    if have_dot:
+        assert "<svg" in svg.read_text()
+
+
+@pytest.mark.skipif(shutil.which("dot") is not None, reason="checks the message shown when Graphviz is absent")
+def test_svg_without_graphviz_is_a_clear_error(tmp_path):
+    proc = run_cli("explain", "examples/mlp.py", "--svg", str(tmp_path / "x.svg"))
+    assert proc.returncode == 2 and "Graphviz" in proc.stderr
