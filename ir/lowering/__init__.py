@@ -1,0 +1,17 @@
+"""Lowering: graphs to kernel descriptions (:mod:`minicomp.ir.kernel`).
+
+* :func:`lower_node` - one node (or ``fused`` node) to one kernel;
+* :func:`lower_graph` - a whole graph to a :class:`~minicomp.ir.kernel.Program`
+  (kernels, buffer slots, calls, arena size), the input of every backend.
+
+Modules: ``indexing`` (index arithmetic and its simplification), ``builder``
+(scalar expressions of graph values), ``special`` (cat, embedding, copy,
+batch_norm), ``reductions`` and ``contractions`` (kernel templates),
+``kernels`` (a group of nodes to one kernel), ``program`` (graph to Program,
+arena planning).
+"""
+from minicomp.ir.lowering.builder import CannotFuse, LoweringError, NeedMaterialize
+from minicomp.ir.lowering.program import ArenaPlanner, first_fit_arena, lower_graph, lower_node
+
+__all__ = ["lower_node", "lower_graph", "first_fit_arena", "ArenaPlanner", "LoweringError", "CannotFuse",
+           "NeedMaterialize"]

@@ -1,0 +1,198 @@
+"""Contraction templates: matmul/linear/addmm, conv2d and the 2-d poolings.
+
+Each template reads its operands through :meth:`KernelBuilder.address`, so
+views of a buffer (a transposed weight, permuted attention heads) fold into the
+:class:`~minicomp.ir.kernel.Access` strides when they are affine; otherwise the
+operand is materialized by its own kernel first (``NeedMaterialize``). The
+template returns the kernel's fixed fields, the loop index of its result (for
+the epilogue) and the expression of its own result in terms of ``Ref(0)``.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from minicomp.ir.dtypes import DType
+from minicomp.ir.graph import Node
+from minicomp.ir.kernel import Access, E, Expr, Ref, Var
+from minicomp.ir.lowering import indexing as ix
+from minicomp.ir.lowering.builder import LoweringError, NeedMaterialize
+
+CONTRACTIONS = ("matmul", "linear", "addmm", "conv2d", "max_pool2d", "avg_pool2d")
+
+
+@dataclass
+class Template:
+    """What a contraction contributes to its kernel."""
+
+    cls: str                 # "matmul", "conv", "pool"
+    fields: dict[str, Any]   # constructor fields except name/inputs/outputs/stores
+    out_index: list[Expr]    # the result's index in the epilogue loop variables
+    extents: tuple[int, ...]  # extents of the epilogue loop variables
+    result: Expr             # the contraction's own result (uses Ref(0))
+
+
+def _access(b, v, idx: Sequence[Expr], extents: Sequence[int]) -> Access:
+    old = b.extents
+    b.extents = tuple(extents)
+    try:
+        base, flat = b.address(v, idx)
+    finally:
+        b.extents = old
+    form = ix.affine(flat, extents)
+    if form is None:
+        err = NeedMaterialize(v)
+        err.index = (flat, tuple(extents))
+        raise err
+    terms, const = form
+    return Access(b.buffer_of(base), tuple(terms.get(d, 0) for d in range(len(extents))), const)
+
+
+def acc_dtype(dt: DType) -> DType:
+    return dt.compute
+
+
+def _matmul_core(b, a, w, transpose_b: bool, out_dt: DType):
+    """C = a @ w (or a @ w.T for linear), torch.matmul shape rules incl. 1-d and batch broadcast."""
+    sa, sw = a.type.shape, w.type.shape
+    if transpose_b:  # linear: w is [n, k]
+        n, k = sw[0], sw[1]
+        batch_a = sa[:-2] if len(sa) >= 2 else ()
+        m = sa[-2] if len(sa) >= 2 else 1
+        batch = tuple(batch_a)
+        batch_w: tuple[int, ...] = ()
+    else:
+        k = sa[-1]
+        m = sa[-2] if len(sa) >= 2 else 1
+        n = sw[-1] if len(sw) >= 2 else 1
+        batch_a = sa[:-2] if len(sa) >= 2 else ()
+        batch_w = sw[:-2] if len(sw) >= 2 else ()
+        from minicomp.ir.types import broadcast_shapes
+        batch = broadcast_shapes(tuple(batch_a), tuple(batch_w))
+    # Batch dims may be split into finer loops (dim = c*outer + inner) when that makes
+    # an operand's index affine: attention heads merged into one bmm batch dim are
+    # two strides in the buffer. ``bmap[d]`` is batch dim d as {loop: coefficient}.
+    bmap: list[dict[int, int]] = [{d: 1} for d in range(len(batch))]
+    bext = list(batch)
+    for _ in range(4):
+        nb = len(bext)
+        bexpr = [ix.from_affine((dict(t), 0)) for t in bmap]
+
+        def bidx(sub_batch):
+            lead = len(batch) - len(sub_batch)
+            return [ix.c64(0) if s == 1 and batch[lead + d] != 1 else bexpr[lead + d] for d, s in enumerate(sub_batch)]
+
+        ia = bidx(batch_a) + ([Var(nb), Var(nb + 1)] if len(sa) >= 2 else [Var(nb + 1)])
+        if transpose_b:
+            iw = [Var(nb + 1), Var(nb)]
+        else:
+            iw = bidx(batch_w) + ([Var(nb), Var(nb + 1)] if len(sw) >= 2 else [Var(nb)])
+        ext_a, ext_b = (*bext, m, k), (*bext, k, n)
+        split = None
+        try:
+            acc_a = _access(b, a, ia, ext_a)
+            acc_b = _access(b, w, iw, ext_b)
+        except NeedMaterialize as e:
+            split = _batch_split(b, e, bext)
+            if split is None:
+                raise
+        if split is None:
+            break
+        loop, c = split
+        bext[loop:loop + 1] = [bext[loop] // c, c]
+        bmap = [_refine(t, loop, c) for t in bmap]
+    else:
+        raise NeedMaterialize(a)
+    out_index = list(bexpr)
+    if len(sa) >= 2:
+        out_index.append(Var(nb))
+    if transpose_b or len(sw) >= 2:
+        out_index.append(Var(nb + 1))
+    fields = dict(batch=tuple(bext), m=m, n=n, k=k, a=acc_a, b=acc_b, acc_dtype=acc_dtype(out_dt))
+    return fields, out_index, (*bext, m, n)
+
+
+def _refine(terms: dict[int, int], loop: int, c: int) -> dict[int, int]:
+    """Loop ``loop`` becomes loops (loop, loop+1) with old = c*loop + (loop+1)."""
+    out: dict[int, int] = {}
+    for v, coef in terms.items():
+        if v < loop:
+            out[v] = coef
+        elif v == loop:
+            out[v] = coef * c
+            out[v + 1] = coef
+        else:
+            out[v + 1] = coef
+    return out
+
+
+def _batch_split(b, err: NeedMaterialize, bext: list[int]) -> tuple[int, int] | None:
+    """A (batch loop, factor) whose split removes a floordiv/mod from the failing index."""
+    index = getattr(err, "index", None)
+    if index is None:
+        return None
+    form = ix.linear_form(index[0], index[1])
+    if form is None:
+        return None
+    for key in form[0]:
+        if isinstance(key, tuple) and isinstance(key[1], Var) and key[1].dim < len(bext):
+            d, c = key[1].dim, key[2]
+            if 1 < c < bext[d] and bext[d] % c == 0:
+                return d, c
+    return None
+
+
+def template(b, node: Node) -> Template:
+    """The contraction template of ``node``."""
+    op, a = node.op, node.attrs
+    out = node.results[0].type
+    acc = acc_dtype(out.dtype)
+    ref = Ref(0, acc)
+    if op in ("matmul", "linear"):
+        x, w = node.operands[0], node.operands[1]
+        fields, out_index, ext = _matmul_core(b, x, w, op == "linear", out.dtype)
+        b.extents = tuple(ext)  # bias indices are simplified over the epilogue loops
+        result: Expr = ref
+        if op == "linear" and len(node.operands) > 2:
+            result = E.add(ref, E.cast(b.expr(node.operands[2], out_index[-1:]), acc))
+        return Template("matmul", fields, out_index, ext, result)
+    if op == "addmm":
+        bias, x, w = node.operands
+        fields, out_index, ext = _matmul_core(b, x, w, False, out.dtype)
+        b.extents = tuple(ext)  # bias indices are simplified over the epilogue loops
+        result = ref if a["alpha"] == 1 else E.mul(E.const(a["alpha"], acc), ref)
+        if a["beta"] != 0:
+            lead = 2 - bias.type.rank
+            bidx = [ix.c64(0) if s == 1 and out.shape[lead + d] != 1 else out_index[lead + d]
+                    for d, s in enumerate(bias.type.shape)]
+            bv = E.cast(b.expr(bias, bidx), acc)
+            result = E.add(result, bv if a["beta"] == 1 else E.mul(E.const(a["beta"], acc), bv))
+        return Template("matmul", fields, out_index, ext, result)
+    if op == "conv2d":
+        x, w = node.operands[0], node.operands[1]
+        n, cin, h, wd = x.type.shape
+        cout, _, kh, kw = w.type.shape
+        oh, ow = out.shape[2], out.shape[3]
+        fields = dict(n=n, cin=cin, h=h, w=wd, cout=cout, kh=kh, kw=kw, oh=oh, ow=ow,
+                      stride=tuple(a["stride"]), padding=tuple(a["padding"]), dilation=tuple(a["dilation"]),
+                      groups=a["groups"], x=_access(b, x, [Var(i) for i in range(4)], x.type.shape),
+                      weight=_access(b, w, [Var(i) for i in range(4)], w.type.shape), acc_dtype=acc)
+        out_index = [Var(i) for i in range(4)]
+        b.extents = tuple(out.shape)  # bias indices are simplified over the epilogue loops
+        result = ref
+        if len(node.operands) > 2:
+            result = E.add(ref, E.cast(b.expr(node.operands[2], [Var(1)]), acc))
+        return Template("conv", fields, out_index, tuple(out.shape), result)
+    if op in ("max_pool2d", "avg_pool2d"):
+        x = node.operands[0]
+        n, c, h, wd = x.type.shape
+        divisor = a.get("divisor")
+        fields = dict(op="max" if op == "max_pool2d" else "avg", n=n, c=c, h=h, w=wd, oh=out.shape[2],
+                      ow=out.shape[3], kernel=tuple(a["kernel"]), stride=tuple(a["stride"]),
+                      padding=tuple(a["padding"]), dilation=tuple(a.get("dilation", (1, 1))),
+                      count_include_pad=bool(a.get("count_include_pad", True)),
+                      divisor=int(divisor) if divisor else 0,
+                      x=_access(b, x, [Var(i) for i in range(4)], x.type.shape), acc_dtype=acc)
+        return Template("pool", fields, [Var(i) for i in range(4)], tuple(out.shape), ref)
+    raise LoweringError(f"no contraction template for '{op}'")

@@ -1,0 +1,282 @@
+"""``minicomp.compile``: trace -> passes -> lowering -> backend, behind a fast call path.
+
+The returned :class:`CompiledModel` is called like the model. Each input
+signature (shapes and dtypes) gets its own compiled program, cached like
+``torch.compile`` does: a call with a new signature re-traces and compiles
+(``recompile=True``, the default, up to ``recompile_limit`` signatures) or raises
+:class:`~minicomp.errors.GuardError` (``recompile=False``).
+
+``fallback=True`` is deliberately simple: if tracing meets an op minicomp does
+not support, or the graph cannot be lowered, the *whole* model runs in eager
+PyTorch for that signature and the reasons are listed in ``.fallbacks``. There
+is no partial partitioning.
+"""
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from minicomp import guards
+from minicomp.errors import CompileError, GuardError, UnsupportedOpError
+from minicomp.ir.graph import Graph
+from minicomp.ir.lowering import LoweringError, lower_graph
+
+TARGETS = ("cpu", "interpret", "triton", "cuda")
+
+
+@dataclass(frozen=True)
+class KernelInfo:
+    """One kernel of a compiled program: its name, kind and (backend) source text."""
+
+    name: str
+    kind: str
+    source: str
+
+
+@dataclass
+class _Entry:
+    """Everything compiled for one input signature."""
+
+    shapes: tuple[tuple[int, ...], ...]
+    dtypes: tuple[torch.dtype, ...]
+    run: Any                       # list[Tensor] -> list[Tensor] (or the eager output)
+    unflatten: Any                 # flat outputs -> the user's structure
+    graph: Graph | None = None
+    program: Any = None
+    module: Any = None
+    ctx: Any = None
+    fallbacks: list[str] = field(default_factory=list)
+    eager: bool = False
+    notes: list[str] = field(default_factory=list)  # lowering remarks (split fused nodes, copies)
+
+
+class CompiledModel:
+    """A compiled model or function. Call it with torch tensors (or numpy arrays)."""
+
+    def __init__(self, model_or_fn: Any, target: str, fallback: bool, passes: Any, options: dict[str, Any]):
+        self._fn = model_or_fn
+        self.target = target
+        self._fallback = fallback
+        self._passes = passes
+        self._options = options
+        self._recompile = options.pop("recompile", True)
+        self._limit = options.pop("recompile_limit", 8)
+        self._entries: dict[guards.Signature, _Entry] = {}
+        self._last: _Entry | None = None
+        self._lock = threading.Lock()
+
+    # -- calling ----------------------------------------------------------------------------
+    def __call__(self, *args: Any) -> Any:
+        e = self._last
+        if e is not None and len(args) == len(e.shapes):
+            for a, shape, dt in zip(args, e.shapes, e.dtypes):
+                if not (isinstance(a, torch.Tensor) and a.dtype is dt and a.shape == shape and a.is_cpu):
+                    break
+            else:
+                return e.unflatten(e.run(args))
+        tensors = guards.as_tensors(args, len(e.shapes) if e is not None else None)
+        entry = self._entry_for(tensors)
+        self._last = entry
+        return entry.unflatten(entry.run(tensors))
+
+    def _entry_for(self, tensors: Sequence[torch.Tensor]) -> _Entry:
+        sig = guards.Signature.of(tensors)
+        entry = self._entries.get(sig)
+        if entry is not None:
+            return entry
+        with self._lock:
+            if sig in self._entries:
+                return self._entries[sig]
+            if self._entries and not self._recompile:
+                old = next(iter(self._entries))
+                raise GuardError(f"{guards.mismatch(old, tensors)}; recompilation is off (recompile=False)")
+            if len(self._entries) >= self._limit:
+                raise GuardError(f"more than {self._limit} input signatures; last: {sig}")
+            entry = _build(self, tensors)
+            self._entries[sig] = entry
+            return entry
+
+    # -- inspection -------------------------------------------------------------------------
+    def _current(self) -> _Entry:
+        if self._last is None:
+            raise CompileError("nothing compiled yet")
+        return self._last
+
+    @property
+    def graph(self) -> Graph | None:
+        """The final IR graph (after passes) of the most recently used signature."""
+        return self._current().graph
+
+    @property
+    def program(self):
+        """The lowered :class:`~minicomp.ir.kernel.Program` (None for interpret/eager)."""
+        return self._current().program
+
+    @property
+    def fallbacks(self) -> list[str]:
+        """Why parts ran in eager PyTorch (empty when everything runs natively)."""
+        return list(self._current().fallbacks)
+
+    @property
+    def kernels(self) -> list[KernelInfo]:
+        """The kernels of the current program with their source (LLVM IR for the CPU)."""
+        e = self._current()
+        if e.program is None:
+            return []
+        sources = dict(e.module.kernel_sources) if e.module is not None else {}
+        symbols = getattr(e.module, "symbols", [])
+        out = []
+        for i, k in enumerate(e.program.kernels):
+            sym = symbols[i] if i < len(symbols) else k.name
+            out.append(KernelInfo(k.name, k.kind, sources.get(sym, "")))
+        return out
+
+    def source(self, kind: str = "llvm") -> str:
+        """Backend source of the whole program: "llvm", "llvm-unopt" or "asm"."""
+        e = self._current()
+        if e.module is None:
+            raise CompileError(f"no native source for target '{self.target}'")
+        return e.module.source(kind)
+
+    def explain(self) -> str:
+        """What the compiler did: pass decisions and statistics, kernels, fallbacks."""
+        e = self._current()
+        lines = [f"target: {self.target}; signature: {guards.Signature(e.shapes, e.dtypes)}"]
+        if e.ctx is not None and getattr(e.ctx, "decisions", None) is not None:
+            lines += [str(d) for d in e.ctx.decisions]
+            try:
+                from minicomp.passes.manager import stats_table
+                lines.append(stats_table(e.ctx))
+            except ImportError:
+                pass
+        if e.program is not None:
+            lines.append(f"{len(e.program.kernels)} kernel(s), arena {e.program.arena_bytes} bytes:")
+            lines += [f"  {k.name} ({k.kind})" for k in e.program.kernels]
+        lines += [f"lowering: {n}" for n in e.notes]
+        if e.fallbacks:
+            lines.append("ran in eager PyTorch: " + "; ".join(e.fallbacks))
+        return "\n".join(lines)
+
+
+def compile(model_or_fn: Any, example_inputs: Any, target: str = "cpu", *, fallback: bool = False,
+            passes: Sequence[Any] | None = None, **options: Any) -> CompiledModel:
+    """Compile ``model_or_fn`` for inputs like ``example_inputs``.
+
+    ``target``: "cpu" (LLVM JIT), "interpret" (the numpy reference interpreter),
+    "triton"/"cuda" (GPU; not available in this build). ``passes``: None for the
+    default pipeline, or a list of pass names/objects ([] runs none). Options:
+    ``threads`` (2), ``opt_level`` (3), ``cache`` (True: on-disk object cache),
+    ``recompile`` (True), ``recompile_limit`` (8), ``verify`` (False: verify IR
+    after each pass), and pass options (``fuse``, ``layout``, ``plan_memory``...).
+    """
+    if target not in TARGETS:
+        raise CompileError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
+    if target in ("triton", "cuda"):
+        raise CompileError(f"target {target!r} is not available yet in minicomp.compile; use 'cpu' or 'interpret'")
+    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    cm = CompiledModel(model_or_fn, target, fallback, passes, dict(options))
+    tensors = guards.as_tensors(inputs)
+    entry = cm._entry_for(tensors)
+    cm._last = entry
+    return cm
+
+
+# -- building one signature --------------------------------------------------------------------
+def _build(cm: CompiledModel, tensors: Sequence[torch.Tensor]) -> _Entry:
+    sig = guards.Signature.of(tensors)
+    from minicomp.frontend import trace_with_spec
+    try:
+        traced = trace_with_spec(cm._fn, tuple(tensors))
+    except UnsupportedOpError as err:
+        if not cm._fallback:
+            raise
+        return _eager(cm, sig, [f"unsupported op '{err.op}'" + (f" at {err.where}" if err.where else "")])
+    leaf = traced.out_spec.is_leaf()
+    unflatten = (lambda outs: outs[0]) if leaf else traced.unflatten
+    graph, ctx = _run_passes(traced.graph, cm.target, cm._passes, cm._options)
+    if cm.target == "interpret":
+        return _Entry(sig.shapes, sig.dtypes, _interpreter(graph), unflatten, graph, ctx=ctx)
+    notes: list[str] = []
+    try:
+        program = lower_graph(graph, notes=notes)
+    except LoweringError as err:
+        if not cm._fallback:
+            raise CompileError(f"cannot lower the graph: {err}") from err
+        return _eager(cm, sig, [f"lowering: {err}"])
+    module = _compile_cpu(program, graph.name, cm._options)
+    from minicomp.runtime import NativeProgram
+    native = NativeProgram(program, module.entry_address, keepalive=module)
+    return _Entry(sig.shapes, sig.dtypes, native, unflatten, graph, program, module, ctx, notes=notes)
+
+
+def _eager(cm: CompiledModel, sig, reasons: list[str]) -> _Entry:
+    fn = cm._fn
+    return _Entry(sig.shapes, sig.dtypes, lambda ts: fn(*ts), lambda out: out, fallbacks=reasons, eager=True)
+
+
+def _run_passes(graph: Graph, target: str, passes, options: dict[str, Any]):
+    try:
+        from minicomp.passes.manager import PassContext, PassManager, default_pipeline
+    except ImportError:
+        return graph, None
+    pass_opts = {k: v for k, v in options.items() if k not in ("threads", "opt_level", "cache")}
+    ctx = PassContext(options={"target": "cpu" if target in ("cpu", "interpret") else "gpu", **pass_opts})
+    pipeline = default_pipeline(ctx.options["target"], pass_opts) if passes is None else list(passes)
+    if not pipeline:
+        return graph, ctx
+    graph = PassManager(pipeline, verify=bool(options.get("verify", False))).run(graph, ctx)
+    return graph, ctx
+
+
+def _interpreter(graph: Graph):
+    import numpy as np
+
+    from minicomp.ir.interpreter import interpret
+
+    def run(tensors):
+        arrays = [t.detach().float().numpy() if t.dtype == torch.bfloat16 else t.detach().numpy() for t in tensors]
+        outs = interpret(graph, *arrays)
+        result = []
+        for o, v in zip(outs, graph.outputs):
+            t = torch.from_numpy(np.array(o, order="C"))  # (ascontiguousarray makes 0-d 1-d)
+            result.append(t.to(guards.TORCH_DTYPE[v.type.dtype]))
+        return result
+    return run
+
+
+def _symbol(name: str) -> str:
+    return "mc_" + (re.sub(r"[^A-Za-z0-9_]", "_", name) or "main")
+
+
+def _compile_cpu(program, graph_name: str, options: dict[str, Any]):
+    from minicomp.codegen.llvm import compile_program
+    threads = int(options.get("threads", 2))
+    opt_level = int(options.get("opt_level", 3))
+    name = _symbol(graph_name)
+    if not options.get("cache", True):
+        return compile_program(program, name=name, threads=threads, opt_level=opt_level)
+    from minicomp import cache
+    key = cache.cache_key(program_text(program), "cpu", name, f"threads={threads}", f"opt={opt_level}")
+    obj = cache.load(key)
+    if obj is not None:
+        return compile_program(program, name=name, threads=threads, opt_level=opt_level, object_code=obj)
+    module = compile_program(program, name=name, threads=threads, opt_level=opt_level)
+    try:
+        cache.store(key, module.object_code)
+    except OSError:
+        pass  # a read-only or full cache directory only costs the next compile
+    return module
+
+
+def program_text(program) -> str:
+    """A deterministic text of everything in a Program that determines its machine code.
+
+    Constant *values* are excluded: the native code receives them as pointers.
+    """
+    return repr((program.kernels, program.slots, program.calls, program.arena_bytes, program.num_inputs,
+                 program.num_outputs, program.aliases))

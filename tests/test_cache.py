@@ -1,0 +1,98 @@
+"""The on-disk object-code cache: keys, privacy, atomic entries, corruption handling."""
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+import torch
+
+import minicomp
+from minicomp import cache
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    d = tmp_path / "mc-cache"
+    monkeypatch.setenv("MINICOMP_CACHE_DIR", str(d))
+    return d
+
+
+def entries(d):
+    return sorted(p for p in d.iterdir() if p.suffix == ".obj" and not p.name.startswith(".tmp"))
+
+
+def fn(x):
+    return torch.tanh(x) * 2 + 1
+
+
+def test_directory_is_private_and_round_trip(cache_dir):
+    key = cache.cache_key("program text", "cpu")
+    assert cache.load(key) is None
+    cache.store(key, b"\x7fELF payload")
+    assert stat.S_IMODE(cache_dir.stat().st_mode) == 0o700
+    assert cache.load(key) == b"\x7fELF payload"
+    assert not [p for p in cache_dir.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_key_depends_on_every_part():
+    assert cache.cache_key("a", "cpu") != cache.cache_key("a", "interpret")
+    assert cache.cache_key("ab", "c") != cache.cache_key("a", "bc")
+    assert cache.cache_key("a", "cpu") == cache.cache_key("a", "cpu")
+
+
+def test_bad_keys_are_rejected(cache_dir):
+    with pytest.raises(ValueError):
+        cache.load("../../etc/passwd")
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "empty", "header"])
+def test_corrupt_entry_is_deleted_and_never_returned(cache_dir, damage):
+    key = cache.cache_key("x")
+    cache.store(key, b"A" * 1000)
+    (path,) = entries(cache_dir)
+    data = bytearray(path.read_bytes())
+    if damage == "flip":
+        data[-10] ^= 0xFF
+    elif damage == "truncate":
+        data = data[:-100]
+    elif damage == "empty":
+        data = bytearray()
+    else:
+        data[:6] = b"XXXXXX"
+    path.write_bytes(bytes(data))
+    assert cache.load(key) is None
+    assert not path.exists()
+
+
+def test_compile_uses_cache_and_recovers_from_corruption(cache_dir):
+    x = torch.randn(16, 8)
+    cm1 = minicomp.compile(fn, (x,))
+    (path,) = entries(cache_dir)
+    mtime = path.stat().st_mtime_ns
+    cm2 = minicomp.compile(fn, (x,))        # hit: same entry, not rewritten
+    torch.testing.assert_close(cm2(x), fn(x))
+    assert path.stat().st_mtime_ns == mtime
+    # Corrupt the object code: the next compile must notice, recompile and rewrite it.
+    data = bytearray(path.read_bytes())
+    for i in range(200, min(len(data), 400)):
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+    cm3 = minicomp.compile(fn, (x,))
+    torch.testing.assert_close(cm3(x), fn(x))
+    assert cache.load(path.stem) is not None
+    torch.testing.assert_close(cm1(x), fn(x))
+
+
+def test_cache_off_writes_nothing(cache_dir):
+    x = torch.randn(4)
+    cm = minicomp.compile(fn, (x,), cache=False)
+    torch.testing.assert_close(cm(x), fn(x))
+    assert not cache_dir.exists() or not entries(cache_dir)
+
+
+def test_world_readable_dir_is_tightened(cache_dir):
+    cache_dir.mkdir(mode=0o755)
+    os.chmod(cache_dir, 0o755)
+    cache.store(cache.cache_key("y"), b"z")
+    assert stat.S_IMODE(cache_dir.stat().st_mode) == 0o700

@@ -1,0 +1,130 @@
+"""The compiled call path: guards, recompilation, odd inputs, threads."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import minicomp
+from minicomp.errors import GuardError
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINICOMP_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def fn(x, y):
+    return torch.relu(x @ y) + x.sum(-1, keepdim=True)
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    x, y = torch.randn(4, 6), torch.randn(6, 6)
+    return minicomp.compile(fn, (x, y))
+
+
+def test_new_shape_recompiles_and_caches_by_signature(compiled):
+    for shape in [(4, 6), (2, 6), (4, 6)]:
+        x, y = torch.randn(*shape), torch.randn(6, 6)
+        torch.testing.assert_close(compiled(x, y), fn(x, y))
+    assert len(compiled._entries) == 2
+
+
+def test_new_dtype_recompiles(compiled):
+    x, y = torch.randn(4, 6, dtype=torch.float64), torch.randn(6, 6, dtype=torch.float64)
+    out = compiled(x, y)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, fn(x, y))
+
+
+def test_recompile_off_raises_guard_error():
+    x, y = torch.randn(4, 6), torch.randn(6, 6)
+    cm = minicomp.compile(fn, (x, y), recompile=False)
+    with pytest.raises(GuardError, match=r"input 0 has shape \[3, 6\], compiled for \[4, 6\]"):
+        cm(torch.randn(3, 6), y)
+    with pytest.raises(GuardError, match="dtype"):
+        cm(x.double(), y)
+    torch.testing.assert_close(cm(x, y), fn(x, y))  # still usable
+
+
+def test_wrong_count_and_non_tensors(compiled):
+    x, y = torch.randn(4, 6), torch.randn(6, 6)
+    with pytest.raises(GuardError, match="takes 2 tensor input"):
+        compiled(x)
+    with pytest.raises(GuardError, match="takes 2 tensor input"):
+        compiled(x, y, y)
+    with pytest.raises(GuardError, match="is a float"):
+        compiled(x, 1.5)
+    with pytest.raises(GuardError, match="does not support"):
+        compiled(x, y.to(torch.complex64))
+
+
+def test_numpy_inputs_are_accepted(compiled):
+    x, y = np.random.randn(4, 6).astype(np.float32), np.random.randn(6, 6).astype(np.float32)
+    torch.testing.assert_close(compiled(x, y), fn(torch.from_numpy(x), torch.from_numpy(y)))
+
+
+def test_non_contiguous_inputs_are_copied_not_misread(compiled):
+    x = torch.randn(6, 4).t()                # (4, 6) transposed view
+    y = torch.randn(12, 6)[::2]              # (6, 6) with row stride 12
+    assert not x.is_contiguous() and not y.is_contiguous()
+    torch.testing.assert_close(compiled(x, y), fn(x, y))
+    z = torch.randn(4, 6).to(memory_format=torch.contiguous_format)
+    torch.testing.assert_close(compiled(z, y), fn(z, y))
+
+
+def test_other_devices_are_rejected_clearly(compiled):
+    x = torch.empty(4, 6, device="meta")
+    with pytest.raises(GuardError, match="device 'meta'.*compiled for the CPU"):
+        compiled(x, torch.randn(6, 6))
+
+
+def test_size_zero_inputs():
+    x, y = torch.randn(0, 6), torch.randn(6, 6)
+    cm = minicomp.compile(fn, (x, y))
+    out = cm(x, y)
+    assert out.shape == (0, 6)
+    z = torch.randn(5, 0)
+    cm2 = minicomp.compile(lambda a: a.sum(1), (z,))
+    torch.testing.assert_close(cm2(z), torch.zeros(5))
+
+
+def test_outputs_are_fresh_tensors(compiled):
+    x, y = torch.randn(4, 6), torch.randn(6, 6)
+    a, b = compiled(x, y), compiled(x, y)
+    assert a.data_ptr() != b.data_ptr()
+    torch.testing.assert_close(a, b)
+
+
+def test_concurrent_calls_from_threads_are_correct():
+    def model(x):
+        h = torch.tanh(x @ x.t())
+        return torch.softmax(h, -1) * 2 + h.mean()
+    xs = [torch.randn(32, 32) for _ in range(8)]
+    cm = minicomp.compile(model, (xs[0],), threads=1)
+    refs = [model(x) for x in xs]
+    errors = []
+
+    def worker(k):
+        try:
+            for i in range(30):
+                j = (k + i) % len(xs)
+                torch.testing.assert_close(cm(xs[j]), refs[j])
+        except Exception as e:  # surfaced below
+            errors.append(e)
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+
+
+def test_recompile_limit():
+    cm = minicomp.compile(lambda x: x + 1, (torch.randn(1),), recompile_limit=2)
+    cm(torch.randn(2))
+    with pytest.raises(GuardError, match="more than 2 input signatures"):
+        cm(torch.randn(3))
