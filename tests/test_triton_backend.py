@@ -195,7 +195,7 @@ def test_softmax_and_layer_norm_one_kernel(max_rblock):
     torch.testing.assert_close(mu, a.mean(1))
 
 
-@pytest.mark.parametrize("dt", [DType.f32, DType.f16, DType.f64, DType.i32])
+@pytest.mark.parametrize("dt", [DType.f32, DType.f16, DType.bf16, DType.f64, DType.i32])
 def test_batched_matmul_with_bias_relu_epilogue(dt):
     bt, m, n, kk = 2, 5, 7, 9
     a = (torch.randn(bt, m, kk) * 3).to(TORCH[dt])
@@ -263,6 +263,117 @@ def test_program_with_arena_intermediate():
     torch.testing.assert_close(out, ((a * 2 + 1) * 0.5).half().float() + a)
     with pytest.raises(TypeError, match="takes 2 tensors"):
         module.load()(a)
+
+
+# -- regressions found by random graphs (scripts/deep_run.py --targets triton) ----------------
+def check_ir(ir: str, *arrays) -> None:
+    """Compile a small text-IR graph for the triton target and compare with PyTorch eager."""
+    import numpy as np
+
+    from minicomp.ir import parse
+    from minicomp.testing import Case, check_compile
+    check_compile(Case(parse(ir), [np.asarray(a) for a in arrays]), targets=("triton",))
+
+
+def test_matmul_epilogue_index_without_row_var():
+    """m == 1: the store index uses only the column var ([1, BN]) but the mask is [BM, BN]."""
+    a, b = torch.randn(1, 3), torch.randn(3, 5)
+    k = MatmulKernel("mv", (Buffer("a", T(1, 3)), Buffer("b", T(3, 5)), Buffer("bias", T(1))),
+                     (Buffer("o", T(5)),), (), 1, 5, 3, Access(0, (3, 1)), Access(1, (5, 1)), DType.f32,
+                     (Store(0, Var(1), E.add(Ref(0, DType.f32), Load(2, Const(0, DType.i64), DType.f32))),))
+    bias = torch.randn(1)
+    torch.testing.assert_close(run(k, a, b, bias), (a @ b)[0] + bias)
+
+
+def test_vector_matmul_graph():
+    check_ir("graph @g(%arg0: f32[1,2], %arg1: f32[1]) {\n  %0 = matmul %arg1, %arg0 : f32[2]\n"
+             "  return %0, %arg0, %arg1\n}", torch.randn(1, 2).numpy(), torch.randn(1).numpy())
+
+
+def test_addmm_broadcast_bias_graph():
+    check_ir("graph @g(%b: f32[1], %x: f32[2,3], %w: f32[3,1]) {\n  %0 = addmm %b, %x, %w : f32[2,1]\n"
+             "  return %0\n}", torch.randn(1).numpy(), torch.randn(2, 3).numpy(), torch.randn(3, 1).numpy())
+
+
+def test_zero_dim_constant_output_keeps_its_shape():
+    """A graph output folded to a 0-d constant is an alias of a const slot; it stays 0-d."""
+    check_ir("graph @g(%x: f32[4]) {\n  %0 = constant {dtype=f32, value=dense<[1.0,-2.0,3.0,0.5] : f32[4]>} : f32[4]\n"
+             "  %1 = amin %0 {dims=[0], keepdim=false} : f32[]\n  %2 = add %x, %1 : f32[4]\n  return %1, %2\n}",
+             torch.randn(4).numpy())
+
+
+def test_reduction_with_outer_only_load_and_f64_constant_store():
+    """Inner-stage values that use only outer vars, or none (an f64 constant), are broadcast
+    to the [XBLOCK, RBLOCK] block (was: pointer-shape error / 'Cannot splat a block tensor')."""
+    x, s = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
+    inner = rowmajor((Var(0), 3), (Var(1), 4))
+    stages = (Reduce("sum", E.mul(Load(0, inner, DType.f64), Load(1, Var(0), DType.f64)), DType.f64),
+              Store(0, Var(0), Ref(0, DType.f64)),
+              Store(1, inner, Const(0.1, DType.f64), inner=True))
+    k = LoopKernel("r", "reduction", (Buffer("x", T(3, 4, dt=DType.f64)), Buffer("s", T(3, dt=DType.f64))),
+                   (Buffer("o", T(3, dt=DType.f64)), Buffer("c", T(3, 4, dt=DType.f64))), (3,), (4,), stages)
+    for rb in (2048, 2):
+        o, c = run(k, x, s, max_rblock=rb)
+        torch.testing.assert_close(o, (x * s[:, None]).sum(1))
+        torch.testing.assert_close(c, torch.full((3, 4), 0.1, dtype=torch.float64))
+
+
+def test_addmm_full_bias_graph():
+    """The bias of an unfused addmm is indexed over the epilogue loops (was: every element read bias[0])."""
+    check_ir("graph @g(%b: f64[3,2], %x: f64[3,2], %w: f64[2,2]) {\n  %0 = addmm %b, %x, %w {alpha=1.0, beta=1.0} : f64[3,2]\n"
+             "  return %0\n}", torch.randn(3, 2, dtype=torch.float64).numpy(),
+             torch.randn(3, 2, dtype=torch.float64).numpy(), torch.randn(2, 2, dtype=torch.float64).numpy())
+
+
+def test_cast_of_constant_to_bf16():
+    """A Cast whose operand is a Python literal (was: ``0.5.to(...)``, an AttributeError)."""
+    k = pointwise((2, 3), [DType.bf16], DType.bf16,
+                  lambda x: E.add(Cast(x, DType.f32), Cast(Cast(Const(0.3, DType.f32), DType.bf16), DType.f32)))
+    x = torch.randn(2, 3).to(torch.bfloat16)
+    torch.testing.assert_close(run(k, x), (x.float() + torch.tensor(0.3).to(torch.bfloat16).float()).to(torch.bfloat16))
+
+
+def test_run_returns_outputs_with_aliases_copied():
+    """run(*inputs, *outputs, *constants) returns every output; aliased ones are fresh copies."""
+    import numpy as np
+    k = pointwise((3,), [DType.f32], DType.f32, lambda a: E.mul(a, 2.0))
+    t = T(3)
+    prog = Program((k,), (Slot("input", 0, t), Slot("output", 0, t), Slot("const", 0, T(dt=DType.i64))),
+                   (Call(0, (0, 1)),), 0, 1, 3, (np.array(5),), ((1, 0), (2, 2)))
+    a, c = torch.randn(3), torch.tensor(5)
+    out = generate(prog).load()(a, torch.empty(3), torch.empty(0), torch.empty(0), c)
+    assert len(out) == 3 and out[1] is not a and out[2].shape == ()
+    torch.testing.assert_close(out, [a * 2, a, c])
+
+
+def test_size_zero_intermediate_in_an_empty_arena():
+    """A size-0 intermediate lives in the arena even when the arena has 0 bytes (was: NameError)."""
+    check_ir("graph @g(%x: f32[3,0,1,3]) {\n  %0 = logical_and %x, %x : bool[3,0,1,3]\n"
+             "  %1 = cumsum %x {dim=1, dtype=none} : f32[3,0,1,3]\n"
+             "  %2 = var %x {correction=0.0, dims=[0,1,3], keepdim=true} : f32[1,1,1,1]\n"
+             "  %3 = amax %1 {dims=[0,2], keepdim=false} : f32[0,3]\n  return %0, %2, %3\n}",
+             torch.randn(3, 0, 1, 3).numpy())
+
+
+@pytest.mark.parametrize("dt", [DType.f32, DType.f64])
+def test_pow_and_tanh_special_values_and_signed_zero(dt):
+    """The interpreter's pow/tanh formulas follow C/PyTorch on zeros, infinities and NaN
+    (was: tanh(-0.0) gave +0.0, so 1/tanh(-0.0) was +inf instead of -inf)."""
+    import itertools
+    vals = [0.0, -0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5, 3.0, -3.0, math.inf, -math.inf, math.nan, 1e-30, -0.01, 2.5]
+    xs, ys = (torch.tensor(v, dtype=TORCH[dt]) for v in zip(*itertools.product(vals, vals)))
+    n = len(xs)
+    t = T(n, dt=dt)
+    ld = lambda b: Load(b, Var(0), dt)
+    k = LoopKernel("p", "pointwise", (Buffer("x", t), Buffer("y", t)), (Buffer("o", t), Buffer("t", t)), (n,), (),
+                   (Store(0, Var(0), E.pow(ld(0), ld(1))), Store(1, Var(0), E.div(1.0, E.tanh(ld(0))))))
+    KERNELS.append(k)
+    o, th = torch.empty(n, dtype=TORCH[dt]), torch.empty(n, dtype=TORCH[dt])
+    generate(program(k)).load()(xs, ys, o, th)
+    want_o, want_t = torch.pow(xs, ys), 1 / torch.tanh(xs)
+    torch.testing.assert_close([o, th], [want_o, want_t], equal_nan=True)
+    assert torch.equal(torch.signbit(o[~o.isnan()]), torch.signbit(want_o[~o.isnan()]))
+    assert torch.equal(torch.signbit(th[~th.isnan()]), torch.signbit(want_t[~th.isnan()]))
 
 
 def test_aot_compile_sm90_every_kernel():

@@ -23,8 +23,10 @@ def _acc_tl(kernel) -> str:
 
 def _dot(a: str, b: str, da: DType, db: DType, acc: DType) -> str:
     """``a @ b`` of two tiles accumulated in ``acc``: tl.dot where Triton supports it."""
-    if acc.compute is DType.f32 and da == db and da in (DType.f16, DType.bf16):
+    if acc.compute is DType.f32 and da == db and da is DType.f16:
         return f"tl.dot({a}, {b})"
+    if acc.compute is DType.f32 and da == db and da is DType.bf16:
+        return f"_dot_bf16({a}, {b})"  # see the prelude: the interpreter mis-multiplies bf16 tiles
     if acc.compute is DType.f32 and da.is_float and db.is_float:
         return f"tl.dot({a}.to(tl.float32), {b}.to(tl.float32), input_precision=\"ieee\")"
     t = ops.compute_tl(acc)  # f64 and integer products: a broadcast multiply-reduce

@@ -96,15 +96,32 @@ class ExprEmitter:
     def __init__(self, body: Body, ctx: Context):
         self.body = body
         self.ctx = ctx
-        self.memo: dict[Expr, str] = {}
+        self.memo: dict[object, str] = {}  # Expr, or ("tensor" | "index", Expr)
         self.literals: set[str] = set()  # texts that are Python literals, not tensors
 
     def tensor(self, expr: Expr) -> str:
-        """A name holding ``expr`` as a tensor of the full block shape (for stores and reductions)."""
+        """A name holding ``expr`` as a tensor of exactly the block shape (for stores and reductions).
+
+        A value may depend on only some block dims (``[1, BN]`` in a matmul epilogue
+        that ignores the row) or on none (a constant, shape ``[1]`` or a scalar); it
+        is broadcast so that its shape equals the block's and the lane mask's.
+        """
+        key = ("tensor", expr)
+        if key in self.memo:
+            return self.memo[key]
         name = self.value(expr)
-        if isinstance(expr, Const) or not uses(expr, Var) and not uses(expr, Load) and not uses(expr, Ref):
-            return self.body.assign(f"tl.full({self.ctx.shape}, {name}, {ops.compute_tl(expr.dtype)})")
-        return name
+        tl_t = ops.compute_tl(expr.dtype)
+        if name in self.literals:
+            text = f"tl.full({self.ctx.shape}, {name}, {tl_t})"
+        elif expr.dtype is DType.bool:
+            text = f"{name} | tl.zeros({self.ctx.shape}, tl.int1)"
+        elif expr.dtype.is_float:  # adding -0.0 is exact for every value, -0.0 and NaN included
+            text = f"{name} + tl.full({self.ctx.shape}, -0.0, {tl_t})"
+        else:
+            text = f"{name} + tl.zeros({self.ctx.shape}, {tl_t})"
+        out = self.body.assign(text)
+        self.memo[key] = out
+        return out
 
     def value(self, expr: Expr) -> str:
         """Source text (a name or literal) holding the value of ``expr``."""
@@ -148,15 +165,23 @@ class ExprEmitter:
         return text
 
     def index(self, e: Expr) -> str:
-        """An index expression as a block-shaped tensor (pointers must be blocks when masked)."""
-        text = self.value(e)
-        if not uses(e, Var) and not uses(e, Ref) and not uses(e, Load):
-            text = f"({text} + tl.zeros({self.ctx.shape}, {self.ctx.index_tl}))"
-        return f"({text})"
+        """An index expression as a tensor of exactly the block shape (a masked pointer
+        must have the mask's shape, whichever loop variables the index uses)."""
+        key = ("index", e)
+        if key not in self.memo:
+            name = self.value(e)
+            if name in self.literals:
+                text = f"tl.full({self.ctx.shape}, {name}, {self.ctx.index_tl})"
+            else:
+                text = f"{name} + tl.zeros({self.ctx.shape}, {self.ctx.index_tl})"
+            self.memo[key] = self.body.assign(text, "i")
+        return self.memo[key]
 
     def _cast(self, e: Cast) -> str:
         a = self.value(e.arg)
         src, dst = e.arg.dtype, e.dtype
+        if a in self.literals:  # a Python literal has no .to(): make it a tensor of its dtype first
+            a = f"tl.full([1], {a}, {ops.compute_tl(src)})"
         if dst is DType.bool:
             return f"{a} != 0"
         if dst in (DType.f16, DType.bf16):

@@ -3,8 +3,19 @@
 The module text has: imports, the helper prelude, one ``@triton.jit`` function per
 kernel, and ``run(*args)``, which takes torch tensors ``[inputs..., outputs...,
 constants...]``, carves intermediates out of a per-call arena (a uint8 tensor on
-the inputs' device, sliced at the planned byte offsets) and launches every call
-in order.
+the inputs' device, sliced at the planned byte offsets), launches every call
+in order and returns the list of outputs.
+
+Public path (what a driver calls)::
+
+    run = generate(program).load()
+    outs = run(*inputs, *outputs, *constants)
+
+``outputs`` are caller-allocated tensors of the program's output slot types
+(contiguous, on the inputs' device); ``constants`` are ``program.constants``
+as tensors of their slot dtypes, in const-slot order. The returned list holds
+``num_outputs`` tensors: the ones passed in, and fresh copies for the outputs in
+``program.aliases`` (for those any placeholder may be passed).
 """
 from __future__ import annotations
 
@@ -88,14 +99,18 @@ def _header(program: Program, name: str) -> str:
 def _run_function(program: Program, kernels: list[KernelSource], autotune: bool) -> str:
     nargs = program.num_inputs + program.num_outputs + len(program.constants)
     lines = ["def run(*args):",
-             f'    """Run the program on [inputs..., outputs..., constants...] ({nargs} tensors)."""',
+             f'    """Run the program on [inputs..., outputs..., constants...] ({nargs} tensors); return the outputs.',
+             "",
+             "    Outputs listed in the program's aliases (copies of an input, a constant or",
+             "    another output) are returned as fresh copies; the tensors passed for them are",
+             '    not written (any placeholder will do)."""',
              f"    if len(args) != {nargs}:",
              f'        raise TypeError(f"run() takes {nargs} tensors, got {{len(args)}}")',
              "    device = args[0].device" if nargs else "    device = torch.device('cuda')"]
     tune = autotune
     if tune:
         lines.append("    tune = device.type == 'cuda' and not INTERPRET")
-    if program.arena_bytes:
+    if program.arena_bytes or any(s.kind == "arena" for s in program.slots):  # size-0 slots too
         lines.append(f"    arena = torch.empty({program.arena_bytes}, dtype=torch.uint8, device=device)")
     names = []
     for s, slot in enumerate(program.slots):
@@ -134,6 +149,15 @@ def _run_function(program: Program, kernels: list[KernelSource], autotune: bool)
             static_grid = re.sub(r"\b(" + "|".join(b for b, _ in k.config.blocks) + r")\b",
                                  lambda m: str(dict(k.config.blocks)[m.group(1)]), k.grid)
             lines.append(f"    {k.name}[{static_grid}]({argv}, {k.config.kwargs()})")
+    aliases = dict(program.aliases)
+    results = []
+    for j in range(program.num_outputs):
+        if j in aliases:  # an output that is an input, a constant or another output: a copy
+            slot = program.slots[aliases[j]]
+            results.append(f"{names[aliases[j]]}.clone().reshape({tuple(slot.type.shape)!r})")
+        else:
+            results.append(f"args[{program.num_inputs + j}]")
+    lines.append(f"    return [{', '.join(results)}]")
     text = "\n".join(lines)
     if tune:
         text = _TUNER + "\n\n\n" + text

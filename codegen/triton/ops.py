@@ -238,6 +238,12 @@ def _argmin(v1, i1, v2, i2):
 
 
 if INTERPRET:
+    # The interpreter multiplies bf16 tiles as their raw uint16 storage: widen first
+    # (bf16 products are exact in float32, so the float32 sum is what tl.dot computes).
+    @triton.jit
+    def _dot_bf16(a, b):
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+
     # libdevice is unavailable in the interpreter: accurate formulas evaluated in float64
     @triton.jit
     def _tanh(x):
@@ -247,8 +253,9 @@ if INTERPRET:
         big = (1.0 - t) / (1.0 + t)
         s = d * d
         small = a * (1.0 + s * (-1.0 / 3 + s * (2.0 / 15 + s * (-17.0 / 315 + s * (62.0 / 2835)))))
-        r = tl.where(a < 0.05, small, big)
-        return tl.where(d < 0, -r, r).to(x.dtype)
+        # the odd series keeps the sign of zero: tanh(-0.0) is -0.0
+        r = tl.where(a < 0.05, d * (small / tl.where(a == 0, 1.0, a)), tl.where(d < 0, -big, big))
+        return r.to(x.dtype)
 
     @triton.jit
     def _pow(a, b):
@@ -257,10 +264,17 @@ if INTERPRET:
         mag = tl.exp(y * tl.log(tl.abs(x)))
         is_int = tl.floor(y) == y
         odd = is_int & (tl.abs(y % 2.0) == 1.0)
-        r = tl.where(x < 0, tl.where(is_int, tl.where(odd, -mag, mag), float("nan")), mag)
+        neg = (x < 0) | ((x == 0) & (1.0 / x < 0))  # -0.0 counts as negative (C pow)
+        r = tl.where(neg & odd, -mag, mag)
+        r = tl.where((x < 0) & (x > float("-inf")) & (is_int == 0), float("nan"), r)
+        r = tl.where((x == -1) & (tl.abs(y) == float("inf")), 1.0, r)
         r = tl.where(y == 0, 1.0, tl.where(x == 1, 1.0, r))
         return r.to(a.dtype)
 else:
+    @triton.jit
+    def _dot_bf16(a, b):
+        return tl.dot(a, b)
+
     @triton.jit
     def _tanh(x):
         return libdevice.tanh(x)
