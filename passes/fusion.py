@@ -24,7 +24,8 @@ Operands of fused nodes are never view results: view chains feeding a body are
 copied into it (views are free, so a view may appear in several bodies). Every
 fusible compute node ends up in exactly one fused node, or is recomputed inside
 the bodies of all its consumers (cheap elementwise producers only) and dropped.
-Legality: the group graph must stay a DAG (checked with networkx for every merge).
+Legality: the group graph must stay a DAG (checked for every merge, by searching with
+networkx for a path from the grown group back to itself).
 Ops that are never fused (cat, embedding, upsample_nearest2d, cumsum) stay plain nodes.
 """
 from __future__ import annotations
@@ -83,9 +84,14 @@ class Group:
     root: Node | None = None
     owned: list[Node] = field(default_factory=list)
     dups: list[Node] = field(default_factory=list)
+    members: set[int] = field(default_factory=set)  # ids of owned + dups; kept in sync by _Fuser
 
     def holds(self, node: Node) -> bool:
-        return id(node) in {id(n) for n in self.owned} or id(node) in {id(n) for n in self.dups}
+        return id(node) in self.members
+
+    def sync(self) -> None:
+        """Recompute ``members`` after ``owned``/``dups`` were replaced wholesale."""
+        self.members = {id(n) for n in self.owned} | {id(n) for n in self.dups}
 
     def reads_outside(self, user: Node) -> bool:
         """True when ``user`` (a member) reads its operands from outside (a contraction or copy root)."""
@@ -104,6 +110,7 @@ class _Fuser:
         self.holders: dict[int, list[Group]] = {}
         self.groups: list[Group] = []
         self.rejected: dict[tuple[int, int], str] = {}
+        self.inputs_cache: dict[int, set[int]] = {}  # id(group) -> _external_inputs(group)
         outs = {id(v) for v in graph.outputs}
         self.users: dict[int, list[Node]] = {}
         self.is_output: dict[int, bool] = {}
@@ -141,47 +148,64 @@ class _Fuser:
 
     def _add(self, g: Group, p: Node, owned: bool) -> None:
         (g.owned if owned else g.dups).append(p)
+        g.members.add(id(p))
+        self.inputs_cache.pop(id(g), None)
         self.holders.setdefault(id(p), []).append(g)
         if owned:
             self.state[id(p)] = g
 
     def _undo(self, g: Group, p: Node, owned: bool) -> None:
         (g.owned if owned else g.dups).pop()
+        g.members.discard(id(p))  # (a node is never both owned and a dup of one group)
+        self.inputs_cache.pop(id(g), None)
         self.holders[id(p)].pop()
         if owned:
             del self.state[id(p)]
 
-    def acyclic(self) -> bool:
-        """Is the graph of groups (unassigned compute nodes as singletons) a DAG?"""
-        held = {id(g): {id(n) for n in g.owned + g.dups} for g in self.groups}
+    def acyclic(self, changed: Group) -> bool:
+        """Is the graph of groups (unassigned compute nodes as singletons) still a DAG?
 
-        def vertex(n: Node) -> int:
-            st = self.state.get(id(n))
-            return id(st) if isinstance(st, Group) else id(n)
+        Called after ``changed`` grew (a node added, or another group merged into it)
+        on a graph that was a DAG before. Every edge such a change adds touches
+        ``changed``, so the graph is a DAG exactly when no path leads from
+        ``changed`` back to itself: only the part of the graph reachable from
+        ``changed`` is visited, with its edges computed on demand.
+        """
+        stack: list[object] = [changed]
+        seen = {id(changed)}
+        while stack:
+            for v in self._successors(stack.pop()):
+                if v is changed:
+                    return False
+                if id(v) not in seen:
+                    seen.add(id(v))
+                    stack.append(v)
+        return True
 
-        succ: dict[int, set[int]] = {}
-        verts: set[int] = set()
-        for n in self.compute:
-            st = self.state.get(id(n))
-            if st == "dead":
-                continue
-            readers = [(vertex(n), st if isinstance(st, Group) else None)]
-            readers += [(id(h), h) for h in self.holders.get(id(n), []) if h is not st]
-            for v, grp in readers:
-                verts.add(v)
-                inside = held.get(id(grp), ()) if grp is not None and not grp.reads_outside(n) else ()
-                for p in self.srcs[id(n)]:
-                    if id(p) in inside:
-                        continue
-                    u = vertex(p)
-                    if u != v:
-                        out = succ.setdefault(u, set())
-                        out.add(v)
-                        verts.add(u)
-        q = nx.DiGraph()
-        q.add_nodes_from(verts)
-        q.add_edges_from((u, v) for u, vs in succ.items() for v in vs)
-        return nx.is_directed_acyclic_graph(q)
+    def _vertex(self, n: Node) -> object:
+        st = self.state.get(id(n))
+        return st if isinstance(st, Group) else n
+
+    def _successors(self, u: object):
+        """Vertices (groups, or nodes in none) that read a value computed by vertex ``u``.
+
+        A group reads the operands of its members from memory, except operands it
+        computes itself (owned or recomputed), unless the member reads its operands
+        from memory anyway (a contraction or copy root).
+        """
+        for p in (u.owned if isinstance(u, Group) else (u,)):
+            for n in self.users.get(id(p), ()):
+                st = self.state.get(id(n))
+                if st == "dead":
+                    continue
+                if isinstance(st, Group):
+                    if st is not u and (not st.holds(p) or st.reads_outside(n)):
+                        yield st
+                elif n is not u:
+                    yield n
+                for h in self.holders.get(id(n), ()):
+                    if h is not st and h is not u and (not h.holds(p) or h.reads_outside(n)):
+                        yield h
 
     # -- the algorithm --------------------------------------------------------------------
     def run(self) -> list[Group]:
@@ -212,12 +236,16 @@ class _Fuser:
         return self.groups
 
     def _external_inputs(self, g: Group) -> set[int]:
+        cached = self.inputs_cache.get(id(g))
+        if cached is not None:
+            return cached
         ins = set()
         for m in g.owned + g.dups:
             for o in m.operands:
                 src, _ = view_source(o)
                 if src.producer is None or not g.holds(src.producer):
                     ins.add(id(src))
+        self.inputs_cache[id(g)] = ins
         return ins
 
     def _merge_siblings(self) -> None:
@@ -242,11 +270,16 @@ class _Fuser:
                     break
 
     def _try_merge(self, a: Group, b: Group) -> bool:
-        saved = (list(a.owned), list(a.dups), {k: list(v) for k, v in self.holders.items()}, dict(self.state))
+        saved = (list(a.owned), list(a.dups), {k: list(v) for k, v in self.holders.items()}, dict(self.state),
+                 set(a.members))
         for n in b.owned:
             a.owned.append(n)
             self.state[id(n)] = a
-        a.dups = [n for n in a.dups + [d for d in b.dups if not a.holds(d)] if not any(o is n for o in a.owned)]
+        a.sync()
+        owned = {id(o) for o in a.owned}
+        a.dups = [n for n in a.dups + [d for d in b.dups if not a.holds(d)] if id(n) not in owned]
+        a.sync()
+        self.inputs_cache.pop(id(a), None)
         for k, hs in self.holders.items():
             hs[:] = [a if h is b else h for h in hs]
             uniq = []
@@ -255,9 +288,11 @@ class _Fuser:
                     uniq.append(h)
             hs[:] = uniq
         self.groups.remove(b)
-        if self.acyclic():
+        if self.acyclic(a):
+            self.inputs_cache.pop(id(b), None)
             return True
-        a.owned, a.dups, self.holders, self.state = saved[0], saved[1], saved[2], saved[3]
+        a.owned, a.dups, self.holders, self.state, a.members = saved
+        self.inputs_cache.pop(id(a), None)
         self.groups.append(b)
         return False
 
@@ -334,7 +369,7 @@ class _Fuser:
         self._add(g, p, owned)
         if r != "elementwise":
             g.root, g.kind = p, ("reduction" if r == "reduction" else CONTRACTION_KIND[p.op])
-        if (mode == "own" and r == "elementwise") or self.acyclic():
+        if (mode == "own" and r == "elementwise") or self.acyclic(g):
             # (an elementwise producer all of whose readers are in g adds no path out of g: no cycle)
             return mode
         self._undo(g, p, owned)

@@ -10,9 +10,10 @@ and the structure is kept in :attr:`Captured.out_spec`.
 from __future__ import annotations
 
 import inspect
+import linecache
 import os
 import re
-import traceback
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -87,12 +88,22 @@ class _RecordSource(TorchFunctionMode):
         self.anchor = fx.Graph().placeholder("source")
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        frame = next((f for f in reversed(traceback.extract_stack()[:-1])
-                      if not f.filename.startswith(_SKIP_DIRS) and not f.filename.startswith("<")), None)
-        if frame is None:
+        # Walk the frames directly (as traceback.extract_stack would, innermost first) and
+        # read the source line of the one frame reported only: a full extract_stack per
+        # torch call was most of the tracing time.
+        f = sys._getframe(1)
+        while f is not None:
+            filename = f.f_code.co_filename
+            if not filename.startswith(_SKIP_DIRS) and not filename.startswith("<"):
+                break
+            f = f.f_back
+        if f is None:
             return func(*args, **(kwargs or {}))
-        self.anchor.meta = {"stack_trace": f'File "{frame.filename}", line {frame.lineno}, in {frame.name}\n'
-                                           f"    {frame.line or ''}"}
+        linecache.lazycache(filename, f.f_globals)
+        linecache.checkcache(filename)
+        line = linecache.getline(filename, f.f_lineno).strip()
+        self.anchor.meta = {"stack_trace": f'File "{filename}", line {f.f_lineno}, in {f.f_code.co_name}\n'
+                                           f"    {line}"}
         with fx.traceback.set_current_meta(self.anchor):
             return func(*args, **(kwargs or {}))
 
