@@ -73,7 +73,10 @@ def emit_assembly(mod: llvm.ModuleRef) -> str:
 class Loaded:
     """An MCJIT engine holding one object image; keep it alive while calling into it."""
 
-    def __init__(self, object_code: bytes) -> None:
+    def __init__(self, object_code: bytes, *, with_pool: bool = True) -> None:
+        if with_pool:
+            from minicomp.codegen.llvm import threadpool
+            threadpool.install()  # the symbols parallel kernels call
         tm = new_target_machine()  # the engine takes ownership of (and later frees) it
         empty = llvm.parse_assembly("")
         empty.triple = tm.triple

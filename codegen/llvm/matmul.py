@@ -32,6 +32,9 @@ from minicomp.ir.kernel import Access, Buffer, MatmulKernel
 
 MR = 6
 MC_MAX = 48
+GEMV_COLS = 8
+GEMV_MAX_ROWS = 4
+GEMV_PARALLEL_WORK = 1 << 17
 SIMPLE_ROW_LIMIT = 16384
 
 
@@ -131,6 +134,82 @@ class _Gemm:
             with for_range(b, 0, k.n, name="e") as j:
                 acc = b.load(b.gep(rowbuf, [j], source_etype=self.T), typ=self.T)
                 self.epilogue(b, tab, ptrs[self.nin:], bvars, i, j, acc)
+
+    # ---- gemv path: few rows, A and B contiguous along k ------------------------
+    def gemv_ok(self) -> bool:
+        """Vector dot products apply: float storage == accumulator type, unit k strides."""
+        k = self.k
+        return (self.dt in (DType.f32, DType.f64) and k.k >= self.W
+                and k.inputs[k.a.buf].type.dtype is self.dt and k.inputs[k.b.buf].type.dtype is self.dt
+                and k.a.strides[-1] == 1 and k.b.strides[-2] == 1)
+
+    def gemv(self, b, ptrs, begin, end):
+        """Items [begin, end) of (row x block of GEMV_COLS columns): GEMV_COLS vector dot products at once."""
+        k, JB = self.k, GEMV_COLS
+        tab = buffer_table(ptrs[:self.nin], k.inputs)
+        out_ptrs = ptrs[self.nin:]
+        nj = -(-k.n // JB)
+        with for_range(b, begin, end, name="blk") as blk:
+            row, jb = b.udiv(blk, _c(nj)), b.urem(blk, _c(nj))
+            bvars = _batch_vars(b, b.udiv(row, _c(k.m)), k.batch) if k.batch else []
+            i = b.urem(row, _c(k.m))
+            j0 = b.mul(jb, _c(JB))
+            full = b.icmp_signed("<=", b.add(j0, _c(JB)), _c(k.n))
+            with b.if_else(full) as (then, other):
+                with then:
+                    self.gemv_cols(b, tab, out_ptrs, bvars, i, [b.add(j0, _c(c)) for c in range(JB)])
+                with other:
+                    with for_range(b, j0, k.n, name="jt") as j:
+                        self.gemv_cols(b, tab, out_ptrs, bvars, i, [j])
+
+    def gemv_cols(self, b, tab, out_ptrs, bvars, i, cols):
+        """acc[c] = sum_p A[i, p] * B[p, cols[c]] with one vector accumulator per column; epilogues."""
+        k, W, T = self.k, self.W, self.T
+        vt = ir.VectorType(T, W)
+        esize = self.bits // 8
+        aptr = tab[k.a.buf][0]
+        bptr = tab[k.b.buf][0]
+        abase = _offset(b, k.a, bvars + [i, _c(0)])
+        bbases = [_offset(b, k.b, bvars + [_c(0), j]) for j in cols]
+        kv = k.k - k.k % W
+        zero = ir.Constant(vt, [convert.constant(0, self.dt)] * W)
+        pre = b.block
+        loop = b.append_basic_block("gv.loop")
+        done = b.append_basic_block("gv.done")
+        b.branch(loop)
+        b.position_at_end(loop)
+        p = b.phi(I64, "p")
+        p.add_incoming(_c(0), pre)
+        accs = [b.phi(vt) for _ in cols]
+        av = b.load(b.gep(aptr, [b.add(abase, p)], inbounds=True, source_etype=T), typ=vt, align=esize)
+        new = []
+        for acc, base in zip(accs, bbases):
+            bv = b.load(b.gep(bptr, [b.add(base, p)], inbounds=True, source_etype=T), typ=vt, align=esize)
+            new.append(call(b, "llvm.fma", av, bv, acc))
+            acc.add_incoming(zero, pre)
+        p2 = b.add(p, _c(W))
+        p.add_incoming(p2, loop)
+        for acc, v in zip(accs, new):
+            acc.add_incoming(v, loop)
+        b.cbranch(b.icmp_signed("<", p2, _c(kv)), loop, done)
+        b.position_at_end(done)
+        red = declare(b.module, f"llvm.vector.reduce.fadd.{'v%d' % W}{'f32' if self.bits == 32 else 'f64'}",
+                      T, [T, vt])
+        sums = [b.call(red, [convert.constant(0, self.dt), v], fastmath=("reassoc",)) for v in new]
+        if kv < k.k:
+            slots = []
+            for s in sums:
+                slot = entry_alloca(b, T, "gvt")
+                b.store(s, slot)
+                slots.append(slot)
+            with for_range(b, kv, k.k, name="pt") as pt:
+                x = b.load(b.gep(aptr, [b.add(abase, pt)], inbounds=True, source_etype=T), typ=T)
+                for slot, base in zip(slots, bbases):
+                    y = b.load(b.gep(bptr, [b.add(base, pt)], inbounds=True, source_etype=T), typ=T)
+                    b.store(call(b, "llvm.fma", x, y, b.load(slot, typ=T)), slot)
+            sums = [b.load(slot, typ=T) for slot in slots]
+        for j, s in zip(cols, sums):
+            self.epilogue(b, tab, out_ptrs, bvars, i, j, s)
 
     # ---- packed path ----------------------------------------------------------
     def b_varies(self) -> bool:
@@ -261,7 +340,7 @@ def emit_matmul_kernel(module: ir.Module, name: str, k: MatmulKernel, noalias: b
             a.add_attribute("noalias")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     work = g.nbatch * k.m * k.n * max(k.k, 1)
-    th = threads if work >= PARALLEL_MIN_WORK * 16 else 1
+    th = threads if work >= PARALLEL_MIN_WORK * 2 else 1  # the pooled helper makes a split cheap
     rows = g.nbatch * k.m
     packed = k.k > 0 and rows >= MR and k.n >= g.W and k.m * k.n * k.k >= 32 ** 3
     if rows * k.n == 0:
@@ -269,6 +348,11 @@ def emit_matmul_kernel(module: ir.Module, name: str, k: MatmulKernel, noalias: b
         return fn
     if not packed and k.n > SIMPLE_ROW_LIMIT:
         packed = k.k > 0
+    if not packed and g.gemv_ok() and rows <= GEMV_MAX_ROWS:
+        body = make_body(module, f"{name}.gemv", nio, noalias, g.gemv)
+        parallel_for(b, body, list(fn.args), rows * -(-k.n // GEMV_COLS), threads if work >= GEMV_PARALLEL_WORK else 1)
+        b.ret_void()
+        return fn
     if not packed:
         dot = k.k == 0 or k.b.strides[-2] == 1 or k.n == 1 or k.n > SIMPLE_ROW_LIMIT
         if dot:

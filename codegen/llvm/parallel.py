@@ -6,7 +6,9 @@ at the builder's position, code that runs ``body`` over [0, total) on ``threads`
 threads: threads 1.. are started with ``pthread_create`` on a generated worker
 ``ptr worker(ptr ctx)`` (ctx holds the pointers and the range), the calling thread
 runs chunk 0, then all are joined. If ``pthread_create`` fails the chunk runs on the
-calling thread, so results never depend on thread availability. ``pthread_create``
+calling thread, so results never depend on thread availability. Two-way splits
+(the common case) use the persistent helper thread of :mod:`.threadpool` instead
+of creating a thread per call. ``pthread_create``
 and ``pthread_join`` are resolved from the process by MCJIT (glibc >= 2.34 has
 them in libc).
 """
@@ -16,6 +18,7 @@ from collections.abc import Callable
 
 from llvmlite import ir
 
+from minicomp.codegen.llvm import threadpool
 from minicomp.codegen.llvm.control import entry_alloca
 from minicomp.codegen.llvm.intrinsics import declare
 from minicomp.codegen.llvm.types import I32, I64, PTR, VOID
@@ -56,6 +59,27 @@ def _worker(module: ir.Module, body: ir.Function, ctx_ty: ir.LiteralStructType, 
     return fn
 
 
+def _pooled_pair(b: ir.IRBuilder, body: ir.Function, ptrs: list[ir.Value], total: int) -> None:
+    """Two chunks: the second on the process's helper thread (:mod:`.threadpool`) when it is free."""
+    nptrs = len(ptrs)
+    ctx_ty = ir.LiteralStructType([PTR] * nptrs + [I64, I64])
+    worker = _worker(b.module, body, ctx_ty, nptrs)
+    submit = declare(b.module, threadpool.SUBMIT, I32, [PTR, PTR])
+    wait = declare(b.module, threadpool.WAIT, VOID, [])
+    chunk = -(-total // 2)
+    zero = ir.Constant(I32, 0)
+    ctx = entry_alloca(b, ctx_ty, name="ctx1")
+    for i, v in enumerate(list(ptrs) + [ir.Constant(I64, chunk), ir.Constant(I64, total)]):
+        b.store(v, b.gep(ctx, [zero, ir.Constant(I32, i)], source_etype=ctx_ty))
+    taken = b.icmp_signed("!=", b.call(submit, [worker, ctx]), zero)
+    b.call(body, list(ptrs) + [ir.Constant(I64, 0), ir.Constant(I64, chunk)])
+    with b.if_else(taken) as (then, other):
+        with then:
+            b.call(wait, [])
+        with other:
+            b.call(body, list(ptrs) + [ir.Constant(I64, chunk), ir.Constant(I64, total)])
+
+
 def parallel_for(b: ir.IRBuilder, body: ir.Function, ptrs: list[ir.Value], total: int, threads: int) -> None:
     """Run ``body(ptrs, begin, end)`` over [0, total), split in ``threads`` contiguous chunks."""
     threads = max(1, min(threads, total))
@@ -63,6 +87,9 @@ def parallel_for(b: ir.IRBuilder, body: ir.Function, ptrs: list[ir.Value], total
         b.call(body, list(ptrs) + [ir.Constant(I64, 0), ir.Constant(I64, total)])
         return
     module = b.module
+    if threads == 2 and threadpool.supported():
+        _pooled_pair(b, body, ptrs, total)
+        return
     nptrs = len(ptrs)
     ctx_ty = ir.LiteralStructType([PTR] * nptrs + [I64, I64])
     worker = _worker(module, body, ctx_ty, nptrs)
