@@ -53,6 +53,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_compile(args: argparse.Namespace) -> int:
     import minicomp
+    arch = _aot_arch(args.aot) if args.aot else None
+    if arch is not None and args.target not in ("triton", "cuda"):
+        raise UserError("--aot needs --target triton")
     module = load_model_file(args.file)
     m, inputs = module.model(), tuple(module.example_inputs())
     dump = Path(args.dump_dir) if args.dump_dir else None
@@ -64,10 +67,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         for kind in cm.source_kinds():
             (dump / f"final.{kind}").write_text(cm.source(kind))
     print(cm.summary())
-    if args.aot:
-        arch = int(args.aot.removeprefix("sm_"))
-        if args.target not in ("triton", "cuda"):
-            raise UserError("--aot needs --target triton")
+    if arch is not None:
         results = cm.aot_compile(arch)
         failed = [r for r in results if not r.ok]
         for r in results:
@@ -75,6 +75,14 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print(f"AOT sm_{arch}: {len(results) - len(failed)}/{len(results)} kernels compiled")
         return 1 if failed else 0
     return 0
+
+
+def _aot_arch(text: str) -> int:
+    """The compute capability in ``sm_90`` (or ``90``) form."""
+    digits = text.removeprefix("sm_")
+    if not digits.isdigit():
+        raise UserError(f"--aot {text}: expected a GPU architecture like sm_90")
+    return int(digits)
 
 
 def cmd_opt(args: argparse.Namespace) -> int:

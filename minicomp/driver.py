@@ -6,15 +6,20 @@ signature (shapes and dtypes) gets its own compiled program, cached like
 (``recompile=True``, the default, up to ``recompile_limit`` signatures) or raises
 :class:`~minicomp.errors.GuardError` (``recompile=False``).
 
+The model may also be a :class:`minicomp.ir.Graph`: it is compiled as it is (no
+tracing; the caller's graph is never modified), calls must match its input types
+exactly, and a call returns a ``list`` with one tensor per graph output.
+
 ``fallback=True`` is deliberately simple: if tracing meets an op minicomp does
 not support, or the graph cannot be lowered, the *whole* model runs in eager
-PyTorch for that signature and the reasons are listed in ``.fallbacks``. There
-is no partial partitioning.
+PyTorch (a Graph: in the reference interpreter) for that signature and the
+reasons are listed in ``.fallbacks``. There is no partial partitioning.
 """
 from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +32,9 @@ from minicomp.ir.graph import Graph
 from minicomp.ir.lowering import LoweringError, lower_graph
 
 TARGETS = ("cpu", "interpret", "triton", "cuda")
+_GPU_TARGETS = ("triton", "cuda")
+#: Options read by the driver and the backends, never handed to the passes.
+_DRIVER_OPTIONS = ("threads", "opt_level", "cache", "verify", "autotune", "max_rblock")
 
 
 @dataclass(frozen=True)
@@ -48,24 +56,35 @@ class _Entry:
     unflatten: Any                 # flat outputs -> the user's structure
     graph: Graph | None = None
     program: Any = None
-    module: Any = None
+    module: Any = None             # LLVMModule (cpu) or TritonModule (triton)
     ctx: Any = None
     fallbacks: list[str] = field(default_factory=list)
     eager: bool = False
     notes: list[str] = field(default_factory=list)  # lowering remarks (split fused nodes, copies)
+    compile_s: float = 0.0
 
 
 class CompiledModel:
-    """A compiled model or function. Call it with torch tensors (or numpy arrays)."""
+    """A compiled model or function. Call it with torch tensors (or numpy arrays) on ``device``."""
 
     def __init__(self, model_or_fn: Any, target: str, fallback: bool, passes: Any, options: dict[str, Any]):
         self._fn = model_or_fn
         self.target = target
         self._fallback = fallback
         self._passes = passes
-        self._options = options
         self._recompile = options.pop("recompile", True)
         self._limit = options.pop("recompile_limit", 8)
+        self._dump_dir = options.pop("dump_dir", None)
+        self._print_ir = bool(options.pop("print_ir_after_all", False))
+        self._options = options
+        self._gpu = target in _GPU_TARGETS
+        if self._gpu:
+            from minicomp.triton_runtime import choose_device
+            self.device = choose_device()
+        else:
+            self.device = torch.device("cpu")
+        self._cuda = self.device.type == "cuda"
+        self._trace_device = self.device  # where tracing runs: the example inputs' device
         self._entries: dict[guards.Signature, _Entry] = {}
         self._last: _Entry | None = None
         self._lock = threading.Lock()
@@ -75,14 +94,21 @@ class CompiledModel:
         e = self._last
         if e is not None and len(args) == len(e.shapes):
             for a, shape, dt in zip(args, e.shapes, e.dtypes):
-                if not (isinstance(a, torch.Tensor) and a.dtype is dt and a.shape == shape and a.is_cpu):
+                if not (isinstance(a, torch.Tensor) and a.dtype is dt and a.shape == shape
+                        and (a.is_cuda if self._cuda else a.is_cpu)):
                     break
             else:
                 return e.unflatten(e.run(args))
-        tensors = guards.as_tensors(args, len(e.shapes) if e is not None else None)
+        tensors = self._as_tensors(args, len(e.shapes) if e is not None else None)
         entry = self._entry_for(tensors)
         self._last = entry
         return entry.unflatten(entry.run(tensors))
+
+    def _as_tensors(self, args: Sequence[Any], expected: int | None, device: torch.device | None = None):
+        if not self._gpu:
+            return guards.as_tensors(args, expected)
+        from minicomp.triton_runtime import as_device_tensors
+        return as_device_tensors(args, device or self.device, expected)
 
     def _entry_for(self, tensors: Sequence[torch.Tensor]) -> _Entry:
         sig = guards.Signature.of(tensors)
@@ -97,7 +123,9 @@ class CompiledModel:
                 raise GuardError(f"{guards.mismatch(old, tensors)}; recompilation is off (recompile=False)")
             if len(self._entries) >= self._limit:
                 raise GuardError(f"more than {self._limit} input signatures; last: {sig}")
+            start = time.perf_counter()
             entry = _build(self, tensors)
+            entry.compile_s = time.perf_counter() - start
             self._entries[sig] = entry
             return entry
 
@@ -124,10 +152,12 @@ class CompiledModel:
 
     @property
     def kernels(self) -> list[KernelInfo]:
-        """The kernels of the current program with their source (LLVM IR for the CPU)."""
+        """The kernels of the current program with their source (LLVM IR for the CPU, Triton for GPUs)."""
         e = self._current()
         if e.program is None:
             return []
+        if self._gpu:
+            return [KernelInfo(k.name, k.kind, src.text) for k, src in zip(e.program.kernels, e.module.kernels)]
         sources = dict(e.module.kernel_sources) if e.module is not None else {}
         symbols = getattr(e.module, "symbols", [])
         out = []
@@ -136,12 +166,55 @@ class CompiledModel:
             out.append(KernelInfo(k.name, k.kind, sources.get(sym, "")))
         return out
 
-    def source(self, kind: str = "llvm") -> str:
-        """Backend source of the whole program: "llvm", "llvm-unopt" or "asm"."""
+    def source_kinds(self) -> list[str]:
+        """The kinds :meth:`source` accepts for the current signature ([] when there is no native code)."""
         e = self._current()
         if e.module is None:
-            raise CompileError(f"no native source for target '{self.target}'")
-        return e.module.source(kind)
+            return []
+        return ["triton"] if self._gpu else ["llvm", "llvm-unopt", "asm"]
+
+    def source(self, kind: str | None = None) -> str:
+        """Backend source of the whole program: "llvm", "llvm-unopt" or "asm" (cpu), "triton" (GPU).
+
+        ``kind=None`` gives the first of :meth:`source_kinds`.
+        """
+        e = self._current()
+        kinds = self.source_kinds()
+        if not kinds:
+            raise CompileError(f"no native source for target '{self.target}'"
+                               + (" (the model ran in eager PyTorch)" if e.eager else ""))
+        kind = kind or kinds[0]
+        if kind not in kinds:
+            raise CompileError(f"no {kind!r} source for target '{self.target}'; available: {', '.join(kinds)}")
+        return e.module.source if self._gpu else e.module.source(kind)
+
+    def aot_compile(self, arch: int = 90) -> list:
+        """Compile every Triton kernel ahead of time for ``sm_{arch}`` (no GPU needed).
+
+        Returns one :class:`minicomp.triton_runtime.AotKernel` (``name``, ``ok``,
+        ``error``, PTX/cubin sizes) per kernel; a failing kernel never hides the others.
+        """
+        e = self._current()
+        if not self._gpu:
+            raise CompileError(f"aot_compile needs a Triton target, this model was compiled for '{self.target}'")
+        if e.module is None:
+            return []
+        from minicomp.triton_runtime import aot_compile
+        return aot_compile(e.module, arch)
+
+    def summary(self) -> str:
+        """A short text: target and device, compile time, kernels with their kind, arena, fallbacks."""
+        e = self._current()
+        where = f" on {self.device}" + (" (Triton interpreter)" if self._gpu and not self._cuda else "")
+        lines = [f"target: {self.target}{where}; signature: {guards.Signature(e.shapes, e.dtypes)}",
+                 f"compile time: {e.compile_s:.2f} s"]
+        if e.program is not None:
+            lines.append(f"{len(e.program.kernels)} kernel(s), arena {e.program.arena_bytes} bytes:")
+            lines += [f"  {k.name} ({k.kind})" for k in e.program.kernels]
+        elif not e.eager:
+            lines.append("no kernels (runs in the reference interpreter)")
+        lines.append("fallbacks: " + ("; ".join(e.fallbacks) if e.fallbacks else "none"))
+        return "\n".join(lines)
 
     def explain(self) -> str:
         """What the compiler did: pass decisions and statistics, kernels, fallbacks."""
@@ -165,22 +238,30 @@ class CompiledModel:
 
 def compile(model_or_fn: Any, example_inputs: Any, target: str = "cpu", *, fallback: bool = False,
             passes: Sequence[Any] | None = None, **options: Any) -> CompiledModel:
-    """Compile ``model_or_fn`` for inputs like ``example_inputs``.
+    """Compile ``model_or_fn`` (a module, a function of tensors, or an IR ``Graph``) for inputs
+    like ``example_inputs``.
 
     ``target``: "cpu" (LLVM JIT), "interpret" (the numpy reference interpreter),
-    "triton"/"cuda" (GPU; not available in this build). ``passes``: None for the
-    default pipeline, or a list of pass names/objects ([] runs none). Options:
-    ``threads`` (2), ``opt_level`` (3), ``cache`` (True: on-disk object cache),
-    ``recompile`` (True), ``recompile_limit`` (8), ``verify`` (False: verify IR
-    after each pass), and pass options (``fuse``, ``layout``, ``plan_memory``...).
+    "triton"/"cuda" (Triton kernels on the current CUDA device; without a GPU they
+    run in Triton's interpreter on CPU tensors, and ``TRITON_INTERPRET=1`` is set in
+    this process with a warning). Calls take tensors on the model's ``device``; for
+    the GPU targets the example inputs may also be CPU tensors (tracing then runs on
+    the CPU). ``passes``: None for the default pipeline, or a list of pass
+    names/objects ([] runs none). Options: ``threads`` (2), ``opt_level`` (3),
+    ``cache`` (True: on-disk object cache, CPU), ``autotune`` (False) and
+    ``max_rblock`` (Triton), ``recompile`` (True), ``recompile_limit`` (8),
+    ``verify`` (False: verify IR after each pass), ``dump_dir`` (None: write the IR
+    after each pass there), ``print_ir_after_all`` (False), and pass options
+    (``fuse``, ``layout``, ``plan_memory``...).
     """
     if target not in TARGETS:
         raise CompileError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
-    if target in ("triton", "cuda"):
-        raise CompileError(f"target {target!r} is not available yet in minicomp.compile; use 'cpu' or 'interpret'")
     inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     cm = CompiledModel(model_or_fn, target, fallback, passes, dict(options))
-    tensors = guards.as_tensors(inputs)
+    on_cpu = all(not isinstance(t, torch.Tensor) or t.is_cpu for t in inputs)
+    if cm._gpu and on_cpu:
+        cm._trace_device = torch.device("cpu")
+    tensors = cm._as_tensors(inputs, None, cm._trace_device)
     entry = cm._entry_for(tensors)
     cm._last = entry
     return cm
@@ -189,16 +270,20 @@ def compile(model_or_fn: Any, example_inputs: Any, target: str = "cpu", *, fallb
 # -- building one signature --------------------------------------------------------------------
 def _build(cm: CompiledModel, tensors: Sequence[torch.Tensor]) -> _Entry:
     sig = guards.Signature.of(tensors)
-    from minicomp.frontend import trace_with_spec
-    try:
-        traced = trace_with_spec(cm._fn, tuple(tensors))
-    except UnsupportedOpError as err:
-        if not cm._fallback:
-            raise
-        return _eager(cm, sig, [f"unsupported op '{err.op}'" + (f" at {err.where}" if err.where else "")])
-    leaf = traced.out_spec.is_leaf()
-    unflatten = (lambda outs: outs[0]) if leaf else traced.unflatten
-    graph, ctx = _run_passes(traced.graph, cm.target, cm._passes, cm._options)
+    if isinstance(cm._fn, Graph):
+        _check_graph_inputs(cm._fn, tensors)
+        graph, unflatten = cm._fn.copy(), list
+    else:
+        from minicomp.frontend import trace_with_spec
+        try:
+            traced = trace_with_spec(cm._fn, tuple(t.to(cm._trace_device) for t in tensors))
+        except UnsupportedOpError as err:
+            if not cm._fallback:
+                raise
+            return _eager(cm, sig, [f"unsupported op '{err.op}'" + (f" at {err.where}" if err.where else "")])
+        graph = traced.graph
+        unflatten = (lambda outs: outs[0]) if traced.out_spec.is_leaf() else traced.unflatten
+    graph, ctx = _run_passes(graph, cm.target, cm._passes, cm._options, cm._dump_dir, cm._print_ir)
     if cm.target == "interpret":
         return _Entry(sig.shapes, sig.dtypes, _interpreter(graph), unflatten, graph, ctx=ctx)
     notes: list[str] = []
@@ -208,29 +293,51 @@ def _build(cm: CompiledModel, tensors: Sequence[torch.Tensor]) -> _Entry:
         if not cm._fallback:
             raise CompileError(f"cannot lower the graph: {err}") from err
         return _eager(cm, sig, [f"lowering: {err}"])
+    if cm._gpu:
+        from minicomp.codegen.triton import generate
+        from minicomp.triton_runtime import TritonProgram
+        gen_opts = {k: cm._options[k] for k in ("autotune", "max_rblock") if k in cm._options}
+        module = generate(program, name=_symbol(graph.name), **gen_opts)
+        run = TritonProgram(program, module, cm.device)
+        return _Entry(sig.shapes, sig.dtypes, run, unflatten, graph, program, module, ctx, notes=notes)
     module = _compile_cpu(program, graph.name, cm._options)
     from minicomp.runtime import NativeProgram
     native = NativeProgram(program, module.entry_address, keepalive=module)
     return _Entry(sig.shapes, sig.dtypes, native, unflatten, graph, program, module, ctx, notes=notes)
 
 
+def _check_graph_inputs(graph: Graph, tensors: Sequence[torch.Tensor]) -> None:
+    """A Graph has one static signature: its input types."""
+    if len(tensors) != len(graph.inputs):
+        raise GuardError(f"graph '{graph.name}' takes {len(graph.inputs)} input(s), got {len(tensors)}")
+    for i, (t, v) in enumerate(zip(tensors, graph.inputs)):
+        want = guards.TORCH_DTYPE[v.type.dtype]
+        if tuple(t.shape) != tuple(v.type.shape) or t.dtype != want:
+            raise GuardError(f"input {i} is {str(t.dtype).replace('torch.', '')}{list(t.shape)}, but graph "
+                             f"'{graph.name}' input %{v.name} has type {v.type}")
+
+
 def _eager(cm: CompiledModel, sig, reasons: list[str]) -> _Entry:
     fn = cm._fn
+    if isinstance(fn, Graph):
+        return _Entry(sig.shapes, sig.dtypes, _interpreter(fn.copy()), list, fallbacks=reasons, eager=True)
     return _Entry(sig.shapes, sig.dtypes, lambda ts: fn(*ts), lambda out: out, fallbacks=reasons, eager=True)
 
 
-def _run_passes(graph: Graph, target: str, passes, options: dict[str, Any]):
+def _run_passes(graph: Graph, target: str, passes, options: dict[str, Any], dump_dir=None,
+                print_after_all: bool = False):
     try:
         from minicomp.passes.manager import PassContext, PassManager, default_pipeline
     except ImportError:
         return graph, None
-    pass_opts = {k: v for k, v in options.items() if k not in ("threads", "opt_level", "cache")}
-    ctx = PassContext(options={"target": "cpu" if target in ("cpu", "interpret") else "gpu", **pass_opts})
+    pass_opts = {k: v for k, v in options.items() if k not in _DRIVER_OPTIONS}
+    ctx = PassContext(options={"target": "gpu" if target in _GPU_TARGETS else "cpu", **pass_opts})
     pipeline = default_pipeline(ctx.options["target"], pass_opts) if passes is None else list(passes)
     if not pipeline:
         return graph, ctx
-    graph = PassManager(pipeline, verify=bool(options.get("verify", False))).run(graph, ctx)
-    return graph, ctx
+    pm = PassManager(pipeline, verify=bool(options.get("verify", False)),
+                     dump_dir=str(dump_dir) if dump_dir is not None else None, print_after_all=print_after_all)
+    return pm.run(graph, ctx), ctx
 
 
 def _interpreter(graph: Graph):
@@ -247,8 +354,6 @@ def _interpreter(graph: Graph):
             result.append(t.to(guards.TORCH_DTYPE[v.type.dtype]))
         return result
     return run
-
-
 def _symbol(name: str) -> str:
     return "mc_" + (re.sub(r"[^A-Za-z0-9_]", "_", name) or "main")
 

@@ -89,3 +89,17 @@ def test_explain_writes_dot_and_svg(tmp_path):
 def test_svg_without_graphviz_is_a_clear_error(tmp_path):
     proc = run_cli("explain", "examples/mlp.py", "--svg", str(tmp_path / "x.svg"))
     assert proc.returncode == 2 and "Graphviz" in proc.stderr
+
+
+def test_compile_triton_aot_and_dump(tmp_path):
+    proc = run_cli("compile", "examples/mlp.py", "--target", "triton", "--aot", "sm_90", "--dump-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "AOT sm_90: 2/2 kernels compiled" in proc.stdout and "target: triton" in proc.stdout
+    assert "@triton.jit" in (tmp_path / "final.triton").read_text()
+
+
+@pytest.mark.parametrize("args, message", [(["--aot", "sm_90"], "--aot needs --target triton"),
+                                           (["--target", "triton", "--aot", "hopper"], "like sm_90")])
+def test_bad_aot_request_exits_2(args, message):
+    proc = run_cli("compile", "examples/mlp.py", *args)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
