@@ -28,7 +28,8 @@ def evaluate_node(node: Node, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
     opdef = get_op(node.op)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # e.g. numpy's "mean of empty slice"
-        out: Any = opdef.reference(*[np.asarray(a) for a in arrays], **node.attrs)
+        extra = {"in_dtypes": tuple(o.type.dtype for o in node.operands)} if opdef.takes_dtypes else {}
+        out: Any = opdef.reference(*[np.asarray(a) for a in arrays], **node.attrs, **extra)
     outs = list(out) if isinstance(out, (list, tuple)) else [out]
     if len(outs) != len(node.results):
         raise IRError(f"reference of '{node.op}' gave {len(outs)} results, the node has {len(node.results)}")

@@ -442,8 +442,7 @@ CASES = {
     # torch accepts empty int tensors in softmax; the IR refuses ints outright
     "softmax": _reduce_case(lambda a: lambda x: torch.softmax(x, a["dim"]), FLOATS,
                             attrs=lambda draw, r: {"dim": _dim(draw, r)}),
-    # torch's f16/bf16 last-dim log_softmax kernel sums exp() in f16: compare with f32 math, rounded once
-    "log_softmax": _reduce_case(lambda a: lambda x: torch.log_softmax(x.double(), a["dim"]).to(x.dtype), FLOATS,
+    "log_softmax": _reduce_case(lambda a: lambda x: torch.log_softmax(x, a["dim"]), FLOATS,
                                 attrs=lambda draw, r: {"dim": _dim(draw, r)}),
     "cumsum": _reduce_case(lambda a: lambda x: torch.cumsum(x, a["dim"], dtype=a["dtype"] and TORCH[a["dtype"]]),
                            attrs=lambda draw, r: {"dim": _dim(draw, r), "dtype": draw(_OPT_DTYPE)}),
@@ -494,6 +493,28 @@ def test_bf16_rounds_after_every_op():
     (out,) = interpret(g, x, y)
     expected = torch.from_numpy(x).bfloat16() + torch.from_numpy(y).bfloat16()
     assert torch.equal(torch.from_numpy(out), expected.float())
+
+
+@pytest.mark.parametrize("dt", [D.bf16, D.f16])
+def test_log_softmax_last_dim_rounds_like_torch(dt):
+    """Regression (repro a100aa3369e0): torch's f16/bf16 last-dim kernel rounds sum(exp) and its log."""
+    rows = np.array([[-math.inf, 3.1875], [0.0, -3.28125], [-math.inf, -0.0228], [1.5, 1.5]], np.float32)
+    x = round_to_dtype(rows, dt)
+    for dim in (1, 0):  # dim 0 is not the last dim: torch computes in f32 and rounds once
+        g, _ = build("log_softmax", [dt], [x.shape], {"dim": dim})
+        (out,) = interpret(g, x)
+        expected = torch.log_softmax(torch.from_numpy(np.asarray(x, np.float32)).to(TORCH[dt]), dim)
+        assert torch.equal(torch.from_numpy(np.asarray(out, np.float32)).to(TORCH[dt]), expected)
+
+
+def test_conv2d_pads_with_zeros_times_weight():
+    """0 * inf on a padded tap gives NaN, as in torch's im2col path (f64 always takes it)."""
+    x, w = np.ones((1, 1, 2, 2)), np.full((1, 1, 1, 3), np.inf)
+    w[0, 0, 0, 1] = 1.0
+    g, _ = build("conv2d", [D.f64, D.f64], [x.shape, w.shape], {"padding": (0, 1)})
+    (out,) = interpret(g, x, w)
+    torch.testing.assert_close(torch.from_numpy(out), F.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=(0, 1)),
+                               equal_nan=True)
 
 
 @pytest.mark.parametrize("op, dtypes, shapes, attrs, message", [

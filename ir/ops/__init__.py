@@ -77,6 +77,9 @@ class OpDef:
     dtype_rule: Callable[..., Any] | None = None  # elementwise: (in_dtypes, attrs) -> (operand dtypes, result)
     doc: str = ""
     num_results: int | None = 1  # None: decided by inference (split)
+    # True: the interpreter also passes ``in_dtypes`` (the operands' IR dtypes), for
+    # references whose rounding depends on a dtype the storage array hides (bf16 as f32)
+    takes_dtypes: bool = False
 
     def check_attrs(self, attrs: dict[str, Any]) -> None:
         """Fill defaults in place and reject unknown or missing attributes."""

@@ -148,6 +148,13 @@ def _infer_conv(types, attrs):
 
 
 def _conv_ref(x, w, b=None, *, stride, padding, dilation, groups):
+    """Convolution over a zero-padded input, like PyTorch's im2col + GEMM paths.
+
+    A padded tap adds ``0 * w``, so a non-finite weight on padding gives NaN. Some
+    PyTorch f32 convolutions run oneDNN direct kernels that skip padded taps instead
+    (finite results); which kernel runs depends on the CPU's ISA and on shapes, so
+    that case is implementation-defined and this reference does not follow it.
+    """
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
     n, cin, h, wd = x.shape
     cout, cg, kh, kw = w.shape

@@ -167,7 +167,7 @@ def _infer_softmax(name: str):
 
 
 def _softmax_ref(log: bool):
-    def reference(x, dim):
+    def reference(x, dim, in_dtypes=()):
         if x.size == 0:
             return x.copy()
         xc = x.astype(np.float64)
@@ -175,15 +175,24 @@ def _softmax_ref(log: bool):
         with np.errstate(all="ignore"):
             shifted = xc - np.max(xc, axis=axis, keepdims=True)
             total = np.sum(np.exp(shifted), axis=axis, keepdims=True)
-            out = shifted - np.log(total) if log else np.exp(shifted) / total
-        return out.astype(x.dtype)
+            if not log:
+                return (np.exp(shifted) / total).astype(x.dtype)
+            d = in_dtypes[0] if in_dtypes else dtype_of(x)
+            if d in (DType.bf16, DType.f16) and x.ndim and dim == x.ndim - 1:
+                # PyTorch's CPU last-dim kernel stores sum(exp) and its log in the input
+                # dtype (rounding each) and forms x - max - log_sum in f32
+                total = round_to_dtype(total.astype(np.float32), d).astype(np.float64)
+                return shifted - round_to_dtype(np.log(total).astype(np.float32), d)
+            return (shifted - np.log(total)).astype(x.dtype)
     return reference
 
 
 _reg("softmax", 1, _infer_softmax("softmax"), _softmax_ref(False), {"dim": Attr("int")},
      "exp(x - max) / sum(exp(x - max)) along dim")
-_reg("log_softmax", 1, _infer_softmax("log_softmax"), _softmax_ref(True), {"dim": Attr("int")},
-     "x - max - log(sum(exp(x - max))) along dim")
+register(OpDef("log_softmax", Category.REDUCTION, 1, _infer_softmax("log_softmax"), _softmax_ref(True),
+               {"dim": Attr("int")}, doc="x - max - log(sum(exp(x - max))) along dim; f16/bf16 on the last "
+               "dim round sum(exp) and its log to the input dtype, like PyTorch's CPU kernel",
+               takes_dtypes=True))
 
 
 # -- layer_norm, batch_norm ------------------------------------------------------------------------
