@@ -10,7 +10,6 @@ from __future__ import annotations
 
 _CUMSUM = "IndexError in minicomp on the 0-d sample (cumsum over dim 0 of a scalar)"
 _BN = "training-mode batch norm (running stats None) is unsupported: only inference batch_norm imports"
-_ADDMM = "wrong values: a sample with broadcast (1-d / scalar) bias and beta/alpha scaling differs from eager"
 _POOL_IDX = "max_pool2d(return_indices=True): minicomp imports only the pooled values, not the indices"
 _NARROW = "narrow with a tensor/symbolic start traces to Python `add`, which the frontend does not import"
 _EMB = "embedding with max_norm uses aten.embedding_renorm (in-place renormalization), not supported"
@@ -20,7 +19,6 @@ XFAILS: dict[tuple[str, str], str] = {
     **{("cumsum", dt): _CUMSUM for dt in ("float32", "float64", "int64", "int32")},
     **{("nn.functional.batch_norm", dt): _BN for dt in ("float32", "float64")},
     ("matmul", "float32"): "wrong values on one float32 sample (1-d x 1-d or batched broadcast case)",
-    **{("addmm", dt): _ADDMM for dt in ("float32", "float64")},
     **{("nn.functional.max_pool2d", dt): _POOL_IDX for dt in ("float32", "float64")},
     **{("nn.functional.avg_pool2d", dt): "wrong values on one sample (ceil_mode with padding / divisor_override)"
        for dt in ("float32", "float64")},

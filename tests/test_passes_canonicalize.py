@@ -205,7 +205,7 @@ def test_broadcasting_identity_is_not_folded():
     assert "mul" in out
 
 
-from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
 RULES = [("mul", "1.0", False), ("mul", "1.0", True), ("div", "1.0", False), ("add", "-0.0", False),
          ("add", "-0.0", True), ("sub", "0.0", False)]
@@ -213,7 +213,9 @@ RULES = [("mul", "1.0", False), ("mul", "1.0", True), ("div", "1.0", False), ("a
 
 @pytest.mark.parametrize("dtype", ["f32", "f64", "f16", "bf16"])
 @pytest.mark.parametrize("op,const,swap", RULES)
-@settings(max_examples=25, deadline=None)
+# width-16 floats are drawn by filtering inside hypothesis itself; under load that trips the
+# filter health check although every drawn value is valid.
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
 @given(data=st.data())
 def test_identity_rules_bit_exact_on_any_floats(dtype, op, const, swap, data):
     from minicomp.ir import DType
