@@ -329,7 +329,11 @@ def _conv2d(b: Builder, op: str):
     kh, kw = b.side(1, 3), b.side(1, 3)
     attrs = {"stride": (b.side(1, 2), b.side(1, 2)), "padding": (b.side(0, 1), b.side(0, 1)),
              "dilation": (b.side(1, 2), b.side(1, 2)), "groups": groups}
-    wt = b.leaf(TensorType(x.type.dtype, (out, c // groups, kh, kw)))
+    # With zero padding, a non-finite weight tap that only meets padding gives NaN (0 * inf)
+    # in PyTorch's usual kernels but a finite value in oneDNN kernels that skip padded taps:
+    # implementation-defined, so such weights stay finite.
+    padded = attrs["padding"] != (0, 0)
+    wt = b.leaf(TensorType(x.type.dtype, (out, c // groups, kh, kw)), bound=8.0 if padded else None)
     bias = [b.leaf(TensorType(x.type.dtype, (out,)))] if b.flag() else []
     return [x, wt, *bias], attrs
 
