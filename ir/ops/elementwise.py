@@ -239,8 +239,13 @@ _FLOAT_UNARY: dict[str, tuple[Callable, Callable]] = {
     "erf": (_erf, E.erf),
     "reciprocal": (_recip, lambda x: E.div(1.0, x)),
 }
+# sqrt, 1/sqrt and 1/x are IEEE operations PyTorch evaluates in the storage precision
+# (f32 for f16/bf16): computing them in f64 and rounding once would differ from it by
+# one ulp now and then, which later ops (log of a value near 1) can amplify.
+_NATIVE_PRECISION = {"sqrt", "rsqrt", "reciprocal"}
 for _name, (_fn, _sc) in _FLOAT_UNARY.items():
-    _def(_name, 1, _to_float, lambda x, _f=_fn: precise(_f)(x), lambda x, _s=_sc: _s(x),
+    _ref = _fn if _name in _NATIVE_PRECISION else precise(_fn)
+    _def(_name, 1, _to_float, lambda x, _f=_ref: _f(x), lambda x, _s=_sc: _s(x),
          doc=f"torch.{_name}; int/bool operands compute in f32")
 
 _def("neg", 1, _numeric("neg"), np.negative, E.neg)
