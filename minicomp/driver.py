@@ -10,10 +10,14 @@ The model may also be a :class:`minicomp.ir.Graph`: it is compiled as it is (no
 tracing; the caller's graph is never modified), calls must match its input types
 exactly, and a call returns a ``list`` with one tensor per graph output.
 
-``fallback=True`` is deliberately simple: if tracing meets an op minicomp does
-not support, or the graph cannot be lowered, the *whole* model runs in eager
-PyTorch (a Graph: in the reference interpreter) for that signature and the
-reasons are listed in ``.fallbacks``. There is no partial partitioning.
+``fallback=True`` (targets "cpu" and "interpret") partitions the model: each ATen
+op minicomp cannot import becomes an ``external`` node, the graph is split there
+(:mod:`minicomp.fallback`), the native parts are compiled as separate programs
+and the external ops run in PyTorch between them; ``.fallbacks`` names each one
+with its source line. When an op cannot be replayed that way (it mutates, is
+random, or has non-tensor results), on the GPU targets, or when a part cannot be
+lowered, the *whole* model runs in eager PyTorch (a Graph: in the reference
+interpreter) for that signature and the reason is listed in ``.fallbacks``.
 """
 from __future__ import annotations
 
@@ -33,6 +37,8 @@ from minicomp.ir.lowering import LoweringError, lower_graph
 
 TARGETS = ("cpu", "interpret", "triton", "cuda")
 _GPU_TARGETS = ("triton", "cuda")
+#: Targets where ``fallback=True`` partitions (elsewhere the whole model falls back to eager).
+_PARTITION_TARGETS = ("cpu", "interpret")
 #: Options read by the driver and the backends, never handed to the passes.
 _DRIVER_OPTIONS = ("threads", "opt_level", "cache", "verify", "autotune", "max_rblock")
 
@@ -62,6 +68,7 @@ class _Entry:
     eager: bool = False
     notes: list[str] = field(default_factory=list)  # lowering remarks (split fused nodes, copies)
     compile_s: float = 0.0
+    parts: list[tuple[Any, Any]] = field(default_factory=list)  # partitioned: (program, module) per native part
 
 
 class CompiledModel:
@@ -142,8 +149,13 @@ class CompiledModel:
 
     @property
     def program(self):
-        """The lowered :class:`~minicomp.ir.kernel.Program` (None for interpret/eager)."""
+        """The lowered :class:`~minicomp.ir.kernel.Program` (None for interpret/eager/partitioned)."""
         return self._current().program
+
+    def _programs(self) -> list[tuple[Any, Any]]:
+        """(program, module) of every native part of the current signature."""
+        e = self._current()
+        return e.parts if e.parts else [(e.program, e.module)] if e.program is not None else []
 
     @property
     def fallbacks(self) -> list[str]:
@@ -153,23 +165,21 @@ class CompiledModel:
     @property
     def kernels(self) -> list[KernelInfo]:
         """The kernels of the current program with their source (LLVM IR for the CPU, Triton for GPUs)."""
-        e = self._current()
-        if e.program is None:
-            return []
-        if self._gpu:
-            return [KernelInfo(k.name, k.kind, src.text) for k, src in zip(e.program.kernels, e.module.kernels)]
-        sources = dict(e.module.kernel_sources) if e.module is not None else {}
-        symbols = getattr(e.module, "symbols", [])
         out = []
-        for i, k in enumerate(e.program.kernels):
-            sym = symbols[i] if i < len(symbols) else k.name
-            out.append(KernelInfo(k.name, k.kind, sources.get(sym, "")))
+        for program, module in self._programs():
+            if self._gpu:
+                out += [KernelInfo(k.name, k.kind, src.text) for k, src in zip(program.kernels, module.kernels)]
+                continue
+            sources = dict(module.kernel_sources) if module is not None else {}
+            symbols = getattr(module, "symbols", [])
+            for i, k in enumerate(program.kernels):
+                sym = symbols[i] if i < len(symbols) else k.name
+                out.append(KernelInfo(k.name, k.kind, sources.get(sym, "")))
         return out
 
     def source_kinds(self) -> list[str]:
         """The kinds :meth:`source` accepts for the current signature ([] when there is no native code)."""
-        e = self._current()
-        if e.module is None:
+        if not self._programs():
             return []
         return ["triton"] if self._gpu else ["llvm", "llvm-unopt", "asm"]
 
@@ -186,7 +196,7 @@ class CompiledModel:
         kind = kind or kinds[0]
         if kind not in kinds:
             raise CompileError(f"no {kind!r} source for target '{self.target}'; available: {', '.join(kinds)}")
-        return e.module.source if self._gpu else e.module.source(kind)
+        return "\n".join(m.source if self._gpu else m.source(kind) for _, m in self._programs())
 
     def aot_compile(self, arch: int = 90) -> list:
         """Compile every Triton kernel ahead of time for ``sm_{arch}`` (no GPU needed).
@@ -208,9 +218,8 @@ class CompiledModel:
         where = f" on {self.device}" + (" (Triton interpreter)" if self._gpu and not self._cuda else "")
         lines = [f"target: {self.target}{where}; signature: {guards.Signature(e.shapes, e.dtypes)}",
                  f"compile time: {e.compile_s:.2f} s"]
-        if e.program is not None:
-            lines.append(f"{len(e.program.kernels)} kernel(s), arena {e.program.arena_bytes} bytes:")
-            lines += [f"  {k.name} ({k.kind})" for k in e.program.kernels]
+        if self._programs():
+            lines += _kernel_lines(self._programs())
         elif not e.eager:
             lines.append("no kernels (runs in the reference interpreter)")
         lines.append("fallbacks: " + ("; ".join(e.fallbacks) if e.fallbacks else "none"))
@@ -227,13 +236,20 @@ class CompiledModel:
                 lines.append(stats_table(e.ctx))
             except ImportError:
                 pass
-        if e.program is not None:
-            lines.append(f"{len(e.program.kernels)} kernel(s), arena {e.program.arena_bytes} bytes:")
-            lines += [f"  {k.name} ({k.kind})" for k in e.program.kernels]
+        lines += _kernel_lines(self._programs())
         lines += [f"lowering: {n}" for n in e.notes]
         if e.fallbacks:
             lines.append("ran in eager PyTorch: " + "; ".join(e.fallbacks))
         return "\n".join(lines)
+
+
+def _kernel_lines(parts: list[tuple[Any, Any]]) -> list[str]:
+    lines = []
+    for i, (program, _) in enumerate(parts):
+        part = f"part {i}: " if len(parts) > 1 else ""
+        lines.append(f"{part}{len(program.kernels)} kernel(s), arena {program.arena_bytes} bytes:")
+        lines += [f"  {k.name} ({k.kind})" for k in program.kernels]
+    return lines
 
 
 def compile(model_or_fn: Any, example_inputs: Any, target: str = "cpu", *, fallback: bool = False,
@@ -276,7 +292,8 @@ def _build(cm: CompiledModel, tensors: Sequence[torch.Tensor]) -> _Entry:
     else:
         from minicomp.frontend import trace_with_spec
         try:
-            traced = trace_with_spec(cm._fn, tuple(t.to(cm._trace_device) for t in tensors))
+            traced = trace_with_spec(cm._fn, tuple(t.to(cm._trace_device) for t in tensors),
+                                     fallback=cm._fallback and cm.target in _PARTITION_TARGETS)
         except UnsupportedOpError as err:
             if not cm._fallback:
                 raise
@@ -284,6 +301,8 @@ def _build(cm: CompiledModel, tensors: Sequence[torch.Tensor]) -> _Entry:
         graph = traced.graph
         unflatten = (lambda outs: outs[0]) if traced.out_spec.is_leaf() else traced.unflatten
     graph, ctx = _run_passes(graph, cm.target, cm._passes, cm._options, cm._dump_dir, cm._print_ir)
+    if any(n.op == "external" for n in graph.nodes):
+        return _partitioned(cm, sig, graph, unflatten, ctx)
     if cm.target == "interpret":
         return _Entry(sig.shapes, sig.dtypes, _interpreter(graph), unflatten, graph, ctx=ctx)
     notes: list[str] = []
@@ -304,6 +323,34 @@ def _build(cm: CompiledModel, tensors: Sequence[torch.Tensor]) -> _Entry:
     from minicomp.runtime import NativeProgram
     native = NativeProgram(program, module.entry_address, keepalive=module)
     return _Entry(sig.shapes, sig.dtypes, native, unflatten, graph, program, module, ctx, notes=notes)
+
+
+def _partitioned(cm: CompiledModel, sig, graph: Graph, unflatten, ctx) -> _Entry:
+    """Native parts compiled one program each, ``external`` nodes run in PyTorch between them."""
+    from minicomp.fallback import PartitionedProgram, Segment, describe, partition
+    if cm.target not in _PARTITION_TARGETS:
+        raise CompileError(f"graph '{graph.name}' has external (PyTorch) ops; target '{cm.target}' cannot run "
+                           f"them (use {' or '.join(map(repr, _PARTITION_TARGETS))})")
+    steps = partition(graph)
+    reasons = [describe(s) for s in steps if not isinstance(s, Segment)]
+    runners, parts, notes = [], [], []
+    for seg in (s for s in steps if isinstance(s, Segment)):
+        if cm.target == "interpret":
+            runners.append(_interpreter(seg.graph))
+            continue
+        try:
+            program = lower_graph(seg.graph, notes=notes)
+        except LoweringError as err:
+            if not cm._fallback:
+                raise CompileError(f"cannot lower the graph: {err}") from err
+            return _eager(cm, sig, [f"lowering: {err}"])
+        module = _compile_cpu(program, seg.graph.name, cm._options)
+        from minicomp.runtime import NativeProgram
+        runners.append(NativeProgram(program, module.entry_address, keepalive=module))
+        parts.append((program, module))
+    run = PartitionedProgram(graph, steps, runners, cm.device)
+    return _Entry(sig.shapes, sig.dtypes, run, unflatten, graph, ctx=ctx, fallbacks=reasons, notes=notes,
+                  parts=parts)
 
 
 def _check_graph_inputs(graph: Graph, tensors: Sequence[torch.Tensor]) -> None:

@@ -105,7 +105,7 @@ class ConstantFold(Pass):
         limit = int(ctx.option("fold_limit", 4096))
         folded = 0
         for node in list(graph.nodes):
-            if node.op in ("constant", "fused") or not node.operands:
+            if node.op in ("constant", "fused", "external") or not node.operands:  # external: no reference
                 continue
             if not all(o.producer is not None and o.producer.op == "constant" for o in node.operands):
                 continue

@@ -453,7 +453,7 @@ CASES = {
     "cat": _cat_case, "split": _split_case, "embedding": _embedding_case, "upsample_nearest2d": _upsample_case,
     "copy": _copy_case,
 }
-FIXED = {"constant", "fused"}  # tested by name below
+FIXED = {"constant", "fused", "external"}  # tested by name below (external: tests/test_fallback.py)
 
 
 def test_every_op_has_a_case():

@@ -207,6 +207,8 @@ X = T(F, 2, 3)
 #: op -> candidate (operand types, attributes); the first that the op accepts is used.
 SAMPLES: dict[str, list[tuple[list[TensorType], dict]]] = {
     "leaky_relu": [([X], {"negative_slope": 0.2})],
+    "external": [([X], {"target": "aten.sort.default", "args": '{"args": [{"tensor": 0}], "kwargs": {}}',
+                        "result_types": (X, T(DType.i64, 2, 3))})],
     "hardtanh": [([X], {"min_val": -0.5, "max_val": 2.0})],
     "gelu": [([X], {"approximate": "tanh"})],
     "clamp": [([X], {"min": -1.0, "max": None})],

@@ -1,6 +1,8 @@
 """Misc ops: ``constant`` (weights and literals), the generators ``full`` and
-``arange`` (category ELEMENTWISE, no operands) and ``fused`` (a kernel node made
-by fusion, holding its body graph).
+``arange`` (category ELEMENTWISE, no operands), ``fused`` (a kernel node made
+by fusion, holding its body graph) and ``external`` (an op minicomp cannot
+compile, kept for the PyTorch fallback: it has no reference and no lowering, and
+the driver runs it through ``torch.ops`` between natively compiled parts).
 
 Generators give ``scalar(*, index: list[Expr], **attrs) -> Expr``: ``index`` is
 the output multi-index (i64 Exprs) and the result has the dtype's compute type,
@@ -137,3 +139,26 @@ def _fused_ref(*arrays, kind, body):
 
 register(OpDef("fused", Category.OPAQUE, None, _infer_fused, _fused_ref, {"kind": Attr("str"), "body": Attr("graph")},
                doc="a kernel node made by fusion: its body graph's inputs are the operands", num_results=None))
+
+
+# -- external ---------------------------------------------------------------------------------------
+def _infer_external(types, attrs):
+    results = attrs["result_types"]
+    if not isinstance(attrs["target"], str) or not attrs["target"]:
+        raise IRError(f"external needs a non-empty target name, got {attrs['target']!r}")
+    if not isinstance(results, (tuple, list)) or not results or not all(isinstance(t, TensorType) for t in results):
+        raise IRError(f"external ({attrs['target']}) needs result_types: a non-empty list of tensor types, "
+                      f"got {results!r}")
+    return list(results)
+
+
+def _external_ref(*arrays, target, args, result_types):
+    raise IRError(f"external op {target} runs only through a PyTorch fallback "
+                  f"(minicomp.compile(..., fallback=True)); it has no numpy reference")
+
+
+register(OpDef("external", Category.OPAQUE, None, _infer_external, _external_ref,
+               {"target": Attr("str"), "args": Attr("str"), "result_types": Attr("any")},
+               doc="an op minicomp cannot compile, run by the PyTorch fallback: target is the ATen op's "
+                   "qualified name, args a JSON text of its arguments (tensor operands by position), "
+                   "result_types the result types", num_results=None))

@@ -42,7 +42,8 @@ class Traced:
         return pytree.tree_unflatten(list(flat_outputs), self.out_spec)
 
 
-def trace_with_spec(model_or_fn: Any, example_inputs: Any, *, name: str | None = None) -> Traced:
+def trace_with_spec(model_or_fn: Any, example_inputs: Any, *, name: str | None = None,
+                    fallback: bool = False) -> Traced:
     """Import ``model_or_fn(*example_inputs)`` as an IR graph plus its output structure.
 
     ``model_or_fn`` is an ``nn.Module`` (traced as it is: call ``.eval()`` first for
@@ -50,17 +51,20 @@ def trace_with_spec(model_or_fn: Any, example_inputs: Any, *, name: str | None =
     result's graph has one input per example tensor and one output per returned
     tensor; every IR type equals the shape and dtype eager PyTorch computes.
     Raises ``minicomp.UnsupportedOpError`` naming the ATen op and the user's source
-    line for an op minicomp cannot express.
+    line for an op minicomp cannot express; with ``fallback=True`` such an op
+    becomes an ``external`` node instead when it can be replayed through
+    ``torch.ops`` (see :mod:`minicomp.frontend.external`), and the error is raised
+    only for the ones that cannot (mutating, random, non-tensor or unsupported-dtype).
     """
     inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     captured = capture(model_or_fn, inputs)
-    graph = Importer(captured, name or _default_name(model_or_fn)).run()
+    graph = Importer(captured, name or _default_name(model_or_fn), external=fallback).run()
     return Traced(graph, captured.out_spec)
 
 
-def trace(model_or_fn: Any, example_inputs: Any, *, name: str | None = None) -> Graph:
+def trace(model_or_fn: Any, example_inputs: Any, *, name: str | None = None, fallback: bool = False) -> Graph:
     """Import ``model_or_fn(*example_inputs)`` as an IR graph (see :func:`trace_with_spec`)."""
-    return trace_with_spec(model_or_fn, example_inputs, name=name).graph
+    return trace_with_spec(model_or_fn, example_inputs, name=name, fallback=fallback).graph
 
 
 def _default_name(obj: Any) -> str:

@@ -50,8 +50,9 @@ def user_frame(stack_trace: str | None) -> tuple[str | None, str]:
 class Importer:
     """Builds one IR graph from one :class:`Captured` program. Handlers call back into it."""
 
-    def __init__(self, captured: Captured, name: str):
+    def __init__(self, captured: Captured, name: str, external: bool = False):
         self.captured = captured
+        self.external = external  # True: unsupported ops become ``external`` nodes (the PyTorch fallback)
         self.graph = Graph(name)
         self.env: dict[fx.Node, Any] = {}
         self.node: fx.Node | None = None  # the FX node being imported
@@ -129,13 +130,7 @@ class Importer:
                 if node.target is operator.getitem:
                     self.env[node] = self._getitem(node)
                     continue
-                handler = handler_for(node.target)
-                if handler is None:
-                    raise self.unsupported("no minicomp mapping for this ATen op")
-                args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda n: self.env[n])
-                result = handler(self, *args, **kwargs)
-                self._check(result)
-                self.env[node] = result
+                self.env[node] = self._call(node, handler_for(node.target))
             elif node.op == "output":
                 outs = fx.node.map_arg(node.args[0], lambda n: self.env[n])
                 for o in outs:
@@ -146,6 +141,23 @@ class Importer:
                 raise self.unsupported(f"FX node kind '{node.op}'")
         _remove_dead(self.graph)
         return self.graph
+
+    def _call(self, node: fx.Node, handler: Any) -> Any:
+        """Import one ATen call with its handler; unsupported ones become ``external`` if allowed."""
+        try:
+            if handler is None:
+                raise self.unsupported("no minicomp mapping for this ATen op")
+            args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda n: self.env[n])
+            result = handler(self, *args, **kwargs)
+        except UnsupportedOpError:
+            if not self.external:
+                raise
+            from minicomp.frontend.external import emit_external
+            result = emit_external(self, node)
+            if result is None:  # not expressible as an external call: the original error stands
+                raise
+        self._check(result)
+        return result
 
     def _getitem(self, node: fx.Node) -> Value:
         seq, index = self.env[node.args[0]], node.args[1]
