@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
 import numpy as np
 
 from minicomp.ir.types import TensorType
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 
 class Value:
@@ -157,8 +159,9 @@ class Graph:
     def constants(self) -> list[Node]:
         return [n for n in self.nodes if n.op == "constant"]
 
-    def to_networkx(self) -> nx.MultiDiGraph:
+    def to_networkx(self) -> "nx.MultiDiGraph":
         """A networkx view: one vertex per node (the Node object), one edge per use."""
+        import networkx as nx  # imported on use: it costs ~0.3 s, and a cache hit never needs it
         g = nx.MultiDiGraph()
         for n in self.nodes:
             g.add_node(n)
@@ -171,6 +174,7 @@ class Graph:
     def toposort(self) -> None:
         """Reorder ``nodes`` topologically (stable: ties keep their current order)."""
         pos = {id(n): i for i, n in enumerate(self.nodes)}
+        import networkx as nx
         g = self.to_networkx()
         self.nodes = list(nx.lexicographical_topological_sort(g, key=lambda n: pos[id(n)]))
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import networkx as nx
 import numpy as np
 
 from minicomp.ir.dtypes import DType
@@ -163,6 +162,7 @@ class _Verifier:
 
     def _fail_order(self, node: Node, operand: Value) -> None:
         try:
+            import networkx as nx  # only to name a cycle once an error is found
             cycle = nx.find_cycle(self.graph.to_networkx(), source=node)
         except nx.NetworkXNoCycle:
             cycle = []

@@ -68,6 +68,7 @@ class _Entry:
     eager: bool = False
     notes: list[str] = field(default_factory=list)  # lowering remarks (split fused nodes, copies)
     compile_s: float = 0.0
+    graph_loader: Any = None       # model-cache hit: reads the final graph on first use
     parts: list[tuple[Any, Any]] = field(default_factory=list)  # partitioned: (program, module) per native part
 
 
@@ -145,7 +146,10 @@ class CompiledModel:
     @property
     def graph(self) -> Graph | None:
         """The final IR graph (after passes) of the most recently used signature."""
-        return self._current().graph
+        e = self._current()
+        if e.graph is None and e.graph_loader is not None:
+            e.graph, e.graph_loader = e.graph_loader(), None
+        return e.graph
 
     @property
     def program(self):
@@ -286,6 +290,11 @@ def compile(model_or_fn: Any, example_inputs: Any, target: str = "cpu", *, fallb
 # -- building one signature --------------------------------------------------------------------
 def _build(cm: CompiledModel, tensors: Sequence[torch.Tensor]) -> _Entry:
     sig = guards.Signature.of(tensors)
+    mkey = _model_key(cm, tensors)
+    if mkey is not None:
+        hit = _from_model_cache(mkey, sig)
+        if hit is not None:
+            return hit
     if isinstance(cm._fn, Graph):
         _check_graph_inputs(cm._fn, tensors)
         graph, unflatten = cm._fn.copy(), list
@@ -322,6 +331,15 @@ def _build(cm: CompiledModel, tensors: Sequence[torch.Tensor]) -> _Entry:
     module = _compile_cpu(program, graph.name, cm._options)
     from minicomp.runtime import NativeProgram
     native = NativeProgram(program, module.entry_address, keepalive=module)
+    if mkey is not None:
+        from minicomp import cache
+        threads, opt = int(cm._options.get("threads", 2)), int(cm._options.get("opt_level", 3))
+        obj_key = cache.cache_key(program_text(program), "cpu", module.name, f"threads={threads}", f"opt={opt}")
+        try:
+            cache.store_model(mkey, program=program, module=module, obj_key=obj_key, threads=threads,
+                              opt_level=opt, out_spec=traced.out_spec, graph=graph, notes=notes)
+        except OSError:
+            pass  # a read-only or full cache directory only costs the next compile
     return _Entry(sig.shapes, sig.dtypes, native, unflatten, graph, program, module, ctx, notes=notes)
 
 
@@ -351,6 +369,28 @@ def _partitioned(cm: CompiledModel, sig, graph: Graph, unflatten, ctx) -> _Entry
     run = PartitionedProgram(graph, steps, runners, cm.device)
     return _Entry(sig.shapes, sig.dtypes, run, unflatten, graph, ctx=ctx, fallbacks=reasons, notes=notes,
                   parts=parts)
+
+
+def _model_key(cm: CompiledModel, tensors: Sequence[torch.Tensor]) -> str | None:
+    """The model-cache key, or None when this compile must not use (or fill) the model cache."""
+    if (cm.target != "cpu" or not cm._options.get("cache", True) or isinstance(cm._fn, Graph)
+            or cm._dump_dir is not None or cm._print_ir):
+        return None
+    from minicomp.model_key import model_key
+    return model_key(cm._fn, tensors, cm.target, {**cm._options, "passes": cm._passes, "fallback": cm._fallback})
+
+
+def _from_model_cache(key: str, sig) -> _Entry | None:
+    """An entry built from a model-cache hit: no tracing, passes, lowering or LLVM IR construction."""
+    from minicomp import cache
+    from minicomp.runtime import NativeProgram
+    hit = cache.lookup_model(key)
+    if hit is None:
+        return None
+    module = hit.load_module()
+    native = NativeProgram(hit.program, module.entry_address, keepalive=module)
+    return _Entry(sig.shapes, sig.dtypes, native, hit.unflatten(), None, hit.program, module,
+                  notes=hit.notes, graph_loader=hit.load_graph)
 
 
 def _check_graph_inputs(graph: Graph, tensors: Sequence[torch.Tensor]) -> None:
