@@ -108,14 +108,10 @@ class AotKernel:
 def aot_compile(module, arch: int = 90) -> list[AotKernel]:
     """Compile every kernel of ``module`` for ``sm_{arch}`` (no GPU needed); one result per kernel.
 
-    In a process where ``TRITON_INTERPRET`` is set, Triton's code generator fails in
-    process (the interpreter replaces parts of ``triton.language``), so the kernels
-    are compiled in a fresh subprocess without the flag.
+    In a process that runs Triton's interpreter (``TRITON_INTERPRET`` set now or when
+    ``triton.language`` was imported), the kernels are compiled in a fresh subprocess
+    without the flag, so this process never switches modes.
     """
     from minicomp.codegen.triton import aot
-    if interpreting():
-        jobs = [(k.name, *aot.kernel_signature(k), k.config.num_warps) for k in module.kernels]
-        results = aot._compile_in_subprocess(module, jobs, arch)
-    else:
-        results = aot.aot_compile(module, arch)
+    results = aot.aot_compile(module, arch)
     return [AotKernel(r.kernel, r.ok, r.error, r.ptx_bytes, r.cubin_bytes) for r in results]

@@ -11,6 +11,17 @@ import os
 
 from hypothesis import HealthCheck, settings
 
+# Triton mode, decided once per test process (before any test module imports triton):
+# ``@triton.jit`` builds interpreted or compiled functions depending on TRITON_INTERPRET at
+# definition time, triton.language's own helpers included, and the two cannot be mixed.
+# Without a CUDA device the Triton tests run in the interpreter, so set the flag up front;
+# on a GPU machine leave it as the caller set it. (AOT compiles run in a subprocess then.)
+if "TRITON_INTERPRET" not in os.environ:
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
+
 _SLOW_OK = (HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much)
 
 settings.register_profile("dev", deadline=None, suppress_health_check=_SLOW_OK)

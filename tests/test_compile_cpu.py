@@ -155,3 +155,13 @@ def test_random_graphs_compile_like_eager(data):
     ref = fn(*inputs)
     out = minicomp.compile(fn, inputs)(*inputs)
     torch.testing.assert_close(out, ref, equal_nan=True, msg=lambda m: f"{m}\n{case.ir()}")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_log_softmax_last_dim_rounds_like_eager(dtype):
+    """Regression (deep random run): eager rounds sum(exp) and its log to the input dtype."""
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(64, 2, generator=g) * 3).to(dtype)
+    fn = lambda t: torch.log_softmax(t, dim=-1)  # noqa: E731
+    cm = minicomp.compile(fn, (x,), target="cpu")
+    torch.testing.assert_close(cm(x), fn(x))

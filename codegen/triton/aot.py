@@ -13,7 +13,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 
 from minicomp.codegen.triton import ops
-from minicomp.codegen.triton.module import TritonModule, _import, interpret_mode
+from minicomp.codegen.triton.module import TritonModule, _import
 
 
 @dataclass
@@ -38,20 +38,27 @@ def kernel_signature(k) -> tuple[dict[str, str], dict[str, int]]:
 def aot_compile(module: TritonModule, arch: int = 90) -> list[AotResult]:
     """Compile every kernel of ``module`` for ``sm_{arch}``; failures are reported per kernel.
 
-    Triton's interpreter can leave ``triton.language`` patched after running
-    kernels that use ``tl.reduce``; in such a process the compilation runs in a
-    fresh Python subprocess instead.
+    Compilation needs a process in Triton's compiler mode from the start. Whenever
+    this one is not (``TRITON_INTERPRET`` is set, ``triton.language`` was imported
+    under the interpreter, or the interpreter left it patched), the kernels are
+    compiled in a fresh Python subprocess without the flag; this process's
+    environment and modules are never changed.
     """
     jobs = [(k.name, *kernel_signature(k), k.config.num_warps) for k in module.kernels]
-    if _language_patched():
-        return _compile_in_subprocess(module, jobs, arch)
-    return _compile(module.source, module.name, jobs, arch)
+    if compiler_mode_process():
+        return _compile(module.source, module.name, jobs, arch)
+    return _compile_in_subprocess(module, jobs, arch)
 
 
-def _language_patched() -> bool:
+def compiler_mode_process() -> bool:
+    """True when this process can compile Triton kernels in place (no interpreter state at all)."""
+    import triton
     import triton.language as tl
-    return any("_patch_attr" in getattr(getattr(tl.core, n, None), "__qualname__", "")
-               for n in ("program_id", "arange", "load", "store", "full", "reduce"))
+    from triton.runtime.jit import JITFunction
+    if triton.knobs.runtime.interpret or not isinstance(tl.cdiv, JITFunction):
+        return False  # the flag is set, or triton.language's own @jit helpers were built interpreted
+    return not any("_patch_attr" in getattr(getattr(tl.core, n, None), "__qualname__", "")
+                   for n in ("program_id", "arange", "load", "store", "full", "reduce"))
 
 
 def _compile(source: str, name: str, jobs, arch: int) -> list[AotResult]:
@@ -59,8 +66,7 @@ def _compile(source: str, name: str, jobs, arch: int) -> list[AotResult]:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    with interpret_mode(False):
-        mod = _import(source, name, "_aot")
+    mod = _import(source, name, "_aot")  # only ever in a compiler-mode process
     results = []
     for kname, sig, constexprs, warps in jobs:
         try:

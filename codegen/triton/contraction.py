@@ -30,7 +30,7 @@ def _dot(a: str, b: str, da: DType, db: DType, acc: DType) -> str:
     if acc.compute is DType.f32 and da.is_float and db.is_float:
         return f"tl.dot({a}.to(tl.float32), {b}.to(tl.float32), input_precision=\"ieee\")"
     t = ops.compute_tl(acc)  # f64 and integer products: a broadcast multiply-reduce
-    return f"tl.sum({a}.to({t})[:, :, None] * {b}.to({t})[None, :, :], axis=1)"
+    return f"tl.reduce({a}.to({t})[:, :, None] * {b}.to({t})[None, :, :], 1, _add)"
 
 
 def _epilogue(body: Body, kernel, params, vars_: dict[int, str], mask: str, itl: str) -> None:
@@ -60,8 +60,8 @@ def emit_matmul(k: MatmulKernel, name: str) -> KernelSource:
     body = Body()
     nb = len(k.batch)
     body.line(f"pid = {program_id(itl)}")
-    body.line(f"rm = (pid // tl.cdiv({k.n}, BN)) * BM + tl.arange(0, BM)")
-    body.line(f"rn = (pid % tl.cdiv({k.n}, BN)) * BN + tl.arange(0, BN)")
+    body.line(f"rm = (pid // (({k.n} + BN - 1) // BN)) * BM + tl.arange(0, BM)")
+    body.line(f"rn = (pid % (({k.n} + BN - 1) // BN)) * BN + tl.arange(0, BN)")
     body.line(f"pb = {program_id(itl, 1)}")
     bvars = unflatten(body, "pb", k.batch, 0, set(range(nb)))
     a_base = " + ".join([str(k.a.offset)] + [f"{bvars[d]} * {k.a.strides[d]}" for d in range(nb)])
@@ -69,7 +69,7 @@ def emit_matmul(k: MatmulKernel, name: str) -> KernelSource:
     sam, sak = k.a.strides[nb], k.a.strides[nb + 1]
     sbk, sbn = k.b.strides[nb], k.b.strides[nb + 1]
     da, db = k.inputs[k.a.buf].type.dtype, k.inputs[k.b.buf].type.dtype
-    body.line(f"acc = tl.zeros([BM, BN], {_acc_tl(k)})")
+    body.line(f"acc = tl.full([BM, BN], 0, {_acc_tl(k)})")
     body.line(f"for k0 in range(0, {k.k}, BK):")
     body.line("    rk = k0 + tl.arange(0, BK)")
     body.line(f"    a = tl.load(in{k.a.buf} + {a_base} + rm[:, None] * {sam} + rk[None, :] * {sak}, "
@@ -96,13 +96,13 @@ def emit_conv(k: ConvKernel, name: str) -> KernelSource:
     body = Body()
     body.line(f"pid = {program_id(itl)}")
     body.line(f"g = {program_id(itl, 1)}")
-    body.line(f"rm = (pid // tl.cdiv({ng}, BN)) * BM + tl.arange(0, BM)")
-    body.line(f"rn = (pid % tl.cdiv({ng}, BN)) * BN + tl.arange(0, BN)")
+    body.line(f"rm = (pid // (({ng} + BN - 1) // BN)) * BM + tl.arange(0, BM)")
+    body.line(f"rn = (pid % (({ng} + BN - 1) // BN)) * BN + tl.arange(0, BN)")
     body.line(f"on = rm // {k.oh * k.ow}")
     body.line(f"oh = (rm // {k.ow}) % {k.oh}")
     body.line(f"ow = rm % {k.ow}")
     body.line(f"co = g * {ng} + rn")
-    body.line(f"acc = tl.zeros([BM, BN], {_acc_tl(k)})")
+    body.line(f"acc = tl.full([BM, BN], 0, {_acc_tl(k)})")
     body.line(f"for k0 in range(0, {kg}, BK):")
     body.indent += 1
     body.line("rk = k0 + tl.arange(0, BK)")

@@ -114,11 +114,11 @@ class ExprEmitter:
         if name in self.literals:
             text = f"tl.full({self.ctx.shape}, {name}, {tl_t})"
         elif expr.dtype is DType.bool:
-            text = f"{name} | tl.zeros({self.ctx.shape}, tl.int1)"
+            text = f"{name} | tl.full({self.ctx.shape}, 0, tl.int1)"
         elif expr.dtype.is_float:  # adding -0.0 is exact for every value, -0.0 and NaN included
             text = f"{name} + tl.full({self.ctx.shape}, -0.0, {tl_t})"
         else:
-            text = f"{name} + tl.zeros({self.ctx.shape}, {tl_t})"
+            text = f"{name} + tl.full({self.ctx.shape}, 0, {tl_t})"
         out = self.body.assign(text)
         self.memo[key] = out
         return out
@@ -173,7 +173,7 @@ class ExprEmitter:
             if name in self.literals:
                 text = f"tl.full({self.ctx.shape}, {name}, {self.ctx.index_tl})"
             else:
-                text = f"{name} + tl.zeros({self.ctx.shape}, {self.ctx.index_tl})"
+                text = f"{name} + tl.full({self.ctx.shape}, 0, {self.ctx.index_tl})"
             self.memo[key] = self.body.assign(text, "i")
         return self.memo[key]
 

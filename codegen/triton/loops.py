@@ -200,10 +200,10 @@ def _reduce_once(em: ExprEmitter, st: Reduce, itl: str) -> str:
     m = _masked(em, st)
     fn = ops.combine_fn(st.op, _acc_type(st))
     if st.op in ("argmax", "argmin"):
-        idx = body.assign(f"roffs + tl.zeros([XBLOCK, RBLOCK], {itl})", "i")
+        idx = body.assign(f"roffs + tl.full([XBLOCK, RBLOCK], 0, {itl})", "i")
         red = body.assign(f"tl.reduce(({m}, {idx}), 1, {fn})[1]")
     elif st.op == "sum":
-        red = body.assign(f"tl.sum({m}, axis=1)")
+        red = body.assign(f"tl.reduce({m}, 1, _add)")
     else:
         red = body.assign(f"tl.reduce({m}, 1, {fn})")
     return _finish(body, st, red)
@@ -222,7 +222,7 @@ def _acc_update(em: ExprEmitter, st: Reduce, accs: list[str], itl: str) -> None:
     m = _masked(em, st)
     fn = ops.combine_fn(st.op, _acc_type(st))
     if st.op in ("argmax", "argmin"):
-        em.body.line(f"{accs[0]}, {accs[1]} = {fn}({accs[0]}, {accs[1]}, {m}, roffs + tl.zeros([XBLOCK, RBLOCK], {itl}))")
+        em.body.line(f"{accs[0]}, {accs[1]} = {fn}({accs[0]}, {accs[1]}, {m}, roffs + tl.full([XBLOCK, RBLOCK], 0, {itl}))")
     else:
         em.body.line(f"{accs[0]} = {fn}({accs[0]}, {m})")
 
@@ -232,7 +232,7 @@ def _acc_finish(body: Body, st: Reduce, accs: list[str]) -> str:
     if st.op in ("argmax", "argmin"):
         red = body.assign(f"tl.reduce(({accs[0]}, {accs[1]}), 1, {fn})[1]")
     elif st.op == "sum":
-        red = body.assign(f"tl.sum({accs[0]}, axis=1)")
+        red = body.assign(f"tl.reduce({accs[0]}, 1, _add)")
     else:
         red = body.assign(f"tl.reduce({accs[0]}, 1, {fn})")
     return _finish(body, st, red)

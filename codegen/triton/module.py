@@ -19,7 +19,6 @@ as tensors of their slot dtypes, in const-slot order. The returned list holds
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import os
@@ -50,9 +49,14 @@ class TritonModule:
     kernels: list[KernelSource] = field(default_factory=list)
 
     def load(self) -> Callable:
-        """Import the module text (from a file, as ``@triton.jit`` requires) and return its ``run``."""
-        import triton  # the interpreter flag decides what @triton.jit builds: keep both apart
-        tag = "_interp" if triton.knobs.runtime.interpret else ""
+        """Import the module text (from a file, as ``@triton.jit`` requires) and return its ``run``.
+
+        ``@triton.jit`` builds interpreted or compiled kernels depending on
+        ``TRITON_INTERPRET`` at import time, so the module is imported once per mode
+        (under a different module name) and ``run`` always matches the current mode.
+        """
+        import triton
+        tag = "_interp" if triton.knobs.runtime.interpret else "_jit"
         return _import(self.source, self.name, tag).run
 
 
@@ -77,11 +81,17 @@ def generate(program: Program, name: str = "main", *, max_rblock: int = MAX_RBLO
     points; ``autotune`` makes ``run`` time a few block sizes per kernel on its
     first CUDA call (never in the interpreter) and keep the fastest.
     """
-    kernels = [emit_kernel(k, f"k{i}_{_ident(k.name)}", max_rblock) for i, k in enumerate(program.kernels)]
+    kernels = [emit_kernel(k, _kernel_name(i, k.name), max_rblock) for i, k in enumerate(program.kernels)]
     parts = [_header(program, name), ops.PRELUDE.strip("\n")]
     parts += [k.text for k in kernels]
     parts.append(_run_function(program, kernels, autotune))
     return TritonModule(name, "\n\n\n".join(parts) + "\n", kernels)
+
+
+def _kernel_name(index: int, name: str) -> str:
+    """A unique identifier for kernel ``index``: ``k{index}_...`` (lowering's names already start so)."""
+    ident = _ident(name)
+    return ident if ident.startswith(f"k{index}_") else f"k{index}_{ident}"
 
 
 def _ident(text: str) -> str:
@@ -176,20 +186,6 @@ def _tuned(kernel, grid, args, configs):
         times = [do_bench(lambda c=c: kernel[grid(**blocks(c))](*args, **c), warmup=5, rep=20) for c in configs]
         _TUNED[key] = configs[times.index(min(times))]
     return _TUNED[key]'''
-
-
-@contextlib.contextmanager
-def interpret_mode(on: bool):
-    """Temporarily set TRITON_INTERPRET (read by ``triton.jit`` when the module is imported)."""
-    old = os.environ.get("TRITON_INTERPRET")
-    os.environ["TRITON_INTERPRET"] = "1" if on else "0"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("TRITON_INTERPRET", None)
-        else:
-            os.environ["TRITON_INTERPRET"] = old
 
 
 def _import(source: str, name: str, tag: str = ""):

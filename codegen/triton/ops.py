@@ -9,6 +9,13 @@ values in their own Triton type. Each handler takes the operand expressions
 :data:`PRELUDE` holds the small ``@triton.jit`` helpers the handlers call. Where a
 libdevice function exists on the GPU but not in the Triton interpreter (tanh,
 pow), the prelude defines an accurate formula for the interpreter instead.
+
+Generated code calls only Triton builtins (``tl.where``, ``tl.full``, ``tl.reduce``,
+...) and prelude helpers, never the ``@triton.jit`` functions of Triton's standard
+library (``tl.sum``, ``tl.cdiv``, ``tl.zeros``, ``tl.max``, ...): those are
+built once, in the mode (interpreter or compiler) ``triton.language`` was first
+imported in, and cannot be called from a kernel loaded in the other mode. The
+generated module is therefore loadable in either mode, whatever order imports ran in.
 """
 from __future__ import annotations
 

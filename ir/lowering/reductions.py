@@ -143,7 +143,13 @@ def setup(b, node: Node, space: Space) -> None:
         if op == "softmax":
             reader(lambda idx: E.div(E.exp(E.sub(xval(acc, idx), m)), s))
         else:
-            reader(lambda idx: E.sub(E.sub(xval(acc, idx), m), E.log(s)))
+            log_s = E.log(s)
+            if out_dt in (DType.f16, DType.bf16) and x.type.rank and a["dim"] == x.type.rank - 1:
+                # as PyTorch's last-dim kernel (and the interpreter): sum(exp) and its log are
+                # rounded to the input dtype before x - max - log_sum is formed in f32
+                rounded_s = E.cast(E.cast(s, out_dt), acc)
+                log_s = E.cast(E.cast(E.log(rounded_s), out_dt), acc)
+            reader(lambda idx: E.sub(E.sub(xval(acc, idx), m), log_s))
     elif op == "layer_norm":
         w, bias = node.operands[1], node.operands[2]
         k = a["normalized_ndim"]
