@@ -132,7 +132,11 @@ def setup(b, node: Node, space: Space) -> None:
         ref = b.reduce(op, xval(x.type.dtype.compute), DType.i64)
         reader(lambda idx: ref)
     elif op == "var":
-        mean = E.div(b.reduce("sum", xval(acc), acc), E.const(n_inner, acc))
+        n = E.const(n_inner, acc)
+        rough = E.div(b.reduce("sum", xval(acc), acc), n)
+        # one correction pass makes the mean exact to rounding (a constant row normalizes
+        # to exactly 0, as in PyTorch) at the cost of one more sweep over a cached row
+        mean = E.add(rough, E.div(b.reduce("sum", E.sub(xval(acc), rough), acc), n))
         diff = E.sub(xval(acc), mean)
         ss = b.reduce("sum", E.mul(diff, diff), acc)
         denom = E.const(max(n_inner - a["correction"], 0), acc)
@@ -153,7 +157,11 @@ def setup(b, node: Node, space: Space) -> None:
     elif op == "layer_norm":
         w, bias = node.operands[1], node.operands[2]
         k = a["normalized_ndim"]
-        mean = E.div(b.reduce("sum", xval(acc), acc), E.const(n_inner, acc))
+        n = E.const(n_inner, acc)
+        rough = E.div(b.reduce("sum", xval(acc), acc), n)
+        # one correction pass makes the mean exact to rounding (a constant row normalizes
+        # to exactly 0, as in PyTorch) at the cost of one more sweep over a cached row
+        mean = E.add(rough, E.div(b.reduce("sum", E.sub(xval(acc), rough), acc), n))
         diff = E.sub(xval(acc), mean)
         var = E.div(b.reduce("sum", E.mul(diff, diff), acc), E.const(n_inner, acc))
         rstd = E.div(E.const(1, acc), E.sqrt(E.add(var, E.const(a["eps"], acc))))
