@@ -76,7 +76,10 @@ class NativeProgram:
                 break
         outs = [torch.empty(shape, dtype=dt) for shape, dt in self._out_specs]
         if self._call_native:
-            arr = getattr(self._tls, "array", None) or self._args_array()
+            try:
+                arr = self._tls.array
+            except AttributeError:
+                arr = self._args_array()
             i = 0
             for t in ins:
                 arr[i] = t.data_ptr()

@@ -2,9 +2,9 @@
 
 For each (n, co) (the parallel range) and output row oh, a stack row
 ``acc[OW]`` accumulates ``w[co, ci, kh, kw] * x[n, g*cin_g + ci, ih, iw]``. The
-valid ``ow`` range of each ``kw`` tap is computed at compile time, so the
-innermost loop over ``ow`` has no bounds checks (padding contributes zeros) and
-LLVM vectorizes it. The epilogue runs per output element with ``Ref(0)`` = acc.
+valid ``ow`` range of each ``kw`` tap is computed at compile time (a constant
+table read by a runtime loop over the taps), so the innermost loop over ``ow``
+has no bounds checks (padding contributes zeros) and LLVM vectorizes it. The epilogue runs per output element with ``Ref(0)`` = acc.
 """
 from __future__ import annotations
 
@@ -57,6 +57,15 @@ def emit_conv_kernel(module: ir.Module, name: str, k: ConvKernel, noalias: bool,
     ranges = [_ow_range(k, kw) for kw in range(k.kw)]
     is_float = dt.is_float
 
+    # Valid [lo, hi) output columns per kw tap: one runtime loop over the taps (not
+    # kh*kw unrolled copies of the vectorized ow loop) keeps the IR, and compile time, small.
+    flat = [v for r in ranges for v in (r if r[0] < r[1] else (0, 0))]
+    table_ty = ir.ArrayType(I64, max(len(flat), 1))
+    table = ir.GlobalVariable(module, table_ty, name=f"{name}.owrange")
+    table.linkage = "internal"
+    table.global_constant = True
+    table.initializer = ir.Constant(table_ty, flat or [0])
+
     def body(b: ir.IRBuilder, ptrs, begin, end) -> None:
         tab = buffer_table(ptrs[:nin], k.inputs)
         out_ptrs = ptrs[nin:]
@@ -68,16 +77,19 @@ def emit_conv_kernel(module: ir.Module, name: str, k: ConvKernel, noalias: bool,
                 with for_range(b, 0, k.ow, name="z") as ow:
                     b.store(convert.constant(0, dt), b.gep(row, [ow], source_etype=T))
                 with for_range(b, 0, cin_g, name="ci") as ci:
-                    for kh in range(k.kh):
-                        ih = b.add(b.mul(oh, _c(k.stride[0])), _c(kh * k.dilation[0] - k.padding[0]))
+                    with for_range(b, 0, k.kh, name="kh") as kh:
+                        ih = b.add(b.mul(oh, _c(k.stride[0])),
+                                   b.sub(b.mul(kh, _c(k.dilation[0])), _c(k.padding[0])))
                         inside = b.and_(b.icmp_signed(">=", ih, _c(0)), b.icmp_signed("<", ih, _c(k.h)))
                         with b.if_then(inside):
-                            for kw, (lo, hi) in enumerate(ranges):
-                                if lo >= hi:
-                                    continue
-                                wv = _load(b, tab, k.weight, [co, ci, _c(kh), _c(kw)], dt)
+                            with for_range(b, 0, k.kw, name="kw") as kw:
+                                lo = b.load(b.gep(table, [b.mul(kw, _c(2))], source_etype=I64), typ=I64)
+                                hi = b.load(b.gep(table, [b.add(b.mul(kw, _c(2)), _c(1))], source_etype=I64),
+                                            typ=I64)
+                                shift = b.sub(b.mul(kw, _c(k.dilation[1])), _c(k.padding[1]))
+                                wv = _load(b, tab, k.weight, [co, ci, kh, kw], dt)
                                 with for_range(b, lo, hi, name="ow") as ow:
-                                    iw = b.add(b.mul(ow, _c(k.stride[1])), _c(kw * k.dilation[1] - k.padding[1]))
+                                    iw = b.add(b.mul(ow, _c(k.stride[1])), shift)
                                     xv = _load(b, tab, k.x, [n, b.add(cbase, ci), ih, iw], dt)
                                     slot = b.gep(row, [ow], source_etype=T)
                                     cur = b.load(slot, typ=T)

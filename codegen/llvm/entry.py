@@ -56,7 +56,8 @@ def build_module(program: Program, name: str, threads: int) -> tuple[ir.Module, 
         if emit is None:
             raise TypeError(f"LLVM backend cannot compile kernel {type(k).__name__}")
         sym = kernel_symbol(name, i, k)
-        emit(module, sym, k, _distinct(program, i), threads)
+        fn = emit(module, sym, k, _distinct(program, i), threads)
+        fn.attributes.add("noinline")  # inlining into the entry would only compile it twice
         symbols.append(sym)
     _entry(module, program, name, symbols)
     return module, symbols

@@ -9,6 +9,10 @@ Large products (the *packed* path), per batch:
    panels and runs the micro-kernel: MR x NR accumulators (MR*2 SIMD registers)
    updated with ``fma`` over all of k, then the epilogue is applied per output element.
 
+The micro-kernel (one per distinct k), A packing and B packing are functions emitted
+once per module (:mod:`.gemm_shared`): each kernel adds only its loop nest and
+epilogue, so a model with many matmuls compiles the SIMD code once.
+
 Small products (the *simple* path) loop directly: a dot product over k
 (vectorized with ``reassoc`` adds) when B is contiguous along k, else a row
 update ``acc[:] += a * B[p, :]`` over a stack row.
@@ -19,18 +23,18 @@ from math import prod
 
 from llvmlite import ir
 
-from minicomp.codegen.llvm import convert
+from minicomp.codegen.llvm import convert, gemm_shared
 from minicomp.codegen.llvm.control import entry_alloca, for_range
 from minicomp.codegen.llvm.intrinsics import call, declare
 from minicomp.codegen.llvm.jit import host_vector_bits
 from minicomp.codegen.llvm.kernelfn import buffer_table, emit_store
 from minicomp.codegen.llvm.parallel import PARALLEL_MIN_WORK, make_body, parallel_for
 from minicomp.codegen.llvm.scalar import ExprEmitter
-from minicomp.codegen.llvm.types import I64, PTR, VOID, register_type, storage_type
+from minicomp.codegen.llvm.types import I32, I64, PTR, VOID, register_type, storage_type
 from minicomp.ir.dtypes import DType
 from minicomp.ir.kernel import Access, Buffer, MatmulKernel
 
-MR = 6
+MR = gemm_shared.MR
 MC_MAX = 48
 GEMV_COLS = 8
 GEMV_MAX_ROWS = 4
@@ -216,28 +220,6 @@ class _Gemm:
         nb = len(self.k.batch)
         return any(s for s in self.k.b.strides[:nb])
 
-    def pack_b(self, b, ptrs, begin, end):
-        """Panels [begin, end) of (batch-of-B x panel); ptrs = inputs + [Bp]."""
-        k, NR = self.k, self.NR
-        tab = buffer_table(ptrs[:self.nin], k.inputs)
-        bp = ptrs[self.nin]
-        npan = -(-k.n // NR)
-        zero = convert.constant(0, self.dt)
-        with for_range(b, begin, end, name="pan") as pan:
-            bvars = _batch_vars(b, b.udiv(pan, _c(npan)), k.batch) if k.batch else []
-            jp = b.urem(pan, _c(npan))
-            base = b.mul(pan, _c(k.k * NR))
-            ncols = _smin(b, _c(NR), b.sub(_c(k.n), b.mul(jp, _c(NR))))
-            with for_range(b, 0, k.k, name="p") as p:
-                rowbase = b.add(base, b.mul(p, _c(NR)))
-                with for_range(b, 0, NR, name="c") as c:
-                    dst = b.gep(bp, [b.add(rowbase, c)], source_etype=self.T)
-                    b.store(zero, dst)
-                with for_range(b, 0, ncols, name="c") as c:
-                    col = b.add(b.mul(jp, _c(NR)), c)
-                    dst = b.gep(bp, [b.add(rowbase, c)], source_etype=self.T)
-                    b.store(_load_acc(b, tab, k.b, bvars + [p, col], self.dt), dst)
-
     def compute(self, b, ptrs, begin, end):
         """Row blocks [begin, end) of (batch x m-block); ptrs = inputs + outputs + [Bp]."""
         k, NR, W = self.k, self.NR, self.W
@@ -253,7 +235,7 @@ class _Gemm:
         ap = b.call(alloc, [_c(64), _c(-(-ap_bytes // 64) * 64)])
         ok = b.icmp_unsigned("!=", ap, ir.Constant(PTR, None))
         tile = entry_alloca(b, ir.ArrayType(self.T, MR * NR), "tile")
-        zero = convert.constant(0, self.dt)
+        micro = gemm_shared.micro(b.module, self.dt, W, k.k)  # shared by kernels of equal k
         with b.if_then(ok):
             with for_range(b, begin, end, name="blk") as blk:
                 bidx = b.udiv(blk, _c(nmb))
@@ -261,19 +243,11 @@ class _Gemm:
                 i0 = b.mul(b.urem(blk, _c(nmb)), _c(self.MC))
                 rows = _smin(b, _c(self.MC), b.sub(_c(k.m), i0))
                 npanels_a = b.udiv(b.add(rows, _c(MR - 1)), _c(MR))
-                # pack A: panel ir holds rows i0+ir*MR .. +MR, element (p, r) at (ir*k + p)*MR + r
-                with for_range(b, 0, npanels_a, name="ia") as ia:
-                    with for_range(b, 0, k.k, name="p") as p:
-                        for r in range(MR):
-                            row = b.add(b.add(i0, b.mul(ia, _c(MR))), _c(r))
-                            dst = b.gep(ap, [b.add(b.mul(b.add(b.mul(ia, _c(k.k)), p), _c(MR)), _c(r))],
-                                        source_etype=self.T)
-                            inside = b.icmp_signed("<", row, _c(k.m))
-                            with b.if_else(inside) as (then, other):
-                                with then:
-                                    b.store(_load_acc(b, tab, k.a, bvars + [row, p], self.dt), dst)
-                                with other:
-                                    b.store(zero, dst)
+                adt = k.inputs[k.a.buf].type.dtype
+                aoff = _offset(b, k.a, bvars + [_c(0), _c(0)])
+                b.call(gemm_shared.packa(b.module, self.dt, adt),
+                       [tab[k.a.buf][0], ap, aoff, i0, _c(k.m), _c(k.k), _c(k.a.strides[-2]),
+                        _c(k.a.strides[-1]), rows])
                 bbase = b.mul(bidx, _c(npan * k.k * NR)) if self.b_varies() else _c(0)
                 with for_range(b, 0, npan, name="jp") as jp:
                     bpan = b.gep(bp, [b.add(bbase, b.mul(jp, _c(k.k * NR)))], source_etype=self.T)
@@ -281,7 +255,7 @@ class _Gemm:
                     ncols = _smin(b, _c(NR), b.sub(_c(k.n), j0))
                     with for_range(b, 0, npanels_a, name="ir") as ia:
                         apan = b.gep(ap, [b.mul(ia, _c(k.k * MR))], source_etype=self.T)
-                        self.micro(b, apan, bpan, tile)
+                        b.call(micro, [apan, bpan, tile, _c(k.k)])
                         r0 = b.add(i0, b.mul(ia, _c(MR)))
                         nrows = _smin(b, _c(MR), b.sub(_c(k.m), r0))
                         with for_range(b, 0, nrows, name="er") as r:
@@ -291,43 +265,31 @@ class _Gemm:
                                 self.epilogue(b, tab, out_ptrs, bvars, b.add(r0, r), b.add(j0, c), acc)
             b.call(declare(b.module, "free", VOID, [PTR]), [ap])
 
-    def micro(self, b, apan, bpan, tile):
-        """tile[MR x NR] = sum_p apan[p, :MR] (outer) bpan[p, :NR], accumulators in registers."""
-        W, NR, kk = self.W, self.NR, self.k.k
-        vt = ir.VectorType(self.T, W)
-        nv = NR // W
-        zero = ir.Constant(vt, [convert.constant(0, self.dt)] * W)
-        pre = b.block
-        loop = b.append_basic_block("mk.loop")
-        done = b.append_basic_block("mk.done")
-        b.branch(loop)
-        b.position_at_end(loop)
-        p = b.phi(I64, "p")
-        p.add_incoming(_c(0), pre)
-        accs = [[b.phi(vt) for _ in range(nv)] for _ in range(MR)]
-        for row in accs:
-            for a in row:
-                a.add_incoming(zero, pre)
-        esize = self.bits // 8  # element alignment only: never assume more of a pointer
-        bv = [b.load(b.gep(bpan, [b.add(b.mul(p, _c(NR)), _c(c * W))], source_etype=self.T), typ=vt,
-                     align=esize) for c in range(nv)]
-        mask = ir.Constant(ir.VectorType(ir.IntType(32), W), [0] * W)
-        new = []
-        for r in range(MR):
-            a = b.load(b.gep(apan, [b.add(b.mul(p, _c(MR)), _c(r))], source_etype=self.T), typ=self.T)
-            splat = b.shuffle_vector(b.insert_element(ir.Constant(vt, ir.Undefined), a, _c(0)),
-                                     ir.Constant(vt, ir.Undefined), mask)
-            new.append([_madd(b, splat, bv[c], accs[r][c], self.dt.is_float) for c in range(nv)])
-        p2 = b.add(p, _c(1))
-        p.add_incoming(p2, loop)
-        for r in range(MR):
-            for c in range(nv):
-                accs[r][c].add_incoming(new[r][c], loop)
-        b.cbranch(b.icmp_signed("<", p2, _c(kk)), loop, done)
-        b.position_at_end(done)
-        for r in range(MR):
-            for c in range(nv):
-                b.store(new[r][c], b.gep(tile, [_c(r * NR + c * W)], source_etype=self.T), align=esize)
+
+def _packb_params(b, g: _Gemm, bptr, bp, table_name: str):
+    """A stack :data:`gemm_shared.PACKB_PARAMS` for kernel ``g`` (B batch offsets in a constant table)."""
+    k = g.k
+    nb = len(k.batch)
+    if g.b_varies():
+        offs = []
+        for flat in range(g.nbatch):
+            idx, off = flat, k.b.offset
+            for d in reversed(range(nb)):
+                off += (idx % k.batch[d]) * k.b.strides[d]
+                idx //= k.batch[d]
+            offs.append(off)
+    else:
+        offs = [k.b.offset]
+    table = ir.GlobalVariable(b.module, ir.ArrayType(I64, len(offs)), name=table_name)
+    table.linkage = "internal"
+    table.global_constant = True
+    table.initializer = ir.Constant(ir.ArrayType(I64, len(offs)), offs)
+    params = entry_alloca(b, gemm_shared.PACKB_PARAMS, "pbp")
+    vals = [bptr, bp, table, _c(k.n), _c(k.k), _c(k.b.strides[-2]), _c(k.b.strides[-1]), _c(-(-k.n // g.NR))]
+    zero = ir.Constant(I32, 0)
+    for i, v in enumerate(vals):
+        b.store(v, b.gep(params, [zero, ir.Constant(I32, i)], source_etype=gemm_shared.PACKB_PARAMS))
+    return params
 
 
 def emit_matmul_kernel(module: ir.Module, name: str, k: MatmulKernel, noalias: bool, threads: int) -> ir.Function:
@@ -370,8 +332,9 @@ def emit_matmul_kernel(module: ir.Module, name: str, k: MatmulKernel, noalias: b
     alloc = declare(module, "aligned_alloc", PTR, [I64, I64])
     bp = b.call(alloc, [_c(64), _c(-(-bp_bytes // 64) * 64)])
     with b.if_then(b.icmp_unsigned("!=", bp, ir.Constant(PTR, None))):
-        pack = make_body(module, f"{name}.packb", nin + 1, False, g.pack_b)
-        parallel_for(b, pack, list(fn.args[:nin]) + [bp], nb_b * npan, th)
+        params = _packb_params(b, g, fn.args[k.b.buf], bp, f"{name}.boff")
+        pack = gemm_shared.packb(module, g.dt, k.inputs[k.b.buf].type.dtype, g.NR)
+        parallel_for(b, pack, [params], nb_b * npan, th)
         comp = make_body(module, f"{name}.gemm", nio + 1, noalias, g.compute)
         parallel_for(b, comp, list(fn.args) + [bp], g.nbatch * (-(-k.m // g.MC)), th)
         b.call(declare(module, "free", VOID, [PTR]), [bp])

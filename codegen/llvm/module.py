@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from minicomp.codegen.llvm import jit
-from minicomp.codegen.llvm.entry import build_module
+from minicomp.codegen.llvm.entry import build_module, kernel_symbol
 from minicomp.ir.kernel import Program
 
 
@@ -24,12 +25,14 @@ class LLVMModule:
     Keep this object alive while calling ``entry_address``. ``llvm_ir`` is the
     optimized IR; when built from cached ``object_code`` the optimized IR and
     assembly are produced lazily from the unoptimized IR on first request.
+    ``unopt_ir`` may be a function returning that text: it is then called on
+    the first request of any source, not at load time.
     """
 
-    def __init__(self, name: str, unopt_ir: str, symbols: list[str], object_code: bytes,
+    def __init__(self, name: str, unopt_ir: str | Callable[[], str], symbols: list[str], object_code: bytes,
                  opt_ir: str | None, opt_level: int) -> None:
         self.name = name
-        self._unopt = unopt_ir
+        self._unopt_src = unopt_ir
         self._opt = opt_ir
         self._asm: str | None = None
         self._opt_level = opt_level
@@ -37,6 +40,12 @@ class LLVMModule:
         self.object_code = object_code
         self._loaded = jit.Loaded(object_code)
         self.entry_address: int = self._loaded.address(name)
+
+    @property
+    def _unopt(self) -> str:
+        if not isinstance(self._unopt_src, str):
+            self._unopt_src = self._unopt_src()
+        return self._unopt_src
 
     def _optimized(self):
         mod = jit.parse(self._unopt)
@@ -86,12 +95,13 @@ def compile_program(program: Program, *, name: str = "main", opt_level: int = 3,
     """JIT-compile ``program`` for the host CPU.
 
     With ``object_code`` (from :func:`emit_object` or ``LLVMModule.object_code`` of the
-    same program, name, threads and host), LLVM optimization and code generation are
-    skipped; only the (cheap) IR construction runs, for the sources.
+    same program, name, threads and host), nothing is built: the object code is
+    loaded, and the IR is constructed only when a source is first requested.
     """
     if object_code is not None:
-        module, symbols = build_module(program, name, threads)
-        return LLVMModule(name, str(module), symbols, object_code, None, opt_level)
+        symbols = [kernel_symbol(name, i, k) for i, k in enumerate(program.kernels)]
+        return LLVMModule(name, lambda: str(build_module(program, name, threads)[0]), symbols, object_code,
+                          None, opt_level)
     unopt, symbols, mod = _build(program, name, opt_level, threads)
     return LLVMModule(name, unopt, symbols, jit.emit_object(mod), str(mod), opt_level)
 
