@@ -16,26 +16,43 @@ def _label(node: Node) -> str:
     return f"{node.op}\\n{_esc(types)}"
 
 
+_HEADER = ['  rankdir=TB;',
+           '  node [shape=box, style="rounded,filled", fillcolor=white, fontname="Helvetica", fontsize=10];',
+           '  edge [fontname="Helvetica", fontsize=8, color="#555555"];']
+
+
 def to_dot(graph: Graph, title: str | None = None) -> str:
     """Render ``graph`` as DOT text.
 
     Each ``fused`` node is drawn as a cluster holding its body's ops, labelled with
     the kernel's kind; inputs are ellipses, constants grey, views dashed.
     """
-    lines = [f'digraph "{_esc(title or graph.name)}" {{', "  rankdir=TB;",
-             '  node [shape=box, style="rounded,filled", fillcolor=white, fontname="Helvetica", fontsize=10];',
-             '  edge [fontname="Helvetica", fontsize=8, color="#555555"];']
+    return "\n".join([f'digraph "{_esc(title or graph.name)}" {{', *_HEADER, *_body(graph, ""), "}"]) + "\n"
+
+
+def to_dot_compare(before: Graph, after: Graph, title: str | None = None) -> str:
+    """One picture with ``before`` (e.g. the traced graph) and ``after`` (the fused one) side by side."""
+    lines = [f'digraph "{_esc(title or after.name)}" {{', *_HEADER]
+    for prefix, label, g in (("b_", "before fusion", before), ("a_", "after fusion", after)):
+        lines += [f"  subgraph cluster_{prefix}top {{", f'    label="{label}"; style=dashed; color="#aaaaaa";',
+                  *("  " + ln for ln in _body(g, prefix)), "  }"]
+    return "\n".join(lines + ["}"]) + "\n"
+
+
+def _body(graph: Graph, p: str) -> list[str]:
+    """The DOT statements of one graph, every id prefixed with ``p``."""
+    lines: list[str] = []
     ids: dict[int, str] = {}
     for i, v in enumerate(graph.inputs):
-        ids[id(v)] = f"in{i}"
-        lines.append(f'  in{i} [shape=ellipse, fillcolor="#cfe8ff", label="%{_esc(v.name)}\\n{v.type}"];')
+        ids[id(v)] = f"{p}in{i}"
+        lines.append(f'  {p}in{i} [shape=ellipse, fillcolor="#cfe8ff", label="%{_esc(v.name)}\\n{v.type}"];')
     kernel_no = 0
     for n_idx, node in enumerate(graph.nodes):
-        nid = f"n{n_idx}"
+        nid = f"{p}n{n_idx}"
         if node.op == "fused":
             body: Graph = node.attrs["body"]
             color = _PALETTE[kernel_no % len(_PALETTE)]
-            lines.append(f"  subgraph cluster_{n_idx} {{")
+            lines.append(f"  subgraph cluster_{p}{n_idx} {{")
             lines.append(f'    label="kernel {kernel_no}: {_esc(str(node.attrs.get("kind", "")))}"; '
                          f'style="filled,rounded"; fillcolor="{color}"; color="#888888";')
             inner: dict[int, str] = {id(v): ids.get(id(node.operands[i]), "") for i, v in enumerate(body.inputs)}
@@ -66,8 +83,7 @@ def to_dot(graph: Graph, title: str | None = None) -> str:
         for r in node.results:
             ids[id(r)] = nid
     for i, v in enumerate(graph.outputs):
-        lines.append(f'  out{i} [shape=ellipse, fillcolor="#d5f5d5", label="output {i}\\n{v.type}"];')
+        lines.append(f'  {p}out{i} [shape=ellipse, fillcolor="#d5f5d5", label="output {i}\\n{v.type}"];')
         if id(v) in ids:
-            lines.append(f"  {ids[id(v)]} -> out{i};")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+            lines.append(f"  {ids[id(v)]} -> {p}out{i};")
+    return lines

@@ -187,6 +187,9 @@ def run_bench(cases: list[str] | None = None, json_path: str | None = None, plot
               repeat: int | None = None, progress: Callable[[str], None] = print) -> int:
     """Run the benchmark, print the table, write JSON and the PNG plot. Returns an exit status."""
     from minicomp.cli import UserError
+    # Inductor's compile time is measured cold: its on-disk caches would otherwise serve
+    # graphs compiled by earlier runs. (Set before torch._inductor reads its config.)
+    os.environ.setdefault("TORCHINDUCTOR_FORCE_DISABLE_CACHES", "1")
     all_cases = _cases()
     known = {c.name for c in all_cases}
     if cases:

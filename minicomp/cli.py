@@ -105,12 +105,13 @@ def cmd_opt(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     import minicomp
-    from minicomp.ir.dot import to_dot
+    from minicomp.ir.dot import to_dot_compare
     module = load_model_file(args.file)
+    model, inputs = module.model(), tuple(module.example_inputs())
     _progress(f"compiling {args.file}")
-    cm = minicomp.compile(module.model(), tuple(module.example_inputs()), target="cpu")
+    cm = minicomp.compile(model, inputs, target="cpu")
     print(cm.explain())
-    dot = to_dot(cm.graph, title=Path(args.file).stem)
+    dot = to_dot_compare(minicomp.trace(model, inputs), cm.graph, title=Path(args.file).stem)
     if args.dot:
         Path(args.dot).write_text(dot)
         print(f"wrote {args.dot}")
