@@ -422,3 +422,56 @@ def test_pool(op, kernel, stride, padding, dilation, cip, divisor, dtype):
     else:
         ref = F.avg_pool2d(xin, kernel, stride, padding, count_include_pad=cip, divisor_override=divisor or None)
     torch.testing.assert_close(y, ref.to(y.dtype), equal_nan=True)
+
+
+def _softmax_kernel(shape, out_index, out_dtype=DType.f32):
+    rows, cols = shape
+    x = Load(0, flat(shape), DType.f32)
+    m = Ref(0, DType.f32)
+    value = E.div(E.exp(E.sub(x, m)), Ref(1, DType.f32))
+    if out_dtype is not DType.f32:
+        value = E.cast(value, out_dtype)
+    stages = (Reduce("max", x, DType.f32), Reduce("sum", E.exp(E.sub(x, m)), DType.f32),
+              Store(0, out_index, value, inner=True))
+    out_shape = (rows * cols,)
+    return LoopKernel("softmax", "reduction", (Buffer("x", tt(DType.f32, shape)),),
+                      (Buffer("y", tt(out_dtype, out_shape)),), (rows,), (cols,), stages)
+
+
+def test_softmax_exp_is_computed_once_and_reused_exactly():
+    """The sum stage leaves exp(x - max) in the output; the store reloads it (same bits, NaN/inf kept)."""
+    from minicomp.codegen.llvm.loops import _spills
+    rows, cols = 64, 37
+    x = torch.randn(rows, cols) * 5
+    x[1, 3] = math.nan
+    x[2, 0] = math.inf
+    x[3, :] = -math.inf
+    x[4, 5] = -math.inf
+    x[5, :] = 0.0
+    cases = {"rowmajor": (flat((rows, cols)), lambda y: y.reshape(rows, cols)),
+             "reversed": (E.add(E.mul(Var(0), cols), E.sub(cols - 1, Var(1))),
+                          lambda y: y.reshape(rows, cols).flip(-1)),
+             "transposed": (E.add(E.mul(Var(1), rows), Var(0)), lambda y: y.reshape(cols, rows).t())}
+    want = torch.softmax(x, -1)
+    for name, (index, view) in cases.items():
+        k = _softmax_kernel((rows, cols), index)
+        assert _spills(k) == {1: 2}, name
+        for threads in (1, 2):
+            (y,) = run_kernel(k, [x], threads=threads)
+            torch.testing.assert_close(view(y), want, equal_nan=True, msg=name)
+
+
+def test_softmax_exp_not_spilled_when_unsafe():
+    from minicomp.codegen.llvm.loops import _spills
+    rows, cols = 8, 5
+    x = torch.randn(rows, cols)
+    # every inner point of a row writes the same element: temporaries would be overwritten
+    many_to_one = _softmax_kernel((rows, cols), Var(0))
+    assert _spills(many_to_one) == {}
+    (y,) = run_kernel(many_to_one, [x])
+    torch.testing.assert_close(y[:rows], torch.softmax(x, -1)[:, -1])
+    # a narrower output dtype cannot hold the f32 value exactly
+    half = _softmax_kernel((rows, cols), flat((rows, cols)), DType.f16)
+    assert _spills(half) == {}
+    (y,) = run_kernel(half, [x])
+    torch.testing.assert_close(y.reshape(rows, cols), torch.softmax(x, -1).half())

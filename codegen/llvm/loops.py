@@ -6,6 +6,14 @@ the range a body runs over, so large kernels split it across threads.
 Accumulators live in entry-block allocas (promoted to registers by LLVM); the
 floating ``sum`` add carries the ``reassoc`` flag so LLVM vectorizes it with
 partial sums.
+
+When a reduction's per-point value is costly (it calls a transcendental) and a later
+row store recomputes exactly that value into a float output of the same dtype, the
+reduction also stores the value there and the row store loads it back instead
+(softmax computes ``exp(x - max)`` once). This needs distinct buffers (``noalias``)
+and a store index that is affine and one-to-one over the whole loop space, so the
+temporaries are never read by another point or another thread; the reloaded value
+is bit-identical to the recomputed one.
 """
 from __future__ import annotations
 
@@ -19,11 +27,108 @@ from minicomp.codegen.llvm.control import entry_alloca, for_range
 from minicomp.codegen.llvm.intrinsics import call
 from minicomp.codegen.llvm.kernelfn import buffer_table, define_kernel, emit_store
 from minicomp.codegen.llvm.scalar import ExprEmitter
-from minicomp.codegen.llvm.types import I64, register_type
+from minicomp.codegen.llvm.types import I64, register_type, storage_type
 from minicomp.ir.dtypes import DType
-from minicomp.ir.kernel import LoopKernel, Reduce, Store
+from minicomp.ir.kernel import Cast, Const, Expr, Load, LoopKernel, Op, Reduce, Store, Var
 
 _REDUCE_OPS = ("sum", "prod", "max", "min", "argmax", "argmin")
+_COSTLY = frozenset({"exp", "log", "sin", "cos", "tanh", "erf", "pow"})
+
+
+def _nodes(e: Expr):
+    """``e`` and all its subexpressions (index expressions of loads included)."""
+    yield e
+    if isinstance(e, Op):
+        for a in e.args:
+            yield from _nodes(a)
+    elif isinstance(e, Cast):
+        yield from _nodes(e.arg)
+    elif isinstance(e, Load):
+        yield from _nodes(e.index)
+
+
+def _same(a: Expr, c: Expr) -> bool:
+    """Structural equality that tells -0.0 from 0.0 and 1 from 1.0 (dataclass == does not)."""
+    if type(a) is not type(c):
+        return False
+    if isinstance(a, Const):
+        return a.dtype is c.dtype and type(a.value) is type(c.value) and repr(a.value) == repr(c.value)
+    if isinstance(a, Op):
+        return (a.op == c.op and a.dtype is c.dtype and len(a.args) == len(c.args)
+                and all(_same(x, y) for x, y in zip(a.args, c.args)))
+    if isinstance(a, Cast):
+        return a.dtype is c.dtype and _same(a.arg, c.arg)
+    if isinstance(a, Load):
+        return a.buf == c.buf and a.dtype is c.dtype and _same(a.index, c.index)
+    return a == c
+
+
+def _affine(e: Expr) -> tuple[int, dict[int, int]] | None:
+    """``e`` as ``c0 + sum(c[d] * Var(d))`` over i64 values, or None when it is not that form."""
+    if isinstance(e, Var):
+        return (0, {e.dim: 1}) if e.dtype is DType.i64 else None
+    if isinstance(e, Const):
+        return (e.value, {}) if e.dtype is DType.i64 and type(e.value) is int else None
+    if not (isinstance(e, Op) and e.dtype is DType.i64 and e.op in ("add", "sub", "mul")):
+        return None
+    parts = [_affine(a) for a in e.args]
+    if any(p is None for p in parts):
+        return None
+    (c0, t0), (c1, t1) = parts
+    if e.op == "mul":
+        if t0 and t1:
+            return None
+        k, (c, t) = (c1, (c0, t0)) if not t1 else (c0, (c1, t1))
+        return c * k, {d: v * k for d, v in t.items()}
+    sign = 1 if e.op == "add" else -1
+    terms = dict(t0)
+    for d, v in t1.items():
+        terms[d] = terms.get(d, 0) + sign * v
+    return c0 + sign * c1, terms
+
+
+def _one_to_one(index: Expr, extents: tuple[int, ...]) -> bool:
+    """True when ``index`` takes a different value at every point of the loop space (sufficient test)."""
+    aff = _affine(index)
+    if aff is None:
+        return False
+    terms = []
+    for d, n in enumerate(extents):
+        c = abs(aff[1].get(d, 0))
+        if n > 1:
+            if c == 0:
+                return False
+            terms.append((c, n))
+    reach = 0
+    for c, n in sorted(terms):
+        if c <= reach:
+            return False
+        reach += c * (n - 1)
+    return True
+
+
+def _spills(k: LoopKernel) -> dict[int, int]:
+    """Reduce stage -> row Store stage whose output can hold the reduction's per-point values."""
+    found: dict[int, int] = {}
+    if prod(k.inner) == 0:
+        return found
+    extents = tuple(k.outer) + tuple(k.inner)
+    for j, st in enumerate(k.stages):
+        if not (isinstance(st, Store) and st.inner):
+            continue
+        buf = k.outputs[st.buf].type
+        if (buf.dtype not in (DType.f32, DType.f64) or buf.numel == 0
+                or sum(isinstance(o, Store) and o.buf == st.buf for o in k.stages) != 1
+                or not _one_to_one(st.index, extents)):
+            continue
+        for s, red in enumerate(k.stages[:j]):
+            if (isinstance(red, Reduce) and red.op in ("sum", "prod", "max", "min") and s not in found
+                    and red.value.dtype is buf.dtype
+                    and any(isinstance(n, Op) and n.op in _COSTLY for n in _nodes(red.value))
+                    and any(_same(n, red.value) for n in _nodes(st.value))):
+                found[s] = j
+                break
+    return found
 
 
 def _init(op: str, dtype: DType) -> ir.Constant:
@@ -68,8 +173,10 @@ def _better(b: ir.IRBuilder, op: str, dtype: DType, v: ir.Value, best: ir.Value)
 
 
 class _LoopEmitter:
-    def __init__(self, k: LoopKernel) -> None:
+    def __init__(self, k: LoopKernel, noalias: bool = False) -> None:
         self.k = k
+        self.spills = _spills(k) if noalias else {}
+        self.spilled = {j: k.stages[s].value for s, j in self.spills.items()}
         self.split = next((d for d, n in enumerate(k.outer) if n >= 2), 0)
         for st in k.stages:
             if isinstance(st, Reduce) and st.op not in _REDUCE_OPS:
@@ -114,14 +221,28 @@ class _LoopEmitter:
                 em = ExprEmitter(b, self.inputs, outer_vars + zeros, refs)
                 emit_store(em, self.out_ptrs, k.outputs, st)
             elif isinstance(st, Store):
-                def store_at(vs, flat, st=st):
-                    emit_store(ExprEmitter(b, self.inputs, vs, refs), self.out_ptrs, k.outputs, st)
+                def store_at(vs, flat, st=st, j=s):
+                    em = ExprEmitter(b, self.inputs, vs, refs)
+                    if j in self.spilled:
+                        self._reload(em, st, self.spilled[j])
+                    emit_store(em, self.out_ptrs, k.outputs, st)
                 if prod(k.inner) > 0:
                     self._inner(b, outer_vars, store_at)
             else:
-                refs[s] = self._reduce(b, outer_vars, st, refs)
+                refs[s] = self._reduce(b, outer_vars, st, refs, s)
 
-    def _reduce(self, b, outer_vars, st: Reduce, refs) -> ir.Value:
+    def _reload(self, em: ExprEmitter, st: Store, value: Expr) -> None:
+        """Bind every copy of ``value`` in ``st`` to what its reduction left in ``st``'s output."""
+        b, buf = em.b, self.k.outputs[st.buf].type
+        idx = em.index(st.index, buf.numel)
+        raw = b.load(b.gep(self.out_ptrs[st.buf], [idx], inbounds=True, source_etype=storage_type(buf.dtype)),
+                     typ=storage_type(buf.dtype))
+        v = convert.from_storage(b, raw, buf.dtype)
+        for n in _nodes(st.value):
+            if _same(n, value):
+                em.bind(n, v)
+
+    def _reduce(self, b, outer_vars, st: Reduce, refs, stage: int) -> ir.Value:
         arg = st.op in ("argmax", "argmin")
         vdt = st.value.dtype if arg else st.dtype
         acc = entry_alloca(b, register_type(vdt), name="acc")
@@ -130,8 +251,13 @@ class _LoopEmitter:
         if arg:
             b.store(ir.Constant(I64, 0), idx)
 
+        spill = self.k.stages[self.spills[stage]] if stage in self.spills else None
+
         def step(vs, flat):
-            v = ExprEmitter(b, self.inputs, vs, refs).emit_as(st.value, vdt)
+            em = ExprEmitter(b, self.inputs, vs, refs)
+            v = em.emit_as(st.value, vdt)
+            if spill is not None:
+                emit_store(em, self.out_ptrs, self.k.outputs, Store(spill.buf, spill.index, st.value, True))
             cur = b.load(acc, typ=register_type(vdt))
             if arg:
                 better = _better(b, st.op, vdt, v, cur)
@@ -149,7 +275,7 @@ class _LoopEmitter:
 
 def emit_loop_kernel(module: ir.Module, name: str, k: LoopKernel, noalias: bool, threads: int) -> ir.Function:
     """Define the kernel function for ``k`` in ``module``."""
-    emitter = _LoopEmitter(k)
+    emitter = _LoopEmitter(k, noalias)
     total = k.outer[emitter.split] if k.outer else 1
     work = prod(k.outer) * max(1, prod(k.inner))
     if prod(k.outer) == 0:

@@ -249,6 +249,10 @@ class ExprEmitter:
         self._memo[id(e)] = (e, v)
         return v
 
+    def bind(self, e: Expr, value: ir.Value) -> None:
+        """Use ``value`` (register type of ``e.dtype``) wherever the node ``e`` is emitted."""
+        self._memo[id(e)] = (e, value)
+
     def emit_as(self, e: Expr, dtype: DType) -> ir.Value:
         """``e`` converted to ``dtype`` (torch cast semantics)."""
         return convert.cast(self.b, self.emit(e), e.dtype, dtype)
