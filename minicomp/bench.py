@@ -108,23 +108,23 @@ def measure_machine() -> dict:
             "sgemm_gflops": round(2 * 2048 ** 3 / tg / 1e9, 1)}
 
 
-def run_case(case: Case, progress: Callable[[str], None]) -> dict:
+def run_case(case: Case, progress: Callable[[str], None], repeat: int | None = None) -> dict:
     import torch
 
     import minicomp
     from minicomp.timing import median_time
     fn, inputs, nbytes, flops = case.build()
-    budget = 1.0
+    runs = {} if repeat is None else {"min_runs": repeat, "max_runs": repeat}
     with torch.no_grad():
         progress(f"{case.name}: eager")
-        eager = median_time(lambda: fn(*inputs), budget_s=budget)
+        eager = median_time(lambda: fn(*inputs), budget_s=1.0, **runs)
         progress(f"{case.name}: inductor (cold compile)")
         torch._dynamo.reset()
         compiled = torch.compile(fn)
         t0 = time.perf_counter()
         compiled(*inputs)
         inductor_compile = time.perf_counter() - t0
-        inductor = median_time(lambda: compiled(*inputs), budget_s=budget)
+        inductor = median_time(lambda: compiled(*inputs), budget_s=1.0, **runs)
         progress(f"{case.name}: minicomp (cold compile)")
         t0 = time.perf_counter()
         cm = minicomp.compile(fn, inputs, target="cpu", cache=False)
@@ -136,7 +136,7 @@ def run_case(case: Case, progress: Callable[[str], None]) -> dict:
         # Long float32 reductions (GEMM, conv) legitimately differ from eager in the last
         # bits; the benchmark reports the difference instead of asserting (the tests assert).
         max_err = (cm(*inputs).double() - fn(*inputs).double()).abs().max().item()
-        mc = median_time(lambda: cm(*inputs), budget_s=budget)
+        mc = median_time(lambda: cm(*inputs), budget_s=1.0, **runs)
     row = {"name": case.name, "eager_ms": eager * 1e3, "inductor_ms": inductor * 1e3, "minicomp_ms": mc * 1e3,
            "compile_s": {"minicomp": mc_compile, "minicomp_cached": mc_cached, "inductor": inductor_compile},
            "kernels": len(cm.kernels), "max_abs_diff_vs_eager": max_err}
@@ -199,7 +199,7 @@ def run_bench(cases: list[str] | None = None, json_path: str | None = None, plot
         all_cases = [c for c in all_cases if c.name in cases]
     progress("measuring the machine (copy bandwidth, sgemm)")
     machine = measure_machine()
-    rows = [run_case(c, progress) for c in all_cases]
+    rows = [run_case(c, progress, repeat) for c in all_cases]
     print(f"machine: {machine['cpu']}, {machine['threads']} threads, copy {machine['copy_gbps']} GB/s, "
           f"sgemm {machine['sgemm_gflops']} GFLOP/s")
     print(format_table(rows))

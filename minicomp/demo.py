@@ -6,15 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 EXAMPLES = ("mlp", "lenet", "transformer_block")
-_VIEW_OPS = {"reshape", "permute", "expand", "slice", "split", "constant"}
 
 
 def _examples_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "examples"
-
-
-def _count_compute_nodes(graph) -> int:
-    return sum(1 for n in graph.nodes if n.op not in _VIEW_OPS)
 
 
 def _latency_us(cm, args) -> float:
@@ -38,6 +33,7 @@ def run_demo(targets: list[str] | None = None, progress: Callable[[str], None] =
 
     import minicomp
     from minicomp.cli import load_model_file
+    from minicomp.passes.manager import kernel_count
     from minicomp.timing import median_time
 
     targets = targets or ["cpu"]
@@ -51,7 +47,7 @@ def run_demo(targets: list[str] | None = None, progress: Callable[[str], None] =
         with torch.no_grad():
             expected = model(*inputs)
             eager_us = median_time(lambda: model(*inputs)) * 1e6
-        before = _count_compute_nodes(minicomp.trace(model, inputs))
+        before = kernel_count(minicomp.trace(model, inputs))  # one op = one kernel before fusion
         for target in targets:
             progress(f"compiling {name} for {target}")
             cm = minicomp.compile(model, inputs, target=target)

@@ -205,7 +205,7 @@ class CompiledModel:
     def aot_compile(self, arch: int = 90) -> list:
         """Compile every Triton kernel ahead of time for ``sm_{arch}`` (no GPU needed).
 
-        Returns one :class:`minicomp.triton_runtime.AotKernel` (``name``, ``ok``,
+        Returns one :class:`minicomp.codegen.triton.aot.AotResult` (``name``, ``ok``,
         ``error``, PTX/cubin sizes) per kernel; a failing kernel never hides the others.
         """
         e = self._current()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -94,18 +93,7 @@ class TritonProgram:
         return list(self._run(*ins, *outs, *self.constants))
 
 
-@dataclass(frozen=True)
-class AotKernel:
-    """Ahead-of-time compilation of one kernel: ``ok`` with PTX/cubin sizes, or ``error``."""
-
-    name: str
-    ok: bool
-    error: str = ""
-    ptx_bytes: int = 0
-    cubin_bytes: int = 0
-
-
-def aot_compile(module, arch: int = 90) -> list[AotKernel]:
+def aot_compile(module, arch: int = 90) -> list:
     """Compile every kernel of ``module`` for ``sm_{arch}`` (no GPU needed); one result per kernel.
 
     In a process that runs Triton's interpreter (``TRITON_INTERPRET`` set now or when
@@ -113,5 +101,4 @@ def aot_compile(module, arch: int = 90) -> list[AotKernel]:
     without the flag, so this process never switches modes.
     """
     from minicomp.codegen.triton import aot
-    results = aot.aot_compile(module, arch)
-    return [AotKernel(r.kernel, r.ok, r.error, r.ptx_bytes, r.cubin_bytes) for r in results]
+    return aot.aot_compile(module, arch)  # AotResult: .name, .ok, .error, PTX/cubin sizes

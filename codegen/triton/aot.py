@@ -27,6 +27,11 @@ class AotResult:
     cubin_bytes: int = 0
     ptx: str = field(default="", repr=False)
 
+    @property
+    def name(self) -> str:
+        """The kernel's name (same as ``kernel``)."""
+        return self.kernel
+
 
 def kernel_signature(k) -> tuple[dict[str, str], dict[str, int]]:
     """(signature, constexprs) of one KernelSource in the form ``ASTSource`` takes."""
