@@ -27,31 +27,9 @@ def load_example(name: str):
 
 
 def minicomp_triton(fn, inputs, autotune: bool):
-    """Trace, run the GPU pipeline, lower and generate Triton; returns a callable on cuda tensors."""
-    from minicomp.codegen.triton import generate
-    from minicomp.frontend import trace
-    from minicomp.guards import TORCH_DTYPE
-    from minicomp.ir.lowering import lower_graph
-    from minicomp.passes.manager import PassContext, PassManager, default_pipeline
-    from minicomp.runtime import constant_tensor
-
-    graph = trace(fn, tuple(t.cpu() for t in inputs))
-    graph = PassManager(default_pipeline("gpu", {})).run(graph, PassContext(options={"target": "gpu"}))
-    program = lower_graph(graph)
-    run = generate(program, autotune=autotune).load()
-    consts = [constant_tensor(program.constants[s.index], s.type.dtype).cuda()
-              for s in sorted((s for s in program.slots if s.kind == "const"), key=lambda s: s.index)]
-    out_slots = {s.index: s for s in program.slots if s.kind == "output"}
-
-    def call(*args):
-        outs = [torch.empty(out_slots[i].type.shape, dtype=TORCH_DTYPE[out_slots[i].type.dtype], device="cuda")
-                if i in out_slots else torch.empty(0, device="cuda") for i in range(program.num_outputs)]
-        run(*args, *outs, *consts)
-        for j, slot in program.aliases:
-            s = program.slots[slot]
-            outs[j] = (args[s.index] if s.kind == "input" else consts[s.index]).clone()
-        return outs[0] if len(outs) == 1 else tuple(outs)
-    return call
+    """``minicomp.compile(fn, inputs, target="triton")``: the public path, traced on the GPU."""
+    import minicomp
+    return minicomp.compile(fn, inputs, target="triton", autotune=autotune)
 
 
 def bench(fn, inputs, reps: int) -> float:

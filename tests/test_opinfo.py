@@ -46,7 +46,7 @@ SWEEP: dict[str, tuple[torch.dtype, ...]] = {
     **{k: INT_EXTRA + (BOOL,) for k in ("add", "mul", "maximum", "minimum", "eq", "ne", "lt", "le", "gt", "ge",
                                         "logical_and", "logical_or", "logical_xor", "where", "masked_fill")},
     **{k: INT_EXTRA for k in ("sub", "rsub", "div.no_rounding_mode", "div.trunc_rounding", "div.floor_rounding",
-                              "true_divide", "pow")},
+                              "true_divide", "pow", "remainder", "fmod")},
     # reductions and normalizations
     **{k: INT_EXTRA for k in ("sum", "amax", "amin", "argmax", "argmin", "cumsum")},
     **{k: FLOAT_EXTRA for k in ("mean", "var", "softmax", "log_softmax", "nn.functional.layer_norm",

@@ -342,6 +342,33 @@ def _div_expr(a: Expr, b: Expr, rounding_mode) -> Expr:
     return E.where(E.eq(b, 0), E.div(a, b), fl)
 
 
+def _remainder_np(a, b):
+    _check_int_zero(a, b)
+    if a.dtype.kind != "f":
+        return np.remainder(a, b)
+    m = np.fmod(a, b)
+    return np.where((m != 0) & ((b < 0) != (m < 0)), m + b, m)
+
+
+def _remainder_expr(a: Expr, b: Expr) -> Expr:
+    m = E.mod(a, b)  # ints: floor semantics already; floats: fmod, then take the divisor's sign
+    if not _is_float(a):
+        return m
+    return E.where(_AND(E.ne(m, 0), E.xor(E.lt(b, 0), E.lt(m, 0))), E.add(m, b), m)
+
+
+def _fmod_np(a, b):
+    _check_int_zero(a, b)
+    return np.fmod(a, b)
+
+
+def _fmod_expr(a: Expr, b: Expr) -> Expr:
+    m = E.mod(a, b)  # floats: fmod already; ints: floor semantics, then take the dividend's sign
+    if _is_float(a):
+        return m
+    return E.where(_AND(E.ne(m, 0), E.xor(E.lt(a, 0), E.lt(m, 0))), E.sub(m, b), m)
+
+
 def _bool_or(numeric, logical):
     return lambda a, b: logical(a, b) if a.dtype is B else numeric(a, b)
 
@@ -354,6 +381,10 @@ _def("maximum", 2, _arith("maximum"), np.maximum, _bool_or(E.max, _OR), doc="NaN
 _def("minimum", 2, _arith("minimum"), np.minimum, _bool_or(E.min, _AND), doc="NaN propagates")
 _def("pow", 2, _arith("pow", bool_ok=False), _pow_np, E.pow,
      doc="int ** int is torch's integer pow (negative exponent: 0 unless the base is +-1)")
+_def("remainder", 2, _arith("remainder", bool_ok=False), _remainder_np, _remainder_expr,
+     doc="Python's modulo: the result takes the divisor's sign; integer division by zero raises")
+_def("fmod", 2, _arith("fmod", bool_ok=False), _fmod_np, _fmod_expr,
+     doc="C's fmod: the result takes the dividend's sign; integer division by zero raises")
 _def("div", 2, _div_rule, _div_np, _div_expr, {"rounding_mode": Attr("any", None)},
      doc="true division (ints give f32) or rounding_mode 'trunc' / 'floor'; integer division by zero raises")
 for _name in ("eq", "ne", "lt", "le", "gt", "ge"):

@@ -193,6 +193,8 @@ for _ops, _ir_op, _opmath in [
     ((aten.sub.Tensor, aten.sub.Scalar), "sub", False),
     ((aten.mul.Tensor, aten.mul.Scalar), "mul", True),
     ((aten.div.Tensor, aten.div.Scalar, aten.div.Tensor_mode, aten.div.Scalar_mode), "div", True),
+    ((aten.remainder.Tensor, aten.remainder.Scalar), "remainder", False),
+    ((aten.fmod.Tensor, aten.fmod.Scalar), "fmod", False),
     ((aten.pow.Tensor_Tensor, aten.pow.Tensor_Scalar, aten.pow.Scalar), "pow", True),
     ((aten.maximum.default,), "maximum", False), ((aten.minimum.default,), "minimum", False),
     ((aten.eq.Tensor, aten.eq.Scalar), "eq", False), ((aten.ne.Tensor, aten.ne.Scalar), "ne", False),

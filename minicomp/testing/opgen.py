@@ -41,7 +41,7 @@ EXACT_OPS = frozenset({
 #: Ops that are exact only on integer/bool operands (float rounding order may differ).
 EXACT_ON_INTS = frozenset({"add", "sub", "mul", "sum", "cumsum"})
 #: Ops whose result jumps on tiny input changes: they take exact operands only.
-DISCONTINUOUS = frozenset({"floor", "eq", "ne", "lt", "le", "gt", "ge", "argmax", "argmin"})
+DISCONTINUOUS = frozenset({"floor", "remainder", "fmod", "eq", "ne", "lt", "le", "gt", "ge", "argmax", "argmin"})
 
 
 class Builder:
@@ -168,12 +168,15 @@ def _cast(b: Builder, op: str):
     return [x], {"dtype": target}
 
 
-_ARITH = {"add", "sub", "mul", "div", "pow", "maximum", "minimum"}
+_ARITH = {"add", "sub", "mul", "div", "pow", "maximum", "minimum", "remainder", "fmod"}
 
 
 def _binary(b: Builder, op: str):
     exact = op in DISCONTINUOUS
-    if op in ("sub", "div", "pow"):
+    if op in ("remainder", "fmod"):
+        # floats only: an integer divisor of 0 raises in PyTorch, and leaves draw zeros freely
+        pred = lambda v: v.type.dtype.is_float  # noqa: E731
+    elif op in ("sub", "div", "pow"):
         pred = _is_num
     elif op.startswith("logical"):
         pred = lambda v: True  # noqa: E731
@@ -479,7 +482,8 @@ GENERATORS: dict[str, Gen] = {
     **{op: _unary("any") for op in ("isnan", "logical_not", "copy")},
     **{op: _attr_unary for op in ("leaky_relu", "hardtanh", "gelu", "clamp")},
     "cast": _cast,
-    **{op: _binary for op in ("add", "sub", "mul", "div", "maximum", "minimum", "pow", "eq", "ne", "lt",
+    **{op: _binary for op in ("add", "sub", "mul", "div", "remainder", "fmod", "maximum", "minimum", "pow",
+                              "eq", "ne", "lt",
                               "le", "gt", "ge", "logical_and", "logical_or", "logical_xor")},
     "where": _where,
     **{op: _reduce for op in ("sum", "mean", "amax", "amin", "var")},

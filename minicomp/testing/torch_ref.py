@@ -85,7 +85,8 @@ _UNARY = ["neg", "abs", "exp", "log", "sqrt", "rsqrt", "sin", "cos", "tanh", "si
           "reciprocal", "floor", "isnan", "logical_not"]
 _BINARY = {"add": "add", "sub": "sub", "mul": "mul", "maximum": "maximum", "minimum": "minimum", "pow": "pow",
            "eq": "eq", "ne": "ne", "lt": "lt", "le": "le", "gt": "gt", "ge": "ge",
-           "logical_and": "logical_and", "logical_or": "logical_or", "logical_xor": "logical_xor"}
+           "logical_and": "logical_and", "logical_or": "logical_or", "logical_xor": "logical_xor",
+           "remainder": "remainder", "fmod": "fmod"}
 
 #: op name -> rule producing a PyTorch expression (a tuple expression for ``split``).
 RULES: dict[str, Rule] = {
