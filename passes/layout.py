@@ -12,10 +12,17 @@ What it does (all exact rewrites):
   composes and identity permutes disappear.
 * A permute feeding a contraction is left as a view: fusion copies it into the
   kernel body, where it becomes the operand's access strides (never a copy).
-* Convolutions and pools: the decision is recorded. This backend keeps NCHW
-  (``TensorType.order`` stays default): its conv/pool templates read any layout
-  through strides, and changing a value's storage order would need a transposing
-  copy of every graph input and output.
+* Convolutions and pools: channels-last (NHWC, ``TensorType.order`` (0, 2, 3, 1))
+  is assigned by option ``channels_last`` (True, False or "auto", the default).
+  It is given to the results of conv/pool ops and propagated through elementwise
+  ops, to every rank-4 value whose users are all convs/pools (as their input) or
+  elementwise ops whose result is channels-last too, and that is not a graph
+  output. Graph inputs, outputs and values read by views keep their layout, so no
+  transposing copy appears: kernels read and write any layout through strides, a
+  conv's epilogue stores its tile in the order assigned. "auto" keeps NCHW on both
+  targets (the reason is recorded): the CPU conv is an implicit GEMM over a padded
+  NCHW copy of its input that vectorizes along output width, measured no faster
+  with NHWC activations (see :data:`CPU_REASON`).
 """
 from __future__ import annotations
 
@@ -153,6 +160,76 @@ def _store_permuted(graph: Graph, node: Node, ctx: PassContext) -> None:
                "the permute+reshape that follows becomes a contiguous view (no copy before its consumer)")
 
 
+#: The NHWC dim order of a rank-4 NCHW tensor.
+CHANNELS_LAST = (0, 2, 3, 1)
+_SPATIAL = ("conv2d", "max_pool2d", "avg_pool2d")
+CPU_REASON = ("the CPU conv reads its input into a padded NCHW copy and vectorizes along output width; "
+              "NHWC activations make that copy and the epilogue stores strided (measured slower: a batch-2 "
+              "conv-pool chain took 1.79 ms NHWC vs 1.60 ms NCHW); option channels_last=True forces NHWC")
+GPU_REASON = "the Triton conv template addresses any layout by strides; NHWC is not tuned for it yet"
+
+
+def _channels_last_values(graph: Graph) -> list:
+    """The values that may be stored channels-last with no transposing copy (see the module doc)."""
+    outputs = {id(v) for v in graph.outputs}
+    cand = {}
+    for n in graph.nodes:
+        if (n.op in _SPATIAL or _elementwise(n)) and len(n.results) == 1:
+            v = n.results[0]
+            if v.type.rank == 4 and id(v) not in outputs and v.type.order is None:
+                cand[id(v)] = v
+    seeded = {id(n.results[0]) for n in graph.nodes if n.op in _SPATIAL and id(n.results[0]) in cand}
+    for n in graph.nodes:  # elementwise values count only when they take a channels-last operand
+        if _elementwise(n) and id(n.results[0]) in cand and any(id(o) in seeded for o in n.operands):
+            seeded.add(id(n.results[0]))
+    cand = {k: v for k, v in cand.items() if k in seeded}
+    changed = True
+    while changed:
+        changed = False
+        for key, v in list(cand.items()):
+            for u in graph.uses(v):
+                ok = (u.op in _SPATIAL and u.operands[0] is v and all(o is not v for o in u.operands[1:])) or \
+                    (_elementwise(u) and id(u.results[0]) in cand)
+                if not ok:
+                    del cand[key]
+                    changed = True
+                    break
+    return list(cand.values())
+
+
+def _assign_channels_last(graph: Graph, ctx: PassContext) -> None:
+    """Assign NHWC by the ``channels_last`` option and record the decision of every conv/pool."""
+    spatial = [n for n in graph.nodes if n.op in _SPATIAL]
+    if not spatial:
+        return
+    mode = ctx.option("channels_last", "auto")
+    if mode not in (True, False, "auto"):
+        raise ValueError(f"option channels_last must be True, False or 'auto', not {mode!r}")
+    if mode is not True:
+        why = "option channels_last=False" if mode is False else \
+            GPU_REASON if ctx.option("target", "cpu") == "gpu" else CPU_REASON
+        for n in spatial:
+            ctx.record("layout", f"kept NCHW for {n.op} %{n.results[0].name}", why)
+        return
+    chosen = _channels_last_values(graph)
+    for v in chosen:
+        v.type = v.type.with_order(CHANNELS_LAST)
+    ids = {id(v) for v in chosen}
+    for n in spatial:
+        v = n.results[0]
+        if id(v) in ids:
+            ctx.record("layout", f"channels-last (NHWC) for {n.op} %{v.name}",
+                       "option channels_last=True; its users read NHWC through strides (no copy)")
+        else:
+            ctx.record("layout", f"kept NCHW for {n.op} %{v.name}",
+                       "a graph output or read by a non-elementwise op / view: NHWC would need a copy")
+    for v in chosen:
+        p = v.producer
+        if p is not None and p.op not in _SPATIAL:
+            ctx.record("layout", f"channels-last propagated through {p.op} %{v.name}",
+                       "elementwise between channels-last producers and consumers")
+
+
 @register_pass("layout")
 @dataclass(frozen=True)
 class Layout(Pass):
@@ -174,7 +251,4 @@ class Layout(Pass):
                     if o.producer is not None and o.producer.op == "permute":
                         ctx.record("layout", f"permute %{o.name} -> {n.op} %{n.results[0].name}",
                                    "transposed operand folded into the matmul's strides (a view, no copy)")
-            elif n.op in ("conv2d", "max_pool2d", "avg_pool2d"):
-                ctx.record("layout", f"kept NCHW for {n.op} %{n.results[0].name}",
-                           "the kernel templates address any layout by strides; channels-last would need "
-                           "transposing copies of graph inputs/outputs and has no measured gain here")
+        _assign_channels_last(graph, ctx)

@@ -101,3 +101,58 @@ def test_merge_heads_result_is_stored_permuted():
     (mm,) = [n for n in out.nodes if n.op == "matmul"]
     assert mm.result.type.order == (1, 0, 2) and mm.result.type.strides == (2, 8, 1)
     assert any("stored in order" in d.subject for d in ctx.decisions)
+
+
+CONV_CHAIN = """
+    graph @g(%x: f32[2,3,6,6], %w: f32[4,3,3,3], %w2: f32[4,4,3,3], %b: f32[4]) {
+      %c = conv2d %x, %w, %b {padding=[1,1]} : f32[2,4,6,6]
+      %r = relu %c : f32[2,4,6,6]
+      %p = max_pool2d %r {kernel=[2,2], stride=[2,2]} : f32[2,4,3,3]
+      %d = conv2d %p, %w2 {padding=[1,1]} : f32[2,4,3,3]
+      %s = add %d, %p : f32[2,4,3,3]
+      %t = relu %s : f32[2,4,3,3]
+      %f = reshape %t {shape=[2,36]} : f32[2,36]
+      return %f, %d
+    }"""
+
+
+def _run_with(text: str, **options):
+    g = parse(textwrap.dedent(text))
+    ctx = PassContext(options=options)
+    out = PassManager([get_pass("layout")]).run(g.copy(), ctx)
+    verify(out)
+    rng = np.random.default_rng(1)
+    xs = [rng.standard_normal(v.type.shape).astype(np.float32) for v in g.inputs]
+    xs[0].reshape(-1)[:3] = [np.nan, -0.0, np.inf]
+    for w, o in zip(interpret(g, *xs), interpret(out, *xs)):
+        np.testing.assert_array_equal(o, w)
+    return out, ctx
+
+
+def test_channels_last_assigned_and_propagated_through_elementwise():
+    out, ctx = _run_with(CONV_CHAIN, channels_last=True)
+    order = {n.results[0].name: n.results[0].type.order for n in out.nodes}
+    # conv -> relu -> pool: NHWC; a graph output (%d), values read by a reshape (%t) or by
+    # an elementwise op whose result is not NHWC (%s reads %p) keep NCHW.
+    assert order["c"] == order["r"] == (0, 2, 3, 1)
+    assert order["p"] is None and order["d"] is None and order["s"] is None and order["t"] is None
+    assert [n.op for n in out.nodes if n.op in ("permute", "copy")] == []
+    subjects = [d.subject for d in ctx.decisions if d.kind == "layout"]
+    assert "channels-last (NHWC) for conv2d %c" in subjects and "kept NCHW for conv2d %d" in subjects
+    assert "kept NCHW for max_pool2d %p" in subjects
+    assert "channels-last propagated through relu %r" in subjects
+
+
+def test_channels_last_default_keeps_nchw_with_a_reason():
+    out, ctx = _run_with(CONV_CHAIN)
+    assert all(n.results[0].type.order is None for n in out.nodes)
+    why = [d.why for d in ctx.decisions if d.subject.startswith("kept NCHW")]
+    assert len(why) == 3 and all("padded NCHW copy" in w for w in why)
+    _, gctx = _run_with(CONV_CHAIN, target="gpu")
+    assert any("Triton" in d.why for d in gctx.decisions if d.subject.startswith("kept NCHW"))
+
+
+def test_channels_last_option_is_checked():
+    import pytest
+    with pytest.raises(ValueError, match="channels_last"):
+        _run_with(CONV_CHAIN, channels_last="yes")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from minicomp.codegen.llvm import convert
+from minicomp.codegen.llvm import conv_gemm, convert
 from minicomp.codegen.llvm.control import entry_alloca, for_range
 from minicomp.codegen.llvm.kernelfn import buffer_table, define_kernel, emit_store
 from minicomp.codegen.llvm.parallel import PARALLEL_MIN_WORK
@@ -47,7 +47,13 @@ def _ow_range(k: ConvKernel, kw: int) -> tuple[int, int]:
 
 
 def emit_conv_kernel(module: ir.Module, name: str, k: ConvKernel, noalias: bool, threads: int) -> ir.Function:
-    """Define the kernel function for convolution ``k`` in ``module``."""
+    """Define the kernel function for convolution ``k`` in ``module``.
+
+    Stride-1 float convolutions use the implicit GEMM of :mod:`.conv_gemm`; the rest
+    (integer, strided, depthwise-like) the direct loop below.
+    """
+    if conv_gemm.applies(k):
+        return conv_gemm.emit(module, name, k, noalias, threads)
     if k.groups <= 0 or k.cin % k.groups or k.cout % k.groups:
         raise ValueError(f"conv kernel {k.name}: channels {k.cin}->{k.cout} not divisible by groups {k.groups}")
     dt = k.acc_dtype
