@@ -40,6 +40,12 @@ GEMV_COLS = 8
 GEMV_MAX_ROWS = 4
 GEMV_PARALLEL_WORK = 1 << 17
 SIMPLE_ROW_LIMIT = 16384
+#: Register tile of the unpacked dot-product path: rows of A x columns of B (rows of B^T).
+DT_ROWS, DT_COLS = 3, 4
+DT_MAX_N, DT_MAX_K = 4096, 2048
+#: Packing B pays off once it serves more rows than this; below DT_MIN_VECS vectors of k
+#: the per-tile horizontal sums cost more than the products (measured on the block's shapes).
+DT_MAX_SHARED_ROWS, DT_MIN_VECS = 96, 8
 
 
 def _c(v: int) -> ir.Constant:
@@ -71,6 +77,27 @@ def _load_acc(b, tab, acc: Access, idx, acc_dt: DType) -> ir.Value:
     raw = b.load(b.gep(ptr, [_offset(b, acc, idx)], inbounds=True, source_etype=storage_type(dt)),
                  typ=storage_type(dt))
     return convert.cast(b, convert.from_storage(b, raw, dt), dt, acc_dt)
+
+
+def _fold(b, x, y):
+    """``[x0+x1, x2+x3, ..., y0+y1, ...]``: adjacent pairs of ``x`` then of ``y`` summed (same width)."""
+    n = x.type.count
+    ev = ir.Constant(ir.VectorType(I32, n), list(range(0, 2 * n, 2)))
+    od = ir.Constant(ir.VectorType(I32, n), list(range(1, 2 * n, 2)))
+    return b.fadd(b.shuffle_vector(x, y, ev), b.shuffle_vector(x, y, od), flags=("reassoc",))
+
+
+def _column_sums(b, vecs: list[ir.Value]) -> ir.Value:
+    """``<len(vecs) x T>`` of the horizontal sums of ``vecs`` (W lanes each, W >= len(vecs), powers of 2)."""
+    while len(vecs) > 1:
+        vecs = [_fold(b, vecs[i], vecs[i + 1]) for i in range(0, len(vecs), 2)]
+    v, want = vecs[0], DT_COLS
+    while v.type.count > want:  # each column's partial sums are adjacent: halve the width
+        half = v.type.count // 2
+        ev = ir.Constant(ir.VectorType(I32, half), list(range(0, 2 * half, 2)))
+        od = ir.Constant(ir.VectorType(I32, half), list(range(1, 2 * half, 2)))
+        v = b.fadd(b.shuffle_vector(v, v, ev), b.shuffle_vector(v, v, od), flags=("reassoc",))
+    return v
 
 
 def _madd(b, x, y, acc, is_float):
@@ -215,6 +242,87 @@ class _Gemm:
         for j, s in zip(cols, sums):
             self.epilogue(b, tab, out_ptrs, bvars, i, j, s)
 
+    # ---- dot-tile path: A and B contiguous along k, no packing -------------------
+    def dot_tile_ok(self) -> bool:
+        """The unpacked register-tile path applies (see :meth:`dot_tiles`)."""
+        k = self.k
+        shared = k.m if self.b_varies() else self.nbatch * k.m  # rows one packed copy of B would serve
+        return (self.gemv_ok() and self.W >= DT_COLS and k.n <= DT_MAX_N and DT_MIN_VECS * self.W <= k.k <= DT_MAX_K
+                and shared <= DT_MAX_SHARED_ROWS)
+
+    def dot_tiles(self, b, ptrs, begin, end):
+        """Items [begin, end) of (batch x block of DT_ROWS rows).
+
+        Per block, each DT_ROWS x DT_COLS tile of C is DT_ROWS*DT_COLS vector dot products
+        over k read straight from A and B (both unit stride along k: linear layers' weights,
+        q @ k^T), reduced into a stack row block; then the epilogue runs along each row
+        (a unit-stride loop LLVM vectorizes). Rows and columns past the edge are computed
+        on clamped indices and never stored.
+        """
+        k, R, C, W, T = self.k, DT_ROWS, DT_COLS, self.W, self.T
+        vt = ir.VectorType(T, W)
+        esize = self.bits // 8
+        tab = buffer_table(ptrs[:self.nin], k.inputs)
+        out_ptrs = ptrs[self.nin:]
+        aptr, bptr = tab[k.a.buf][0], tab[k.b.buf][0]
+        nrb = -(-k.m // R)
+        ncb = -(-k.n // C)
+        npad = ncb * C
+        buf = entry_alloca(b, ir.ArrayType(T, R * npad), "dtbuf")
+        kv = k.k - k.k % W
+        zero = ir.Constant(vt, [convert.constant(0, self.dt)] * W)
+        with for_range(b, begin, end, name="blk") as blk:
+            bvars = _batch_vars(b, b.udiv(blk, _c(nrb)), k.batch) if k.batch else []
+            i0 = b.mul(b.urem(blk, _c(nrb)), _c(R))
+            abases = [_offset(b, k.a, bvars + [_smin(b, b.add(i0, _c(r)), _c(k.m - 1)), _c(0)]) for r in range(R)]
+            with for_range(b, 0, ncb, name="ct") as ct:
+                j0 = b.mul(ct, _c(C))
+                bbases = [_offset(b, k.b, bvars + [_c(0), _smin(b, b.add(j0, _c(c)), _c(k.n - 1))])
+                          for c in range(C)]
+                pre = b.block
+                loop = b.append_basic_block("dt.loop")
+                done = b.append_basic_block("dt.done")
+                b.branch(loop)
+                b.position_at_end(loop)
+                p = b.phi(I64, "p")
+                p.add_incoming(_c(0), pre)
+                accs = [[b.phi(vt) for _ in range(C)] for _ in range(R)]
+                avs = [b.load(b.gep(aptr, [b.add(base, p)], inbounds=True, source_etype=T), typ=vt, align=esize)
+                       for base in abases]
+                new = [[None] * C for _ in range(R)]
+                for c in range(C):
+                    bv = b.load(b.gep(bptr, [b.add(bbases[c], p)], inbounds=True, source_etype=T),
+                                typ=vt, align=esize)
+                    for r in range(R):
+                        new[r][c] = call(b, "llvm.fma", avs[r], bv, accs[r][c])
+                p2 = b.add(p, _c(W))
+                p.add_incoming(p2, loop)
+                for r in range(R):
+                    for c in range(C):
+                        accs[r][c].add_incoming(zero, pre)
+                        accs[r][c].add_incoming(new[r][c], loop)
+                b.cbranch(b.icmp_signed("<", p2, _c(kv)), loop, done)
+                b.position_at_end(done)
+                for r in range(R):
+                    slot = b.gep(buf, [b.add(_c(r * npad), j0)], source_etype=T)
+                    b.store(_column_sums(b, new[r]), slot, align=esize)
+                if kv < k.k:  # k % W leftover products, added in place
+                    with for_range(b, kv, k.k, name="pt") as pt:
+                        xs = [b.load(b.gep(aptr, [b.add(base, pt)], inbounds=True, source_etype=T), typ=T)
+                              for base in abases]
+                        for c in range(C):
+                            y = b.load(b.gep(bptr, [b.add(bbases[c], pt)], inbounds=True, source_etype=T), typ=T)
+                            for r in range(R):
+                                slot = b.gep(buf, [b.add(_c(r * npad + c), j0)], source_etype=T)
+                                b.store(call(b, "llvm.fma", xs[r], y, b.load(slot, typ=T)), slot)
+            nrows = _smin(b, _c(R), b.sub(_c(k.m), i0))
+            with for_range(b, 0, nrows, name="er") as r:
+                i = b.add(i0, r)
+                rbase = b.mul(r, _c(npad))
+                with for_range(b, 0, k.n, name="ec") as j:
+                    acc = b.load(b.gep(buf, [b.add(rbase, j)], source_etype=T), typ=T)
+                    self.epilogue(b, tab, out_ptrs, bvars, i, j, acc)
+
     # ---- packed path ----------------------------------------------------------
     def b_varies(self) -> bool:
         nb = len(self.k.batch)
@@ -310,6 +418,11 @@ def emit_matmul_kernel(module: ir.Module, name: str, k: MatmulKernel, noalias: b
         return fn
     if not packed and k.n > SIMPLE_ROW_LIMIT:
         packed = k.k > 0
+    if rows > GEMV_MAX_ROWS and g.dot_tile_ok() and (packed or k.m >= DT_ROWS):
+        body = make_body(module, f"{name}.dtile", nio, noalias, g.dot_tiles)
+        parallel_for(b, body, list(fn.args), g.nbatch * -(-k.m // DT_ROWS), th)
+        b.ret_void()
+        return fn
     if not packed and g.gemv_ok() and rows <= GEMV_MAX_ROWS:
         body = make_body(module, f"{name}.gemv", nio, noalias, g.gemv)
         parallel_for(b, body, list(fn.args), rows * -(-k.n // GEMV_COLS), threads if work >= GEMV_PARALLEL_WORK else 1)

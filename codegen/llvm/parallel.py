@@ -8,7 +8,8 @@ threads: threads 1.. are started with ``pthread_create`` on a generated worker
 runs chunk 0, then all are joined. If ``pthread_create`` fails the chunk runs on the
 calling thread, so results never depend on thread availability. Two-way splits
 (the common case) use the persistent helper thread of :mod:`.threadpool` instead
-of creating a thread per call. ``pthread_create``
+of creating a thread per call; when the helper has not started its chunk by the
+time the caller finishes its own, the caller cancels it and runs it too. ``pthread_create``
 and ``pthread_join`` are resolved from the process by MCJIT (glibc >= 2.34 has
 them in libc).
 """
@@ -65,7 +66,7 @@ def _pooled_pair(b: ir.IRBuilder, body: ir.Function, ptrs: list[ir.Value], total
     ctx_ty = ir.LiteralStructType([PTR] * nptrs + [I64, I64])
     worker = _worker(b.module, body, ctx_ty, nptrs)
     submit = declare(b.module, threadpool.SUBMIT, I32, [PTR, PTR])
-    wait = declare(b.module, threadpool.WAIT, VOID, [])
+    join = declare(b.module, threadpool.JOIN, I32, [])
     chunk = -(-total // 2)
     zero = ir.Constant(I32, 0)
     ctx = entry_alloca(b, ctx_ty, name="ctx1")
@@ -73,11 +74,12 @@ def _pooled_pair(b: ir.IRBuilder, body: ir.Function, ptrs: list[ir.Value], total
         b.store(v, b.gep(ctx, [zero, ir.Constant(I32, i)], source_etype=ctx_ty))
     taken = b.icmp_signed("!=", b.call(submit, [worker, ctx]), zero)
     b.call(body, list(ptrs) + [ir.Constant(I64, 0), ir.Constant(I64, chunk)])
-    with b.if_else(taken) as (then, other):
-        with then:
-            b.call(wait, [])
-        with other:
-            b.call(body, list(ptrs) + [ir.Constant(I64, chunk), ir.Constant(I64, total)])
+    helped = entry_alloca(b, ir.IntType(1), name="helped")
+    b.store(ir.Constant(ir.IntType(1), 0), helped)
+    with b.if_then(taken):  # join returns 0 when the helper had not started (busy machine)
+        b.store(b.icmp_signed("!=", b.call(join, []), zero), helped)
+    with b.if_then(b.not_(b.load(helped, typ=ir.IntType(1)))):
+        b.call(body, list(ptrs) + [ir.Constant(I64, chunk), ir.Constant(I64, total)])
 
 
 def parallel_for(b: ir.IRBuilder, body: ir.Function, ptrs: list[ir.Value], total: int, threads: int) -> None:

@@ -7,8 +7,12 @@ persistent helper thread and registers two symbols for MCJIT to resolve:
 * ``i32 minicomp_pool_submit(ptr fn, ptr ctx)``: if the helper is free, hand it
   ``fn(ctx)`` and return 1; otherwise (helper busy with another caller, or it
   could not be started) return 0 and the caller must run ``fn(ctx)`` itself.
-* ``void minicomp_pool_wait()``: after a successful submit, wait until the
-  helper has finished ``fn(ctx)`` and release it to other callers.
+* ``i32 minicomp_pool_join()``: after a successful submit, either cancel the job
+  if the helper has not started it yet (return 0: the caller must run ``fn(ctx)``
+  itself) or wait until the helper has finished it (return 1); then release the
+  helper to other callers. Exactly one of the helper and ``join`` claims each job
+  (a compare-and-swap of the claimed-job counter), so a helper that is descheduled
+  on a busy machine costs the caller nothing but running the work itself.
 
 The helper spins (``pause``) for a while after each job, then sleeps on a futex,
 so an idle process costs no CPU; a caller waiting long for the helper (an
@@ -25,7 +29,7 @@ from minicomp.codegen.llvm.intrinsics import declare
 from minicomp.codegen.llvm.types import I32, I64, PTR, VOID
 
 SUBMIT = "minicomp_pool_submit"
-WAIT = "minicomp_pool_wait"
+JOIN = "minicomp_pool_join"
 #: pause iterations the helper spins before sleeping (a few hundred microseconds).
 SPIN = 1 << 14
 #: pause iterations a caller spins waiting for the helper before yielding its CPU to it.
@@ -64,16 +68,18 @@ def build_pool_module(x86: bool) -> ir.Module:
     m = ir.Module(name="minicomp_pool")
     lock, state, seq, done = (_global(m, n, I32) for n in ("lock", "state", "seq", "done"))
     sleeping = _global(m, "sleeping", I32)
+    taken = _global(m, "taken", I32)  # seq of the last job claimed (helper) or cancelled (join)
     job_fn, job_ctx, tid = _global(m, "job_fn", PTR), _global(m, "job_ctx", PTR), _global(m, "tid", I64)
     syscall = ir.Function(m, ir.FunctionType(I64, [I64], var_arg=True), name="syscall")
     create = declare(m, "pthread_create", I32, [PTR, PTR, PTR, PTR])
     fnty = ir.FunctionType(PTR, [PTR])
 
-    # helper thread: for (last = 0;;) { wait for seq != last; run job; done = seq }
+    # helper thread: for (last = 0;;) { wait for seq != last; if claim(seq): run job, done = seq }
     main = ir.Function(m, fnty, name="minicomp_pool_main")
     main.linkage = "internal"
     b = ir.IRBuilder(main.append_basic_block("entry"))
-    head, run, idle, sleep, back = (main.append_basic_block(n) for n in ("head", "run", "idle", "sleep", "back"))
+    head, run, execute, idle, sleep, back = (main.append_basic_block(n)
+                                             for n in ("head", "run", "exec", "idle", "sleep", "back"))
     entry = b.block
     b.branch(head)
     b.position_at_end(head)
@@ -82,6 +88,9 @@ def build_pool_module(x86: bool) -> ir.Module:
     cur = b.load_atomic(seq, "acquire", 4, typ=I32)
     b.cbranch(b.icmp_unsigned("!=", cur, last), run, idle)
     b.position_at_end(run)
+    claim = b.cmpxchg(taken, b.sub(cur, _c32(1)), cur, "acq_rel", "acquire")
+    b.cbranch(b.extract_value(claim, 1), execute, head)  # lost: join cancelled this job
+    b.position_at_end(execute)
     fn = b.load(job_fn, typ=PTR)
     fn.__class__ = _FnPointerLoad  # an indirect call needs the callee's function type
     ctx = b.load(job_ctx, typ=PTR)
@@ -104,10 +113,12 @@ def build_pool_module(x86: bool) -> ir.Module:
     b.branch(head)
     last.add_incoming(_c32(0), entry)
     last.add_incoming(cur, run)
+    last.add_incoming(cur, execute)
     last.add_incoming(last, back)
     last.add_incoming(last, idle)
     spins.add_incoming(_c32(0), entry)
     spins.add_incoming(_c32(0), run)
+    spins.add_incoming(_c32(0), execute)
     spins.add_incoming(_c32(0), back)
     spins.add_incoming(nspins, idle)
 
@@ -132,11 +143,15 @@ def build_pool_module(x86: bool) -> ir.Module:
         b.call(syscall, [ir.Constant(I64, _SYS_FUTEX), seq, _c32(_FUTEX_WAKE_PRIVATE), _c32(1)])
     b.ret(_c32(1))
 
-    # wait(): spin until done == seq, then release the helper
-    wait = ir.Function(m, ir.FunctionType(VOID, []), name=WAIT)
-    b = ir.IRBuilder(wait.append_basic_block("entry"))
-    loop, out = wait.append_basic_block("spin"), wait.append_basic_block("out")
-    target = b.load(seq, typ=I32)
+    # join(): cancel the job if unclaimed (return 0), else spin until done == seq (return 1)
+    join = ir.Function(m, ir.FunctionType(I32, []), name=JOIN)
+    b = ir.IRBuilder(join.append_basic_block("entry"))
+    loop, out = join.append_basic_block("spin"), join.append_basic_block("out")
+    target = b.load(seq, typ=I32)  # our job (we hold the lock)
+    cancel = b.cmpxchg(taken, b.sub(target, _c32(1)), target, "acq_rel", "acquire")
+    with b.if_then(b.extract_value(cancel, 1)):
+        b.store_atomic(_c32(0), lock, "release", 4)
+        b.ret(_c32(0))
     pre = b.block
     b.branch(loop)
     b.position_at_end(loop)
@@ -151,7 +166,7 @@ def build_pool_module(x86: bool) -> ir.Module:
     b.cbranch(fin, out, loop)
     b.position_at_end(out)
     b.store_atomic(_c32(0), lock, "release", 4)
-    b.ret_void()
+    b.ret(_c32(1))
     return m
 
 
@@ -164,17 +179,44 @@ def supported() -> bool:
 
 @functools.lru_cache(maxsize=None)
 def install() -> bool:
-    """Compile the pool once per process and register its symbols; False where unsupported."""
-    from minicomp.codegen.llvm import jit
+    """Compile the pool once per process and register its symbols; False where unsupported.
+
+    Does nothing more when :func:`load_object` already installed it (from cached object code).
+    """
     if not supported():
         return False
-    mod = jit.parse(str(build_pool_module(True)))
-    jit.optimize(mod, 2)
-    loaded = jit.Loaded(jit.emit_object(mod), with_pool=False)
-    _KEEP.append(loaded)
-    for name in (SUBMIT, WAIT):
-        llvm.add_symbol(name, loaded.address(name))
+    if not _KEEP:
+        load_object(compile_object(pool_ir()))
     return True
+
+
+def installed() -> bool:
+    """True once this process has the pool loaded (by :func:`install` or :func:`load_object`)."""
+    return bool(_KEEP)
+
+
+def pool_ir() -> str:
+    """The pool module's LLVM IR text for this host: what :func:`compile_object` compiles."""
+    return str(build_pool_module(True))
+
+
+def compile_object(ir_text: str) -> bytes:
+    """Object code of the pool module ``ir_text`` (from :func:`pool_ir`), optimized at O2."""
+    from minicomp.codegen.llvm import jit
+    mod = jit.parse(ir_text)
+    jit.optimize(mod, 2)
+    return jit.emit_object(mod)
+
+
+def load_object(object_code: bytes) -> None:
+    """Load the pool from ``object_code`` (of :func:`pool_ir`) and register its symbols, once per process."""
+    from minicomp.codegen.llvm import jit
+    if _KEEP or not supported():
+        return
+    loaded = jit.Loaded(object_code, with_pool=False)
+    _KEEP.append(loaded)
+    for name in (SUBMIT, JOIN):
+        llvm.add_symbol(name, loaded.address(name))
 
 
 _KEEP: list = []  # the pool's engine lives as long as the process

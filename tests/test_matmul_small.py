@@ -1,0 +1,85 @@
+"""The unpacked dot-tile matmul path (A and B unit-stride along k) and the cancellable 2-way split.
+
+Shapes are chosen around the tile edges (rows % 3, columns % 4, k % vector width) so
+clamped edge rows/columns and the k tail are all exercised, with and without epilogues.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import minicomp
+from minicomp.codegen.llvm.matmul import DT_COLS, DT_ROWS
+
+
+@pytest.mark.parametrize("m,n,k", [(64, 384, 128), (7, 5, 9), (7, 5, 130), (65, 31, 133), (3, 4, 128), (10, 1, 200),
+                                   (5, 17, 2048), (96, 40, 64)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_linear_edges_match(m, n, k, dtype):
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(k, n).to(dtype)
+    x = torch.randn(m, k, dtype=dtype)
+    with torch.no_grad():
+        f = lambda x: torch.nn.functional.gelu(lin(x))  # noqa: E731
+        cm = minicomp.compile(f, (x,), cache=False)
+        torch.testing.assert_close(cm(x), f(x))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_attention_products_match(threads):
+    torch.manual_seed(1)
+    qkv = torch.randn(2, 64, 3, 4, 32).permute(2, 0, 3, 1, 4)  # non-contiguous head views
+    q, k, v = qkv[0], qkv[1], qkv[2]
+
+    def f(q, k, v):
+        s = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(32))
+        return s.softmax(-1) @ v
+
+    cm = minicomp.compile(f, (q, k, v), cache=False, threads=threads)
+    torch.testing.assert_close(cm(q, k, v), f(q, k, v))
+
+
+def test_broadcast_batch_and_specials():
+    a = torch.randn(3, 1, 10, 136)
+    b = torch.randn(5, 13, 136).transpose(-2, -1)  # (5, 136, 13), unit stride along k
+    a[0, 0, 2, 5] = float("nan")
+    a[2, 0, 9, 0] = float("inf")
+    a[1, 0, 0, :] = -0.0
+    cm = minicomp.compile(lambda a, b: a @ b, (a, b), cache=False)
+    got, want = cm(a, b), a @ b
+    torch.testing.assert_close(got, want, equal_nan=True)
+    assert torch.equal(torch.signbit(got[1, :, 0]), torch.signbit(want[1, :, 0]))
+
+
+@pytest.mark.parametrize("m,n", [(0, 8), (9, 0), (1, 8), (DT_ROWS, DT_COLS)])
+def test_degenerate_sizes(m, n):
+    a = torch.randn(m, 128)
+    b = torch.randn(n, 128)
+    cm = minicomp.compile(lambda a, b: a @ b.t(), (a, b), cache=False)
+    torch.testing.assert_close(cm(a, b), a @ b.t())
+
+
+def test_k_smaller_than_vector_uses_another_path():
+    a = torch.randn(12, 3)
+    b = torch.randn(12, 3)
+    cm = minicomp.compile(lambda a, b: a @ b.t(), (a, b), cache=False)
+    torch.testing.assert_close(cm(a, b), a @ b.t())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.int32])
+def test_other_dtypes_unchanged(dtype):
+    a = (torch.randn(20, 40) * 4).to(dtype)
+    b = (torch.randn(30, 40) * 4).to(dtype)
+    cm = minicomp.compile(lambda a, b: a @ b.t(), (a, b), cache=False)
+    torch.testing.assert_close(cm(a, b), a @ b.t())
+
+
+def test_kernel_uses_dot_tiles():
+    lin = torch.nn.Linear(128, 384)
+    x = torch.randn(64, 128)
+    with torch.no_grad():
+        cm = minicomp.compile(lin, (x,), cache=False)
+    src = cm.source("llvm-unopt")
+    assert ".dtile" in src and "mc.gemm.packb" not in src
