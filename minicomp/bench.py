@@ -4,6 +4,17 @@ For each case: median latency of eager, Inductor and minicomp (target cpu), the
 cold compile time of Inductor and minicomp, and minicomp's second compile served
 from the disk cache. The machine's copy bandwidth and sgemm rate are measured in
 the same run so each case can be read against the machine's limits.
+
+Peak memory (``peak_mb``) of one warm call of each is measured the same way for all
+three (:func:`peak_bytes`): the highest running sum of the torch profiler's
+allocation and free events during the call, i.e. the most bytes allocated during
+the call above what existed before it (the returned outputs included). minicomp's
+per-call kernel arena is allocated by its native code (``aligned_alloc``), which
+the profiler does not see, so its size is added explicitly: the arena lives
+during the one native call, when the outputs (and any contiguous copies of the
+inputs) are already allocated, so the sum is the call's peak. Persistent memory
+(parameters, minicomp's constants, Inductor's weights) is not per-call and is not
+counted for any of them.
 """
 from __future__ import annotations
 
@@ -108,6 +119,30 @@ def measure_machine() -> dict:
             "sgemm_gflops": round(2 * 2048 ** 3 / tg / 1e9, 1)}
 
 
+def peak_bytes(call: Callable[[], object]) -> int:
+    """Peak bytes allocated through torch (CPU and accelerators) during one ``call()``, above
+    what was allocated before it; what the call returns stays allocated and counts."""
+    from torch.profiler import ProfilerActivity, profile, supported_activities
+    activities = [a for a in supported_activities() if a in (ProfilerActivity.CPU, ProfilerActivity.CUDA)]
+    with profile(activities=activities, profile_memory=True) as prof:
+        result = call()
+    del result
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]")
+    live = peak = 0
+    for _, n in events:
+        live += n
+        peak = max(peak, live)
+    return peak
+
+
+def minicomp_peak_bytes(cm, call: Callable[[], object]) -> int:
+    """:func:`peak_bytes` of a minicomp call plus its native arena (the largest, when the model
+    runs as several native parts one after the other)."""
+    arena = max((p.arena_bytes for p, _ in cm._programs()), default=0)
+    return peak_bytes(call) + arena
+
+
 def run_case(case: Case, progress: Callable[[str], None], repeat: int | None = None) -> dict:
     import torch
 
@@ -137,9 +172,13 @@ def run_case(case: Case, progress: Callable[[str], None], repeat: int | None = N
         # bits; the benchmark reports the difference instead of asserting (the tests assert).
         max_err = (cm(*inputs).double() - fn(*inputs).double()).abs().max().item()
         mc = median_time(lambda: cm(*inputs), budget_s=1.0, **runs)
+        progress(f"{case.name}: peak memory of one call")
+        peak = {"eager": peak_bytes(lambda: fn(*inputs)), "inductor": peak_bytes(lambda: compiled(*inputs)),
+                "minicomp": minicomp_peak_bytes(cm, lambda: cm(*inputs))}
     row = {"name": case.name, "eager_ms": eager * 1e3, "inductor_ms": inductor * 1e3, "minicomp_ms": mc * 1e3,
            "compile_s": {"minicomp": mc_compile, "minicomp_cached": mc_cached, "inductor": inductor_compile},
-           "kernels": len(cm.kernels), "max_abs_diff_vs_eager": max_err}
+           "kernels": len(cm.kernels), "max_abs_diff_vs_eager": max_err,
+           "peak_mb": {k: v / 2**20 for k, v in peak.items()}}
     if nbytes:
         row["minicomp_gbps"] = nbytes / mc / 1e9
     if flops:
@@ -149,15 +188,21 @@ def run_case(case: Case, progress: Callable[[str], None], repeat: int | None = N
 
 def format_table(rows: list[dict]) -> str:
     header = ("case", "eager ms", "inductor ms", "minicomp ms", "vs eager", "vs inductor", "compile s",
-              "inductor compile s", "cached s", "max diff")
+              "inductor compile s", "cached s", "max diff", "peak MB eager/ind/mc")
     out = [header]
     for r in rows:
         out.append((r["name"], f"{r['eager_ms']:.3f}", f"{r['inductor_ms']:.3f}", f"{r['minicomp_ms']:.3f}",
                     f"{r['eager_ms'] / r['minicomp_ms']:.2f}x", f"{r['inductor_ms'] / r['minicomp_ms']:.2f}x",
                     f"{r['compile_s']['minicomp']:.2f}", f"{r['compile_s']['inductor']:.2f}",
-                    f"{r['compile_s']['minicomp_cached']:.3f}", f"{r['max_abs_diff_vs_eager']:.1e}"))
+                    f"{r['compile_s']['minicomp_cached']:.3f}", f"{r['max_abs_diff_vs_eager']:.1e}",
+                    _peak_text(r)))
     widths = [max(len(row[i]) for row in out) for i in range(len(header))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in out)
+
+
+def _peak_text(row: dict) -> str:
+    p = row.get("peak_mb")
+    return "-" if not p else f"{p['eager']:.3g}/{p['inductor']:.3g}/{p['minicomp']:.3g}"
 
 
 def plot(rows: list[dict], path: str) -> bool:

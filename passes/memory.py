@@ -10,6 +10,8 @@ lowering reads it without importing passes)::
       "offsets": {value name: byte offset in the arena},   # every intermediate kernel result
       "inplace": {result name: operand name},  # result written over the operand's buffer
                                                # (same offset; elementwise kernels only)
+      "inplace_refused": [[result, operand, why], ...],  # dying operands of elementwise
+                                               # kernels that could not be overwritten
       "order": [result names in execution order],
     }
 
@@ -19,7 +21,12 @@ view keeps its source's buffer live. Graph inputs, outputs and constants are
 outside the arena. Two buffers share bytes only if their live ranges (from the
 defining kernel to the last kernel that reads them, directly or through views)
 do not overlap; an elementwise kernel may write its result into the buffer of an
-operand that dies at that kernel when sizes match (``inplace``).
+operand that dies at that kernel (``inplace``) when it reads every element of that
+operand exactly where it writes the same element of its result (see
+:func:`_inplace_problem`: same shape, element size and layout, no view, no
+broadcast, no movement op on it inside a fused body). Graph inputs, outputs and
+constants are never overwritten: they are not in the arena. The lowering checks
+each in-place pair again on the lowered kernel and ignores the plan if one fails.
 """
 from __future__ import annotations
 
@@ -71,6 +78,7 @@ def plan_memory(graph: Graph, inplace: bool = True) -> dict:
     slots: list[list] = []  # [start, end, size, [names]]
     slot_of: dict[int, list] = {}
     inplace_map: dict[str, str] = {}
+    refused: list[list[str]] = []
     total = 0
     for n in kernels:
         s = step[id(n)]
@@ -81,14 +89,17 @@ def plan_memory(graph: Graph, inplace: bool = True) -> dict:
             total += size
             end = last_use.get(id(r), s)
             target = None
-            if inplace and len(n.results) == 1:
-                for o in n.operands:
+            if inplace and _pointwise(n):
+                for o in {id(root(x)): root(x) for x in n.operands}.values():
                     slot = slot_of.get(id(o))
-                    if slot is not None and last_use.get(id(o)) == s and slot[2] >= size \
-                            and o.name not in inplace_map.values() and _inplace_ok(n, o, root):
+                    if slot is None or last_use.get(id(o)) != s or o.name in inplace_map.values():
+                        continue  # not an arena intermediate dying here, or already overwritten
+                    why = _inplace_problem(n, o, root) or (None if slot[2] >= size else "the buffer is smaller")
+                    if why is None:
                         target = slot
                         inplace_map[r.name] = o.name
                         break
+                    refused.append([r.name, o.name, why])
             if target is None:
                 target = [s, end, size, []]
                 slots.append(target)
@@ -110,36 +121,50 @@ def plan_memory(graph: Graph, inplace: bool = True) -> dict:
         for name in names:
             offsets[name] = off
     return {"alignment": ALIGN, "arena_bytes": arena, "total_bytes": total, "offsets": offsets,
-            "inplace": inplace_map, "order": [r.name for n in kernels for r in n.results]}
+            "inplace": inplace_map, "inplace_refused": refused,
+            "order": [r.name for n in kernels for r in n.results]}
 
 
-def _inplace_ok(node: Node, buf: Value, root) -> bool:
-    """Can ``node`` write its result over ``buf`` (an operand dying here)?
+def _inplace_problem(node: Node, buf: Value, root) -> str | None:
+    """Why ``node`` may not write its result over ``buf`` (an operand dying here); None if it may.
 
-    Only for elementwise kernels reading ``buf`` directly (no view), at exactly the
-    result's shape and dtype size, so element i is read before element i is written
-    and never read again.
+    Legal only when the kernel reads every element of ``buf`` exactly where it writes the
+    same element of its result: an elementwise kernel with one result, ``buf`` read
+    directly (no view, no broadcast), with the result's shape, element size and layout,
+    and (for a fused body) every op that depends on ``buf`` elementwise at the result's
+    shape (a movement op or a view would read ``buf`` at another index).
     """
     if not _pointwise(node):
-        return False
+        return "not an elementwise kernel"
+    if len(node.results) != 1:
+        return "the kernel has several results"
     out = node.results[0]
     uses = [i for i, o in enumerate(node.operands) if root(o) is buf]
     if not uses or any(node.operands[i] is not buf for i in uses):
-        return False
-    if buf.type.shape != out.type.shape or buf.type.dtype.itemsize != out.type.dtype.itemsize \
-            or buf.type.order != out.type.order:
-        return False
+        return f"%{buf.name} is read through a view"
+    if buf.type.shape != out.type.shape:
+        return f"%{buf.name} is broadcast"
+    if buf.type.dtype.itemsize != out.type.dtype.itemsize:
+        return "the element sizes differ"
+    if buf.type.order != out.type.order:
+        return "the layouts differ"
     if node.op != "fused":
-        return True
+        return None
     body = node.attrs["body"]
-    if any(n.op in VIEW_OPS for n in body.nodes):
-        return False
-    for i in uses:
-        v = body.inputs[i]
-        for user in body.nodes:
-            if any(o is v for o in user.operands) and (user.op in VIEW_OPS or user.results[0].type.shape != out.type.shape):
-                return False
-    return len(body.outputs) == 1
+    if len(body.outputs) != 1:
+        return "the fused body has several outputs"
+    tainted = {id(body.inputs[i]) for i in uses}
+    for n in body.nodes:
+        if not any(id(o) in tainted for o in n.operands):
+            continue
+        try:
+            elementwise = n.opdef.category.value == "elementwise"
+        except Exception:
+            elementwise = False
+        if not elementwise or any(r.type.shape != out.type.shape for r in n.results):
+            return f"'{n.op}' in the fused body reads %{buf.name} at another index"
+        tainted.update(id(r) for r in n.results)
+    return None
 
 
 @register_pass("plan-memory")
@@ -147,25 +172,29 @@ def _inplace_ok(node: Node, buf: Value, root) -> bool:
 class PlanMemory(Pass):
     """Stores a liveness-based arena plan in ``graph.meta["memory_plan"]``; the graph is unchanged.
 
-    In-place updates are planned only with ``options["inplace"] = True`` (off by
-    default: the lowering adopts a plan only when no two buffers of one kernel call
-    share bytes, and falls back to its own allocator otherwise).
+    In-place updates are planned unless ``options["inplace"]`` is False. Each one
+    (and each dying operand of an elementwise kernel that could not be overwritten,
+    with the reason) is recorded as an "inplace" decision; buffer reuse as "reuse".
 
-    Guarantees: buffers whose lifetimes overlap never share bytes; every offset is
-    64-byte aligned; ``arena_bytes <= total_bytes``.
+    Guarantees: buffers whose lifetimes overlap never share bytes, except an in-place
+    pair (same offset and size; the operand dies at the kernel writing the result);
+    every offset is 64-byte aligned; ``arena_bytes <= total_bytes``.
     """
 
     name: str = "plan-memory"
 
     def run(self, graph: Graph, ctx: PassContext) -> None:
-        plan = plan_memory(graph, inplace=bool(ctx.option("inplace", False)))
+        plan = plan_memory(graph, inplace=bool(ctx.option("inplace", True)))
         meta = getattr(graph, "meta", None)
         if meta is None:
             meta = {}
             graph.meta = meta
         meta["memory_plan"] = plan
         for res, op in plan["inplace"].items():
-            ctx.record("inplace", f"%{res} overwrites %{op}", "elementwise kernel; the operand dies here")
+            ctx.record("inplace", f"%{res} overwrites %{op}",
+                       f"elementwise kernel reads each element of %{op} where it writes %{res}; %{op} dies here")
+        for res, op, why in plan["inplace_refused"]:
+            ctx.record("inplace", f"%{res} not written over %{op}", why)
         reused = _reuse_pairs(plan)
         for a, b in reused:
             ctx.record("reuse", f"%{b} reuses the bytes of %{a}", "the first buffer is dead before the second is written")

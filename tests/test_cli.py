@@ -103,3 +103,46 @@ def test_compile_triton_aot_and_dump(tmp_path):
 def test_bad_aot_request_exits_2(args, message):
     proc = run_cli("compile", "examples/mlp.py", *args)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+# -- bench: peak memory of one call --------------------------------------------------------------------
+def test_peak_bytes_is_the_running_peak_of_allocations_during_the_call():
+    import torch
+
+    from minicomp.bench import peak_bytes
+    x = torch.randn(256, 256)  # 256 KiB that exist before the call: not counted
+
+    def call():
+        a = x * 2          # +256 KiB
+        b = a + 1          # +256 KiB (peak 512 KiB)
+        del a              # -256 KiB
+        return b.sum()     # +4 bytes, returned
+    assert 512 * 1024 <= peak_bytes(call) < 512 * 1024 + 1024
+    assert peak_bytes(lambda: None) == 0
+
+
+def test_minicomp_peak_counts_its_native_arena():
+    import torch
+
+    import minicomp
+    from minicomp.bench import minicomp_peak_bytes, peak_bytes
+
+    def f(x):
+        y = torch.softmax(x, dim=-1)  # an intermediate in the arena
+        return (y @ x).sum(0)
+    x = torch.randn(64, 64)
+    cm = minicomp.compile(f, [x], target="cpu", cache=False)
+    assert cm.program.arena_bytes > 0
+    seen = peak_bytes(lambda: cm(x))  # the output only: the arena is allocated natively
+    assert seen < cm.program.arena_bytes
+    assert minicomp_peak_bytes(cm, lambda: cm(x)) == seen + cm.program.arena_bytes
+
+
+def test_bench_table_has_a_peak_memory_column():
+    from minicomp.bench import format_table
+    row = {"name": "c", "eager_ms": 1.0, "inductor_ms": 2.0, "minicomp_ms": 0.5,
+           "compile_s": {"minicomp": 1.0, "minicomp_cached": 0.1, "inductor": 3.0},
+           "kernels": 1, "max_abs_diff_vs_eager": 0.0,
+           "peak_mb": {"eager": 1.5, "inductor": 1.25, "minicomp": 0.75}}
+    table = format_table([row])
+    assert "peak MB eager/ind/mc" in table and "1.5/1.25/0.75" in table

@@ -15,30 +15,11 @@ from minicomp.codegen.llvm.loops import emit_loop_kernel
 from minicomp.codegen.llvm.matmul import emit_matmul_kernel
 from minicomp.codegen.llvm.pool import emit_pool_kernel
 from minicomp.codegen.llvm.types import I8, I32, I64, PTR, VOID
-from minicomp.ir.kernel import ConvKernel, Kernel, LoopKernel, MatmulKernel, PoolKernel, Program, Slot
+from minicomp.ir.kernel import ConvKernel, Kernel, LoopKernel, MatmulKernel, PoolKernel, Program
+from minicomp.ir.lowering.inplace import call_aliases
 
 _EMITTERS = {LoopKernel: emit_loop_kernel, MatmulKernel: emit_matmul_kernel,
              ConvKernel: emit_conv_kernel, PoolKernel: emit_pool_kernel}
-
-
-def _overlap(a: Slot, b: Slot) -> bool:
-    if a.kind != b.kind:
-        return False
-    if a.kind != "arena":
-        return a.index == b.index
-    return a.index < b.index + b.type.nbytes and b.index < a.index + a.type.nbytes and \
-        a.type.nbytes > 0 and b.type.nbytes > 0
-
-
-def _distinct(program: Program, kernel: int) -> bool:
-    """True when every call of ``kernel`` passes pairwise non-overlapping buffers."""
-    for c in program.calls:
-        if c.kernel != kernel:
-            continue
-        slots = [program.slots[s] for s in c.args]
-        if any(_overlap(slots[i], slots[j]) for i in range(len(slots)) for j in range(i)):
-            return False
-    return True
 
 
 def kernel_symbol(program_name: str, index: int, kernel: Kernel) -> str:
@@ -56,7 +37,11 @@ def build_module(program: Program, name: str, threads: int) -> tuple[ir.Module, 
         if emit is None:
             raise TypeError(f"LLVM backend cannot compile kernel {type(k).__name__}")
         sym = kernel_symbol(name, i, k)
-        fn = emit(module, sym, k, _distinct(program, i), threads)
+        aliases = call_aliases(program, i)  # None: some arguments may share bytes
+        if aliases:  # legal in-place pairs (pointwise loop kernels only)
+            fn = emit_loop_kernel(module, sym, k, True, threads, aliases)
+        else:
+            fn = emit(module, sym, k, aliases is not None, threads)
         fn.attributes.add("noinline")  # inlining into the entry would only compile it twice
         symbols.append(sym)
     _entry(module, program, name, symbols)

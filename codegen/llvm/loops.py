@@ -14,6 +14,13 @@ reduction also stores the value there and the row store loads it back instead
 and a store index that is affine and one-to-one over the whole loop space, so the
 temporaries are never read by another point or another thread; the reloaded value
 is bit-identical to the recomputed one.
+
+In-place calls (``aliases`` {input: output}: the output is written over the input's
+bytes, legal per :func:`~minicomp.ir.lowering.inplace.inplace_problem`) read the
+aliased input through the output's pointer. Every pointer the kernel dereferences
+then points to bytes no other dereferenced pointer reaches, so ``noalias`` stays
+true (the input's own pointer argument is never used), and LLVM sees a load and a
+store of the same address, which it vectorizes without run-time overlap checks.
 """
 from __future__ import annotations
 
@@ -29,82 +36,11 @@ from minicomp.codegen.llvm.kernelfn import buffer_table, define_kernel, emit_sto
 from minicomp.codegen.llvm.scalar import ExprEmitter
 from minicomp.codegen.llvm.types import I64, register_type, storage_type
 from minicomp.ir.dtypes import DType
-from minicomp.ir.kernel import Cast, Const, Expr, Load, LoopKernel, Op, Reduce, Store, Var
+from minicomp.ir.kernel import Expr, LoopKernel, Op, Reduce, Store
+from minicomp.ir.lowering.inplace import inplace_problem, one_to_one, same_expr, sub_exprs
 
 _REDUCE_OPS = ("sum", "prod", "max", "min", "argmax", "argmin")
 _COSTLY = frozenset({"exp", "log", "sin", "cos", "tanh", "erf", "pow"})
-
-
-def _nodes(e: Expr):
-    """``e`` and all its subexpressions (index expressions of loads included)."""
-    yield e
-    if isinstance(e, Op):
-        for a in e.args:
-            yield from _nodes(a)
-    elif isinstance(e, Cast):
-        yield from _nodes(e.arg)
-    elif isinstance(e, Load):
-        yield from _nodes(e.index)
-
-
-def _same(a: Expr, c: Expr) -> bool:
-    """Structural equality that tells -0.0 from 0.0 and 1 from 1.0 (dataclass == does not)."""
-    if type(a) is not type(c):
-        return False
-    if isinstance(a, Const):
-        return a.dtype is c.dtype and type(a.value) is type(c.value) and repr(a.value) == repr(c.value)
-    if isinstance(a, Op):
-        return (a.op == c.op and a.dtype is c.dtype and len(a.args) == len(c.args)
-                and all(_same(x, y) for x, y in zip(a.args, c.args)))
-    if isinstance(a, Cast):
-        return a.dtype is c.dtype and _same(a.arg, c.arg)
-    if isinstance(a, Load):
-        return a.buf == c.buf and a.dtype is c.dtype and _same(a.index, c.index)
-    return a == c
-
-
-def _affine(e: Expr) -> tuple[int, dict[int, int]] | None:
-    """``e`` as ``c0 + sum(c[d] * Var(d))`` over i64 values, or None when it is not that form."""
-    if isinstance(e, Var):
-        return (0, {e.dim: 1}) if e.dtype is DType.i64 else None
-    if isinstance(e, Const):
-        return (e.value, {}) if e.dtype is DType.i64 and type(e.value) is int else None
-    if not (isinstance(e, Op) and e.dtype is DType.i64 and e.op in ("add", "sub", "mul")):
-        return None
-    parts = [_affine(a) for a in e.args]
-    if any(p is None for p in parts):
-        return None
-    (c0, t0), (c1, t1) = parts
-    if e.op == "mul":
-        if t0 and t1:
-            return None
-        k, (c, t) = (c1, (c0, t0)) if not t1 else (c0, (c1, t1))
-        return c * k, {d: v * k for d, v in t.items()}
-    sign = 1 if e.op == "add" else -1
-    terms = dict(t0)
-    for d, v in t1.items():
-        terms[d] = terms.get(d, 0) + sign * v
-    return c0 + sign * c1, terms
-
-
-def _one_to_one(index: Expr, extents: tuple[int, ...]) -> bool:
-    """True when ``index`` takes a different value at every point of the loop space (sufficient test)."""
-    aff = _affine(index)
-    if aff is None:
-        return False
-    terms = []
-    for d, n in enumerate(extents):
-        c = abs(aff[1].get(d, 0))
-        if n > 1:
-            if c == 0:
-                return False
-            terms.append((c, n))
-    reach = 0
-    for c, n in sorted(terms):
-        if c <= reach:
-            return False
-        reach += c * (n - 1)
-    return True
 
 
 def _spills(k: LoopKernel) -> dict[int, int]:
@@ -119,13 +55,13 @@ def _spills(k: LoopKernel) -> dict[int, int]:
         buf = k.outputs[st.buf].type
         if (buf.dtype not in (DType.f32, DType.f64) or buf.numel == 0
                 or sum(isinstance(o, Store) and o.buf == st.buf for o in k.stages) != 1
-                or not _one_to_one(st.index, extents)):
+                or not one_to_one(st.index, extents)):
             continue
         for s, red in enumerate(k.stages[:j]):
             if (isinstance(red, Reduce) and red.op in ("sum", "prod", "max", "min") and s not in found
                     and red.value.dtype is buf.dtype
-                    and any(isinstance(n, Op) and n.op in _COSTLY for n in _nodes(red.value))
-                    and any(_same(n, red.value) for n in _nodes(st.value))):
+                    and any(isinstance(n, Op) and n.op in _COSTLY for n in sub_exprs(red.value))
+                    and any(same_expr(n, red.value) for n in sub_exprs(st.value))):
                 found[s] = j
                 break
     return found
@@ -173,8 +109,13 @@ def _better(b: ir.IRBuilder, op: str, dtype: DType, v: ir.Value, best: ir.Value)
 
 
 class _LoopEmitter:
-    def __init__(self, k: LoopKernel, noalias: bool = False) -> None:
+    def __init__(self, k: LoopKernel, noalias: bool = False, aliases: dict[int, int] | None = None) -> None:
         self.k = k
+        self.aliases = dict(aliases or {})
+        for i, j in self.aliases.items():
+            why = inplace_problem(k, i, j)
+            if why is not None:
+                raise ValueError(f"kernel {k.name}: output {j} cannot overwrite input {i} in place: {why}")
         self.spills = _spills(k) if noalias else {}
         self.spilled = {j: k.stages[s].value for s, j in self.spills.items()}
         self.split = next((d for d, n in enumerate(k.outer) if n >= 2), 0)
@@ -185,7 +126,8 @@ class _LoopEmitter:
     def __call__(self, b: ir.IRBuilder, ptrs: list[ir.Value], begin: ir.Value, end: ir.Value) -> None:
         k = self.k
         nin = len(k.inputs)
-        self.inputs = buffer_table(ptrs[:nin], k.inputs)
+        in_ptrs = [ptrs[nin + self.aliases[i]] if i in self.aliases else p for i, p in enumerate(ptrs[:nin])]
+        self.inputs = buffer_table(in_ptrs, k.inputs)
         self.out_ptrs = ptrs[nin:]
         if not k.outer:
             self._point(b, [])
@@ -238,8 +180,8 @@ class _LoopEmitter:
         raw = b.load(b.gep(self.out_ptrs[st.buf], [idx], inbounds=True, source_etype=storage_type(buf.dtype)),
                      typ=storage_type(buf.dtype))
         v = convert.from_storage(b, raw, buf.dtype)
-        for n in _nodes(st.value):
-            if _same(n, value):
+        for n in sub_exprs(st.value):
+            if same_expr(n, value):
                 em.bind(n, v)
 
     def _reduce(self, b, outer_vars, st: Reduce, refs, stage: int) -> ir.Value:
@@ -273,9 +215,14 @@ class _LoopEmitter:
         return b.load(acc, typ=register_type(vdt))
 
 
-def emit_loop_kernel(module: ir.Module, name: str, k: LoopKernel, noalias: bool, threads: int) -> ir.Function:
-    """Define the kernel function for ``k`` in ``module``."""
-    emitter = _LoopEmitter(k, noalias)
+def emit_loop_kernel(module: ir.Module, name: str, k: LoopKernel, noalias: bool, threads: int,
+                     aliases: dict[int, int] | None = None) -> ir.Function:
+    """Define the kernel function for ``k`` in ``module``.
+
+    ``noalias``: the call passes buffers that share no bytes, except the legal in-place
+    pairs ``aliases`` ({input number: output number}, each pair the same address).
+    """
+    emitter = _LoopEmitter(k, noalias, aliases)
     total = k.outer[emitter.split] if k.outer else 1
     work = prod(k.outer) * max(1, prod(k.inner))
     if prod(k.outer) == 0:

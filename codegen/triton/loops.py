@@ -8,6 +8,13 @@ flattened inner points). When the inner size fits in one block, every stage
 (softmax: max, sum of exp, store) works on the same registers and shares loads;
 otherwise each stage loops over the inner points in chunks of RBLOCK, keeping a
 per-lane accumulator that is reduced across lanes at the end.
+
+Aliasing: a call may pass one arena buffer as both an input and an output (an
+in-place pair, legal only for pointwise kernels; see
+:mod:`minicomp.ir.lowering.inplace`). Triton marks no pointer ``noalias`` and a
+pointwise kernel emits every load of that input before the store of that output
+(the legality rule: no load of the input in a later stage), each lane reading
+exactly the element it writes, so the pair needs no special code here.
 """
 from __future__ import annotations
 

@@ -7,9 +7,9 @@ graph output, or a contraction operand that is not an affine view of a buffer,
 is materialized by a copy kernel. Intermediates live in a per-call arena whose
 offsets come from ``graph.meta["memory_plan"]["offsets"]`` when a memory-planning
 pass left a plan that covers every intermediate and never overlaps two buffers
-live in the same kernel call (in-place reuse is refused: a kernel may read its
-operand through a view at other indices than it writes); otherwise from the
-``arena_planner`` (default :func:`first_fit_arena`).
+live in the same kernel call, except legal in-place pairs (checked on the
+lowered kernel: :mod:`~minicomp.ir.lowering.inplace`); otherwise from the
+``arena_planner`` (default :func:`first_fit_arena`) and ``notes`` says why.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import numpy as np
 from minicomp.ir.graph import Graph, Node, Value
 from minicomp.ir.kernel import Call, Kernel, Program, Slot
 from minicomp.ir.lowering.builder import CannotFuse, LoweringError, NeedMaterialize, is_view
+from minicomp.ir.lowering.inplace import inplace_problem
 from minicomp.ir.lowering.kernels import lower_group
 
 ALIGN = 64
@@ -108,7 +109,8 @@ def lower_graph(graph: Graph, arena_planner: ArenaPlanner = first_fit_arena,
     """Lower ``graph`` to a Program: kernels, buffer slots, calls and the arena size.
 
     ``notes`` (if given) receives one line per fused node that had to be split
-    into several kernels and per view materialized for a contraction.
+    into several kernels, per view materialized for a contraction, and one when
+    the graph's memory plan is not safe for the lowered kernels (and is not used).
     """
     st = _State()
     notes = notes if notes is not None else []
@@ -157,7 +159,7 @@ def lower_graph(graph: Graph, arena_planner: ArenaPlanner = first_fit_arena,
         kernels.append(kernel)
         reads.append(ins)
         writes.append(stores)
-    return _assemble(graph, outputs, kernels, reads, writes, st, arena_planner)
+    return _assemble(graph, outputs, kernels, reads, writes, st, arena_planner, notes)
 
 
 def _row_major(v: Value, pending: list[_Unit]) -> Value:
@@ -189,7 +191,8 @@ def _split(unit: _Unit, st: _State) -> list[_Unit]:
     return parts
 
 
-def _assemble(graph, outputs, kernels, reads, writes, st: _State, planner: ArenaPlanner) -> Program:
+def _assemble(graph, outputs, kernels, reads, writes, st: _State, planner: ArenaPlanner,
+              notes: list[str] | None = None) -> Program:
     slots: list[Slot] = []
     slot_of: dict[int, int] = {}
     constants: list[np.ndarray] = []
@@ -230,12 +233,12 @@ def _assemble(graph, outputs, kernels, reads, writes, st: _State, planner: Arena
             if v.producer is not None and v.producer.op != "constant":
                 raise LoweringError(f"graph output %{v.name} is produced by no kernel")
             aliases.append((j, slot(v)))
-    slots, arena = _place_arena(graph, slots, arena_vals, slot_of, calls, planner)
+    slots, arena = _place_arena(graph, slots, arena_vals, slot_of, calls, planner, kernels, notes)
     return Program(tuple(kernels), tuple(slots), tuple(calls), arena, len(graph.inputs), len(outputs),
                    tuple(constants), tuple(sorted(aliases)))
 
 
-def _place_arena(graph, slots, arena_vals, slot_of, calls, planner):
+def _place_arena(graph, slots, arena_vals, slot_of, calls, planner, kernels=(), notes=None):
     first: dict[int, int] = {}
     last: dict[int, int] = {}
     for c_i, call in enumerate(calls):
@@ -248,23 +251,48 @@ def _place_arena(graph, slots, arena_vals, slot_of, calls, planner):
     plan = ((getattr(graph, "meta", None) or {}).get("memory_plan") or {}).get("offsets") or {}
     if arena_vals and all(v.name in plan for v in arena_vals):
         planned = [int(plan[v.name]) for v in arena_vals]
-        if _plan_is_safe(intervals, planned):
+        why = _plan_problem(intervals, planned, ids, calls, kernels)
+        if why is None:
             offsets = planned
             total = max(o + n for o, (_, _, n) in zip(offsets, intervals))
             total = -(-total // ALIGN) * ALIGN
+        elif notes is not None:
+            notes.append(f"memory plan not used ({why}); buffers placed by the lowering's allocator")
     slots = list(slots)
     for s, off in zip(ids, offsets):
         slots[s] = Slot("arena", int(off), slots[s].type)
     return slots, int(total)
 
 
-def _plan_is_safe(intervals: Sequence[tuple[int, int, int]], offsets: Sequence[int]) -> bool:
-    """Whether no two buffers that are live in the same call share bytes (64-byte aligned)."""
+def _plan_problem(intervals: Sequence[tuple[int, int, int]], offsets: Sequence[int], ids: Sequence[int],
+                  calls: Sequence[Call], kernels: Sequence[Kernel]) -> str | None:
+    """Why the planned ``offsets`` are unsafe, or None.
+
+    Two buffers live in the same call may share bytes only as a legal in-place pair:
+    the same offset and size, the first read for the last time by the call that
+    writes the second, as its input and output, in a kernel that reads that input
+    exactly where it writes that output (:func:`~minicomp.ir.lowering.inplace.inplace_problem`).
+    """
     if any(o % ALIGN for o in offsets):
-        return False
+        return "an offset is not 64-byte aligned"
     for i, (a0, a1, an) in enumerate(intervals):
         for j in range(i):
             b0, b1, bn = intervals[j]
-            if a0 <= b1 and b0 <= a1 and offsets[i] < offsets[j] + bn and offsets[j] < offsets[i] + an:
-                return False
-    return True
+            if not (a0 <= b1 and b0 <= a1 and offsets[i] < offsets[j] + bn and offsets[j] < offsets[i] + an):
+                continue
+            if offsets[i] != offsets[j] or an != bn:
+                return "two live buffers partly overlap"
+            (src, dst), c = ((j, i), a0) if b1 == a0 else ((i, j), b0) if a1 == b0 else ((i, i), -1)
+            if src == dst:
+                return "two buffers live across several calls share bytes"
+            call = calls[c]
+            k = kernels[call.kernel] if call.kernel < len(kernels) else None
+            nin = len(k.inputs) if k is not None else 0
+            ins = [p for p, s in enumerate(call.args[:nin]) if s == ids[src]]
+            outs = [p for p, s in enumerate(call.args[nin:]) if s == ids[dst]]
+            if k is None or len(ins) != 1 or len(outs) != 1:
+                return "buffers sharing bytes are not an input and an output of one call"
+            why = inplace_problem(k, ins[0], outs[0])
+            if why is not None:
+                return f"in-place update refused: {why}"
+    return None
