@@ -286,7 +286,12 @@ else:
     def _tanh(x):
         return libdevice.tanh(x)
 
+    # libdevice's pow drops the sign of a zero or infinite result for a negative base
+    # (-0.0 or -inf) and an odd integer exponent (seen on an H100): C gives -0.0 / -inf
     @triton.jit
     def _pow(a, b):
-        return libdevice.pow(a, b)
+        r = libdevice.pow(a, b)
+        odd = (tl.floor(b) == b) & (tl.abs(b % 2.0) == 1.0)
+        neg = (a < 0) | ((a == 0) & (1.0 / a < 0))
+        return tl.where(odd & neg, -tl.abs(r), r)
 '''
