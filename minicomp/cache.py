@@ -16,7 +16,9 @@ code is never executed. Nothing is pickled.
 Besides object code (``KEY.obj``) the directory holds compiled-model entries
 (``KEY.model`` + ``KEY.graph``, same framing) keyed by
 :func:`minicomp.model_key.model_key`: :func:`lookup_model` returns everything a
-compile needs (Program, object code, output structure) without tracing.
+compile needs (Program, object code, output structure) without tracing; and the
+thread pool's object code (``KEY.pool``, :func:`install_pool`), so a fresh process
+does not JIT-compile the pool.
 """
 from __future__ import annotations
 
@@ -35,8 +37,9 @@ from typing import Any
 import numpy as np
 
 MAGIC = b"MCOBJ1\n"
-#: Entry kinds (file suffixes): object code, compiled-model records (:func:`store_model`) and their graph text.
-_SUFFIXES = (".obj", ".model", ".graph")
+#: Entry kinds (file suffixes): object code, compiled-model records (:func:`store_model`), their graph
+#: text, and the thread pool's object code (:func:`install_pool`).
+_SUFFIXES = (".obj", ".model", ".graph", ".pool")
 _HEADER = len(MAGIC) + 65 + 17
 
 
@@ -84,6 +87,45 @@ def cache_key(*parts: str) -> str:
     return h.hexdigest()
 
 
+def pool_key(ir_text: str) -> str:
+    """Cache key of the thread pool's object code (:mod:`minicomp.codegen.llvm.threadpool`).
+
+    sha256 over the pool's IR text, the llvmlite and LLVM versions, the target triple
+    and the host CPU name and features: everything its machine code depends on.
+    """
+    import llvmlite
+    import llvmlite.binding as llvm
+    h = hashlib.sha256()
+    for p in ("minicomp thread pool, O2", ir_text, llvmlite.__version__, repr(llvm.llvm_version_info),
+              host_description()):
+        data = p.encode()
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()
+
+
+def install_pool() -> None:
+    """Load the per-process thread pool from cached object code (compiling and caching it on a miss).
+
+    A fresh process serving a compile from the cache then skips the pool's LLVM
+    compile. A corrupt entry is deleted by :func:`load` and recompiled; a
+    read-only or full cache directory only costs the compile. No-op once installed.
+    """
+    from minicomp.codegen.llvm import threadpool
+    if not threadpool.supported() or threadpool.installed():
+        return
+    text = threadpool.pool_ir()
+    key = pool_key(text)
+    obj = load(key, ".pool")
+    if obj is None:
+        obj = threadpool.compile_object(text)
+        try:
+            store(key, obj, ".pool")
+        except OSError:
+            pass
+    threadpool.load_object(obj)
+
+
 def _path(key: str, suffix: str = ".obj") -> Path:
     if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
         raise ValueError(f"bad cache key {key!r}")
@@ -93,8 +135,8 @@ def _path(key: str, suffix: str = ".obj") -> Path:
 
 
 def load(key: str, suffix: str = ".obj") -> bytes | None:
-    """The payload stored under ``key`` (an entry of kind ``suffix``: ".obj", ".model" or
-    ".graph"), or None (missing, or corrupt and now deleted)."""
+    """The payload stored under ``key`` (an entry of kind ``suffix``: ".obj", ".model", ".graph"
+    or ".pool"), or None (missing, or corrupt and now deleted)."""
     path = _path(key, suffix)
     try:
         data = path.read_bytes()
@@ -183,7 +225,10 @@ class CachedModel:
     def load_module(self):
         """The loaded :class:`~minicomp.codegen.llvm.LLVMModule` (object code mapped; no IR built)."""
         from minicomp.codegen.llvm import LLVMModule
-        return LLVMModule(self.name, self.unopt_ir, list(self.symbols), self.object_code, None, self.opt_level)
+        from minicomp.codegen.llvm.module import pipeline_level
+        install_pool()
+        return LLVMModule(self.name, self.unopt_ir, list(self.symbols), self.object_code, None,
+                          pipeline_level(self.program, self.opt_level))
 
     def load_graph(self):
         """The final IR graph (after passes), parsed from its ".graph" entry; None if that is gone."""

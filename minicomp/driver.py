@@ -453,6 +453,7 @@ def _compile_cpu(program, graph_name: str, options: dict[str, Any]):
     if not options.get("cache", True):
         return compile_program(program, name=name, threads=threads, opt_level=opt_level)
     from minicomp import cache
+    cache.install_pool()  # the thread pool's object code from the cache, not a per-process JIT
     key = cache.cache_key(program_text(program), "cpu", name, f"threads={threads}", f"opt={opt_level}")
     obj = cache.load(key)
     if obj is not None:

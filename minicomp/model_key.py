@@ -18,7 +18,8 @@ model" (in any process) can reuse the stored program and object code:
   its source file's text, its closure cells and the globals it reads.
 * the inputs' shapes, dtypes, devices and strides; the target and options;
   the versions of torch, numpy, llvmlite, minicomp and Python; the host CPU; and
-  the text of minicomp's own source files (so editing the compiler invalidates).
+  the path, size and modification time of minicomp's own source files (so editing the
+  compiler invalidates).
 
 It returns ``None`` ("do not use the fast path") for anything it cannot key
 safely: forward hooks, objects of unknown types in attributes or globals, classes
@@ -39,6 +40,7 @@ import enum
 import hashlib
 import importlib.util
 import inspect
+import os
 import sys
 import types
 from pathlib import Path
@@ -259,15 +261,34 @@ def _names(co: types.CodeType) -> set[str]:
 
 
 def minicomp_fingerprint() -> str:
-    """sha256 of every ``.py`` file of minicomp (frontend, passes, ir, codegen, driver, runtime...)."""
+    """sha256 over the relative path, size and modification time (ns) of every ``.py`` file of
+    minicomp (frontend, passes, ir, codegen, driver, runtime...).
+
+    Editing a source file changes its modification time, so the key: the same staleness
+    check Python's own bytecode cache relies on (mtime and size), without reading and
+    hashing ~100 files in every process that looks up a cached model.
+    """
     h = hashlib.sha256()
     for pkg in _PACKAGES:
         spec = importlib.util.find_spec(pkg)
         for root in (spec.submodule_search_locations or []) if spec else []:
-            for f in sorted(Path(root).rglob("*.py")):
-                h.update(str(f.relative_to(root)).encode() + b"\0")
-                h.update(hashlib.sha256(f.read_bytes()).digest())
+            for rel, st in _py_files(root, ""):
+                h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
     return h.hexdigest()
+
+
+def _py_files(folder: str, rel: str) -> list[tuple[str, os.stat_result]]:
+    """(relative path, stat) of the ``.py`` files under ``folder``, sorted, skipping caches and hidden folders."""
+    out = []
+    with os.scandir(folder) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for e in entries:
+        if e.is_dir(follow_symlinks=False):
+            if e.name != "__pycache__" and not e.name.startswith("."):
+                out += _py_files(e.path, f"{rel}{e.name}/")
+        elif e.name.endswith(".py"):
+            out.append((rel + e.name, e.stat()))
+    return out
 
 
 def model_key(model_or_fn: Any, example_inputs: Any, target: str, options: dict[str, Any]) -> str | None:

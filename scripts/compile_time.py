@@ -82,7 +82,8 @@ def breakdown(model, inputs) -> dict[str, float]:
     (module, _), out["llvm:build_ir"] = _timed(build_module, program, "mc_main", 2)
     text, out["llvm:to_text"] = _timed(str, module)
     mod, out["llvm:parse"] = _timed(jit.parse, text)
-    _, out["llvm:optimize"] = _timed(jit.optimize, mod, 3)
+    from minicomp.codegen.llvm.module import pipeline_level
+    _, out["llvm:optimize"] = _timed(jit.optimize, mod, pipeline_level(program, 3))  # as compile_program does
     obj, out["llvm:emit_object"] = _timed(jit.emit_object, mod)
     _, out["llvm:load"] = _timed(jit.Loaded, obj)
     from minicomp.driver import program_text

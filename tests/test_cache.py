@@ -96,3 +96,51 @@ def test_world_readable_dir_is_tightened(cache_dir):
     os.chmod(cache_dir, 0o755)
     cache.store(cache.cache_key("y"), b"z")
     assert stat.S_IMODE(cache_dir.stat().st_mode) == 0o700
+
+
+# -- the thread pool's object code ---------------------------------------------------------------
+_POOL_CHILD = """
+import sys, torch, minicomp
+from minicomp import cache
+from minicomp.codegen.llvm import threadpool
+if sys.argv[1] == "hit":
+    def no_compile(text):
+        raise AssertionError("the pool was JIT-compiled although its object code is cached")
+    threadpool.compile_object = no_compile
+x = torch.randn(64, 256)
+cm = minicomp.compile(lambda a: torch.tanh(a) * 2 + 1, (x,), threads=2)
+torch.testing.assert_close(cm(x), torch.tanh(x) * 2 + 1)
+print(threadpool.installed())
+"""
+
+
+def _pool_child(mode: str, cache_dir) -> str:
+    import subprocess
+    import sys
+    env = {**os.environ, "MINICOMP_CACHE_DIR": str(cache_dir)}
+    out = subprocess.run([sys.executable, "-c", _POOL_CHILD, mode], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout.strip()
+
+
+def test_thread_pool_object_code_is_cached_for_fresh_processes(cache_dir):
+    from minicomp.codegen.llvm import threadpool
+    if not threadpool.supported():
+        pytest.skip("the thread pool exists on x86-64 Linux only")
+    assert _pool_child("fill", cache_dir) == "True"
+    (pool,) = sorted(cache_dir.glob("*.pool"))
+    assert pool.stem == cache.pool_key(threadpool.pool_ir())
+    mtime = pool.stat().st_mtime_ns
+    assert _pool_child("hit", cache_dir) == "True"    # loaded, never compiled
+    assert pool.stat().st_mtime_ns == mtime
+    data = bytearray(pool.read_bytes())               # a corrupt entry is recompiled and rewritten
+    data[-20] ^= 0xFF
+    pool.write_bytes(bytes(data))
+    assert _pool_child("fill", cache_dir) == "True"
+    assert cache.load(pool.stem, ".pool") is not None
+
+
+def test_pool_key_depends_on_ir_text():
+    assert cache.pool_key("a") == cache.pool_key("a") != cache.pool_key("b")
+    assert len(cache.pool_key("a")) == 64

@@ -352,3 +352,26 @@ def test_unserializable_output_structure_is_not_stored(lowered, cache_dir):
     assert not cache.store_model(key, program=program, module=compile_program(program), obj_key=key,
                                  threads=2, opt_level=3, out_spec=spec)
     assert cache.lookup_model(key) is None
+
+
+def test_minicomp_fingerprint_follows_source_edits(tmp_path, monkeypatch):
+    """The fingerprint (path, size, modification time of every source file) changes on any edit."""
+    import os
+
+    from minicomp import model_key as mk
+    pkg = tmp_path / "mc_fp_pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "a.py").write_text("x = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(mk, "_PACKAGES", ("mc_fp_pkg",))
+    first = mk.minicomp_fingerprint()
+    assert mk.minicomp_fingerprint() == first
+    a = pkg / "sub" / "a.py"
+    st = a.stat()
+    a.write_text("x = 2\n")                                   # same size: only the mtime differs
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    second = mk.minicomp_fingerprint()
+    assert second != first
+    (pkg / "sub" / "b.py").write_text("")                     # a new file
+    assert mk.minicomp_fingerprint() != second

@@ -1,4 +1,4 @@
-"""LLVM plumbing: host target machine, the O3 pipeline, object code, MCJIT loading.
+"""LLVM plumbing: host target machine, the O2/O3 pipelines, object code, MCJIT loading.
 
 Compilation always goes IR -> optimized IR -> object file -> MCJIT
 (``engine.add_object_file``), so a compile and a load from cached object code
@@ -19,12 +19,17 @@ def host_target_machine(opt_level: int = 3) -> llvm.TargetMachine:
 
 def new_target_machine(opt_level: int = 3) -> llvm.TargetMachine:
     """A fresh target machine for the host CPU (its name and features, e.g. AVX2 / AVX-512)."""
+    target, cpu, features = _host_target()
+    return target.create_target_machine(cpu=cpu, features=features, opt=opt_level, codemodel="jitdefault",
+                                        reloc="default")
+
+
+@functools.lru_cache(maxsize=None)
+def _host_target() -> tuple[llvm.Target, str, str]:
+    """The native target (initialized once), host CPU name and feature string."""
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
-    target = llvm.Target.from_default_triple()
-    return target.create_target_machine(cpu=llvm.get_host_cpu_name(),
-                                        features=llvm.get_host_cpu_features().flatten(),
-                                        opt=opt_level, codemodel="jitdefault", reloc="default")
+    return llvm.Target.from_default_triple(), llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
 
 
 @functools.lru_cache(maxsize=None)

@@ -53,13 +53,15 @@ def torch_inputs():
 def main():
     from minicomp.ir import parse
     from minicomp.testing.check import compare_outputs, run_layer
+    from minicomp.testing.oracle import fp64_reference
     expected = torch_fn(*torch_inputs())
+    fp64 = fp64_reference(torch_fn, torch_inputs())
     graph = parse(IR)
     failed = False
     for layer in ["interpreter", *{targets!r}]:
         try:
             got = run_layer(graph, INPUTS, layer, passes={passes!r})
-            problem = compare_outputs(expected, got, graph)
+            problem = compare_outputs(expected, got, graph, fp64)
         except Exception as e:  # a crash is a failure too
             problem = f"raised {{type(e).__name__}}: {{e}}"
         print(f"{{layer}}: {{'OK' if problem is None else 'MISMATCH'}}")
