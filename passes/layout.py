@@ -2,9 +2,14 @@
 
 What it does (all exact rewrites):
 
-* ``reshape(linear(reshape(x)))`` -> ``linear(x)`` and likewise for batched
-  matmuls, when the reshapes only flatten and restore batch dims (what frontends
-  emit around every linear/bmm), so epilogues follow contractions directly.
+* ``reshape(linear(reshape(x)))`` -> ``linear(reshape(x))`` and likewise for batched
+  matmuls, when the outer reshape only splits batch dims (what frontends emit
+  around every linear/bmm), so epilogues follow contractions directly.
+* A matmul result read only through ``permute`` + merging ``reshape`` (attention's
+  "merge heads") is stored in the permuted order (``TensorType.order``), so that
+  view is contiguous and its consumer reads it with no copy kernel. Unflattening
+  first (``[B*H, S, D]`` -> ``[B, H, S, D]``) is what makes this possible at batch > 1:
+  an order is a permutation of whole dims and cannot interleave a merged dim.
 
 * ``u(permute(x))`` for unary elementwise ``u`` becomes ``permute(u(x))``; a binary
   elementwise op of two permutes with the same dims becomes one permute of the op.
@@ -66,12 +71,31 @@ class SinkPermute(RewritePattern):
         return True
 
 
-class UnflattenContraction(RewritePattern):
-    """``reshape(linear(reshape(x0)))`` -> ``linear(x0)`` (same for matmul) when the reshapes only
-    flatten and restore batch dims, so the epilogue can follow the contraction with no view between.
+def _refines(fine: tuple, coarse: tuple) -> bool:
+    """Whether ``fine`` splits each dim of ``coarse`` into consecutive dims (a row-major split)."""
+    i = 0
+    for size in coarse:
+        prod = 1
+        while prod < size or (size == 1 and prod == 1 and i < len(fine) and fine[i] == 1):
+            if i == len(fine):
+                return False
+            prod, i = prod * fine[i], i + 1
+        if prod != size:
+            return False
+    return all(s == 1 for s in fine[i:])
 
-    Frontends flatten ``[B, T, K]`` to ``[B*T, K]`` around every linear and bmm; the
-    batched op computes each output element with the same dot product.
+
+class UnflattenContraction(RewritePattern):
+    """``reshape(linear(x))`` -> ``linear(reshape(x))`` (same for batched matmul) when the outer
+    reshape only splits the batch dims (M for linear), so the contraction produces its
+    consumer's shape with no view in between.
+
+    Frontends flatten ``[B, T, K]`` to ``[B*T, K]`` around every linear and
+    ``[B, H, S, D]`` to ``[B*H, S, D]`` around every bmm; the batched op computes
+    each output element with the same dot product. Each operand is re-split the same
+    way (a reshape of the frontend's flattening reshape composes with it into one
+    view of its source). Splitting dims of a view is a view, so no copy appears; the
+    merge-heads permute that often follows a bmm can then be stored permuted.
     """
 
     def __init__(self, ctx: PassContext | None = None):
@@ -84,39 +108,40 @@ class UnflattenContraction(RewritePattern):
         if c is None or c.op not in ("linear", "matmul") or len(rw.graph.uses(c.result)) != 1 \
                 or any(o is c.result for o in rw.graph.outputs):
             return False
-        out, old = node.result.type.shape, c.result.type.shape
-        new_ops = self._operands(c, out, old)
-        if new_ops is None:
+        out, old = tuple(node.result.type.shape), tuple(c.result.type.shape)
+        shapes = self._operand_shapes(c, out, old)
+        if shapes is None:
             return False
-        rw.replace(node, [rw.add(c.op, new_ops, dict(c.attrs)).result])
+        new_ops = []
+        for v, shape in zip(c.operands, shapes):
+            if shape is not None and tuple(v.type.shape) != shape:
+                if v.producer is not None and v.producer.op == "reshape":
+                    v = v.producer.operands[0]
+                if tuple(v.type.shape) != shape:
+                    v = rw.add("reshape", [v], {"shape": shape}).result
+            new_ops.append(v)
+        res = rw.add(c.op, new_ops, dict(c.attrs)).result
+        res.name = rw.graph.fresh_name(c.results[0].name)  # keeps the frontend's name readable in explain
+        rw.replace(node, [res])
         if self.ctx is not None:
-            self.ctx.record("layout", f"{c.op} %{c.results[0].name} unflattened to {list(out)}",
+            self.ctx.record("layout", f"{c.op} %{c.results[0].name} unflattened to {list(out)} as %{res.name}",
                             "removes the reshapes between the contraction and its epilogue")
         return True
 
     @staticmethod
-    def _operands(c: Node, out: tuple, old: tuple):
-        def src(v):
-            p = v.producer
-            return p.operands[0] if p is not None and p.op == "reshape" else None
-
+    def _operand_shapes(c: Node, out: tuple, old: tuple) -> list | None:
+        """The new shape of each operand (None: kept as is), or None when the pattern does not apply."""
         a = c.operands[0]
-        a0 = src(a)
-        if a0 is None:
-            return None
         if c.op == "linear" or c.operands[1].type.rank == 2:
-            if a.type.rank != 2 or a0.type.shape[-1:] != a.type.shape[-1:] or \
-                    out[:-1] != a0.type.shape[:-1] or out[-1:] != old[-1:]:
+            if a.type.rank != 2 or len(old) != 2 or len(out) <= 2 or out[-1:] != old[-1:] \
+                    or not _refines(out[:-1], old[:-1]):
                 return None
-            return [a0] + list(c.operands[1:])
+            return [out[:-1] + tuple(a.type.shape[-1:])] + [None] * (len(c.operands) - 1)
         b = c.operands[1]
-        b0 = src(b)
-        if b0 is None or a.type.rank < 3 or b.type.rank < 3 or old[-2:] != out[-2:]:
+        if len(old) < 3 or len(out) <= len(old) or old[-2:] != out[-2:] or not _refines(out[:-2], old[:-2]) \
+                or tuple(a.type.shape[:-2]) != old[:-2] or tuple(b.type.shape[:-2]) != old[:-2]:
             return None
-        if a0.type.shape[-2:] != a.type.shape[-2:] or b0.type.shape[-2:] != b.type.shape[-2:] \
-                or a0.type.shape[:-2] != out[:-2] or b0.type.shape[:-2] != out[:-2]:
-            return None
-        return [a0, b0]
+        return [out[:-2] + tuple(a.type.shape[-2:]), out[:-2] + tuple(b.type.shape[-2:])]
 
 
 def _single_user(graph: Graph, v) -> Node | None:
