@@ -115,8 +115,10 @@ class ExprEmitter:
             text = f"tl.full({self.ctx.shape}, {name}, {tl_t})"
         elif expr.dtype is DType.bool:
             text = f"{name} | tl.full({self.ctx.shape}, 0, tl.int1)"
-        elif expr.dtype.is_float:  # adding -0.0 is exact for every value, -0.0 and NaN included
-            text = f"{name} + tl.full({self.ctx.shape}, -0.0, {tl_t})"
+        elif expr.dtype.is_float:
+            # a select, not ``+ (-0.0)``: compiled for CUDA the -0.0 splat became +0.0 and turned
+            # every -0.0 result into +0.0 (seen on an H100; the interpreter kept it)
+            text = f"tl.where(tl.full({self.ctx.shape}, 1, tl.int1), {name}, {name})"
         else:
             text = f"{name} + tl.full({self.ctx.shape}, 0, {tl_t})"
         out = self.body.assign(text)
