@@ -70,6 +70,9 @@ _COMMON: dict[str, Handler] = {
 
 FLOAT_OPS: dict[str, Handler] = {
     **_COMMON,
+    # times -1.0, not unary minus: some Triton releases lower float ``-x`` to ``0 - x``,
+    # which turns +0.0 into +0.0 instead of -0.0 (and the product is exact for every value)
+    "neg": lambda a: f"{a} * -1.0",
     "div": lambda a, b: f"{a} / {b}",
     "max": lambda a, b: f"tl.maximum({a}, {b}, propagate_nan=tl.PropagateNan.ALL)",
     "min": lambda a, b: f"tl.minimum({a}, {b}, propagate_nan=tl.PropagateNan.ALL)",
@@ -261,7 +264,7 @@ if INTERPRET:
         s = d * d
         small = a * (1.0 + s * (-1.0 / 3 + s * (2.0 / 15 + s * (-17.0 / 315 + s * (62.0 / 2835)))))
         # the odd series keeps the sign of zero: tanh(-0.0) is -0.0
-        r = tl.where(a < 0.05, d * (small / tl.where(a == 0, 1.0, a)), tl.where(d < 0, -big, big))
+        r = tl.where(a < 0.05, d * (small / tl.where(a == 0, 1.0, a)), tl.where(d < 0, big * -1.0, big))
         return r.to(x.dtype)
 
     @triton.jit
@@ -272,7 +275,7 @@ if INTERPRET:
         is_int = tl.floor(y) == y
         odd = is_int & (tl.abs(y % 2.0) == 1.0)
         neg = (x < 0) | ((x == 0) & (1.0 / x < 0))  # -0.0 counts as negative (C pow)
-        r = tl.where(neg & odd, -mag, mag)
+        r = tl.where(neg & odd, mag * -1.0, mag)  # not -mag: see FLOAT_OPS["neg"]
         r = tl.where((x < 0) & (x > float("-inf")) & (is_int == 0), float("nan"), r)
         r = tl.where((x == -1) & (tl.abs(y) == float("inf")), 1.0, r)
         r = tl.where(y == 0, 1.0, tl.where(x == 1, 1.0, r))
@@ -293,5 +296,5 @@ else:
         r = libdevice.pow(a, b)
         odd = (tl.floor(b) == b) & (tl.abs(b % 2.0) == 1.0)
         neg = (a < 0) | ((a == 0) & (1.0 / a < 0))
-        return tl.where(odd & neg, -tl.abs(r), r)
+        return tl.where(odd & neg, tl.abs(r) * -1.0, r)
 '''
