@@ -49,13 +49,13 @@ def test_examples_on_the_gpu(name: str) -> None:
 
 @pytest.mark.parametrize("dtype", FLOATS, ids=str)
 def test_special_values_and_signed_zero(dtype: torch.dtype) -> None:
-    """pow, tanh, division, min/max and sqrt on zeros of both signs, infinities and NaN."""
+    """pow, tanh, division, max, sqrt and negation on zeros of both signs, infinities and NaN."""
     import itertools
     vals = [0.0, -0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5, 3.0, -3.0, math.inf, -math.inf, math.nan, 1e-30, -0.01, 2.5]
     xs, ys = (torch.tensor(v, dtype=dtype, device="cuda") for v in zip(*itertools.product(vals, vals)))
 
     def fn(x, y):
-        return torch.pow(x, y), 1 / torch.tanh(x), x / y, torch.maximum(x, y), torch.sqrt(x), torch.sigmoid(-x)
+        return torch.pow(x, y), 1 / torch.tanh(x), x / y, torch.maximum(x, y), torch.sqrt(x), torch.sigmoid(-x), -x
 
     cm = minicomp.compile(fn, (xs, ys), target="triton")
     # IEEE 754-2008 leaves the sign of max(+0, -0) to the implementation, and PyTorch's own CPU
