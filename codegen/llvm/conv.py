@@ -12,25 +12,17 @@ from llvmlite import ir
 
 from minicomp.codegen.llvm import conv_gemm, convert
 from minicomp.codegen.llvm.control import entry_alloca, for_range
-from minicomp.codegen.llvm.kernelfn import buffer_table, define_kernel, emit_store
+from minicomp.codegen.llvm.kernelfn import buffer_table, define_kernel, emit_store, load_access
 from minicomp.codegen.llvm.parallel import PARALLEL_MIN_WORK
 from minicomp.codegen.llvm.scalar import ExprEmitter
-from minicomp.codegen.llvm.types import I64, register_type, storage_type
-from minicomp.ir.kernel import Access, ConvKernel
+from minicomp.codegen.llvm.types import I64, register_type
+from minicomp.ir.kernel import ConvKernel
 
 
 def _c(v: int) -> ir.Constant:
     return ir.Constant(I64, v)
 
 
-def _load(b, tab, acc: Access, idx, dt):
-    ptr, _, sdt = tab[acc.buf]
-    off = _c(acc.offset)
-    for s, v in zip(acc.strides, idx):
-        if s:
-            off = b.add(off, b.mul(v, _c(s)))
-    raw = b.load(b.gep(ptr, [off], inbounds=True, source_etype=storage_type(sdt)), typ=storage_type(sdt))
-    return convert.cast(b, convert.from_storage(b, raw, sdt), sdt, dt)
 
 
 def _ow_range(k: ConvKernel, kw: int) -> tuple[int, int]:
@@ -93,10 +85,10 @@ def emit_conv_kernel(module: ir.Module, name: str, k: ConvKernel, noalias: bool,
                                 hi = b.load(b.gep(table, [b.add(b.mul(kw, _c(2)), _c(1))], source_etype=I64),
                                             typ=I64)
                                 shift = b.sub(b.mul(kw, _c(k.dilation[1])), _c(k.padding[1]))
-                                wv = _load(b, tab, k.weight, [co, ci, kh, kw], dt)
+                                wv = load_access(b, tab, k.weight, [co, ci, kh, kw], dt)
                                 with for_range(b, lo, hi, name="ow") as ow:
                                     iw = b.add(b.mul(ow, _c(k.stride[1])), shift)
-                                    xv = _load(b, tab, k.x, [n, b.add(cbase, ci), ih, iw], dt)
+                                    xv = load_access(b, tab, k.x, [n, b.add(cbase, ci), ih, iw], dt)
                                     slot = b.gep(row, [ow], source_etype=T)
                                     cur = b.load(slot, typ=T)
                                     nxt = b.fadd(cur, b.fmul(wv, xv), flags=("contract",)) if is_float \

@@ -32,12 +32,12 @@ from minicomp.codegen.llvm import convert
 from minicomp.codegen.llvm.control import entry_alloca, for_range
 from minicomp.codegen.llvm.intrinsics import call, declare
 from minicomp.codegen.llvm.jit import host_vector_bits
-from minicomp.codegen.llvm.kernelfn import buffer_table, emit_store
+from minicomp.codegen.llvm.kernelfn import buffer_table, emit_store, load_access
 from minicomp.codegen.llvm.parallel import PARALLEL_MIN_WORK, make_body, parallel_for
 from minicomp.codegen.llvm.scalar import ExprEmitter
-from minicomp.codegen.llvm.types import I32, I64, PTR, VOID, register_type, storage_type
+from minicomp.codegen.llvm.types import I32, I64, PTR, VOID, register_type
 from minicomp.ir.dtypes import DType
-from minicomp.ir.kernel import Access, ConvKernel
+from minicomp.ir.kernel import ConvKernel
 
 MR = 6
 #: Taps unrolled in the micro-kernel above this count would bloat the code: use the direct kernel.
@@ -77,14 +77,6 @@ class _Plan:
         self.items = k.n * k.groups * self.ntiles
 
 
-def _load(b, tab, acc: Access, idx, dt: DType) -> ir.Value:
-    ptr, _, sdt = tab[acc.buf]
-    off = _c(acc.offset)
-    for s, v in zip(acc.strides, idx):
-        if s:
-            off = b.add(off, b.mul(v, _c(s)))
-    raw = b.load(b.gep(ptr, [off], inbounds=True, source_etype=storage_type(sdt)), typ=storage_type(sdt))
-    return convert.cast(b, convert.from_storage(b, raw, sdt), sdt, dt)
 
 
 def _pad_body(p: _Plan, nin: int):
@@ -109,7 +101,7 @@ def _pad_body(p: _Plan, nin: int):
                         with for_range(b, lo, hi, name="zp") as j:
                             b.store(zero, b.gep(xp, [b.add(dst, j)], source_etype=T))
                     with for_range(b, 0, k.w, name="cp") as iw:
-                        v = _load(b, tab, k.x, [n, c, ih, iw], p.dt)
+                        v = load_access(b, tab, k.x, [n, c, ih, iw], p.dt)
                         b.store(v, b.gep(xp, [b.add(dst, b.add(iw, _c(pw)))], source_etype=T))
                 with other:
                     with for_range(b, 0, p.wp, name="zr") as j:
@@ -137,7 +129,7 @@ def _pack_weights(b, p: _Plan, tab, wpk) -> None:
             with for_range(b, 0, k.kh, name="wkh") as kh:
                 with for_range(b, 0, k.kw, name="wkw") as kw:
                     kidx = b.add(b.mul(b.add(b.mul(ci, _c(k.kh)), kh), _c(k.kw)), kw)
-                    v = _load(b, tab, k.weight, [co, ci, kh, kw], p.dt)
+                    v = load_access(b, tab, k.weight, [co, ci, kh, kw], p.dt)
                     b.store(b.select(ok, v, zero),
                             b.gep(wpk, [b.add(base, b.mul(kidx, _c(MR)))], source_etype=T))
 

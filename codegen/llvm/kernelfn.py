@@ -11,8 +11,9 @@ from llvmlite import ir
 from minicomp.codegen.llvm import convert
 from minicomp.codegen.llvm.parallel import PARALLEL_MIN_WORK, BodyEmitter, make_body, parallel_for
 from minicomp.codegen.llvm.scalar import ExprEmitter
-from minicomp.codegen.llvm.types import PTR, VOID, storage_type
-from minicomp.ir.kernel import Buffer, Store
+from minicomp.codegen.llvm.types import I64, PTR, VOID, storage_type
+from minicomp.ir.dtypes import DType
+from minicomp.ir.kernel import Access, Buffer, Store
 
 
 def define_kernel(module: ir.Module, name: str, nptrs: int, noalias: bool, total: int, work: int,
@@ -45,3 +46,14 @@ def emit_store(em: ExprEmitter, out_ptrs: list[ir.Value], outputs: tuple[Buffer,
     value = convert.to_storage(b, em.emit_as(st.value, dtype), dtype)
     idx = em.index(st.index, buf.type.numel)
     b.store(value, b.gep(out_ptrs[st.buf], [idx], inbounds=True, source_etype=storage_type(dtype)))
+
+
+def load_access(b: ir.IRBuilder, tab: list, acc: Access, idx: list[ir.Value], dt: DType) -> ir.Value:
+    """The element of ``acc`` (offset + strides . ``idx``) from buffer table ``tab``, as ``dt``."""
+    ptr, _, sdt = tab[acc.buf]
+    off = ir.Constant(I64, acc.offset)
+    for s, v in zip(acc.strides, idx):
+        if s:
+            off = b.add(off, b.mul(v, ir.Constant(I64, s)))
+    raw = b.load(b.gep(ptr, [off], inbounds=True, source_etype=storage_type(sdt)), typ=storage_type(sdt))
+    return convert.cast(b, convert.from_storage(b, raw, sdt), sdt, dt)

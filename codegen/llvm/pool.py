@@ -13,9 +13,8 @@ from llvmlite import ir
 
 from minicomp.codegen.llvm import convert
 from minicomp.codegen.llvm.control import entry_alloca, for_range
-from minicomp.codegen.llvm.conv import _load
 from minicomp.codegen.llvm.intrinsics import call
-from minicomp.codegen.llvm.kernelfn import buffer_table, define_kernel, emit_store
+from minicomp.codegen.llvm.kernelfn import buffer_table, define_kernel, emit_store, load_access
 from minicomp.codegen.llvm.parallel import PARALLEL_MIN_WORK
 from minicomp.codegen.llvm.scalar import ExprEmitter
 from minicomp.codegen.llvm.types import I64, register_type
@@ -66,7 +65,7 @@ def emit_pool_kernel(module: ir.Module, name: str, k: PoolKernel, noalias: bool,
                             iw = b.add(w0, _c(kw * DW))
                             ok = b.and_(okh, b.and_(b.icmp_signed(">=", iw, _c(0)), b.icmp_signed("<", iw, _c(k.w))))
                             with b.if_then(ok):
-                                v = _load(b, tab, k.x, [n, c, ih, iw], dt)
+                                v = load_access(b, tab, k.x, [n, c, ih, iw], dt)
                                 cur = b.load(acc, typ=T)
                                 if k.op == "avg":
                                     nxt = b.fadd(cur, v) if dt.is_float else b.add(cur, v)
