@@ -196,6 +196,7 @@ ELEMENTWISE.update(
     pow=_binary(lambda a: torch.pow, ints=st.integers(-4, 6)),
     div=_binary(lambda a: lambda x, y: torch.div(x, y, rounding_mode=a["rounding_mode"]),
                 attrs=st.sampled_from([None, "trunc", "floor"]).map(lambda m: {"rounding_mode": m})),
+    remainder=_binary(lambda a: torch.remainder), fmod=_binary(lambda a: torch.fmod),
     where=dict(fn=lambda a: torch.where, arity=3, dtypes=ALL, attrs=st.just({}), cond=True),
 )
 for _n in ["eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_xor"]:

@@ -215,6 +215,27 @@ class _LoopEmitter:
         return b.load(acc, typ=register_type(vdt))
 
 
+#: A transcendental costs about this many simple element operations (exp, erf: ~20-30
+#: vector instructions against one load/add/store), for the decision to split a kernel.
+_COSTLY_WEIGHT = 16
+
+
+def _work(k: LoopKernel, spills: dict[int, int]) -> int:
+    """Estimated cost in simple element operations: every stage's points, each
+    transcendental it computes counted :data:`_COSTLY_WEIGHT` times (a row store that
+    reloads a spilled value does not recompute it). Row-wise kernels make several
+    passes over a row, and softmax's exp passes cost far more than a copy, so this,
+    not the element count, decides whether a kernel is split across threads."""
+    inner = prod(k.inner)
+    reloaded = set(spills.values())
+    per_point = 0
+    for j, st in enumerate(k.stages):
+        costly = 0 if j in reloaded else len(
+            {id(n) for n in sub_exprs(st.value) if isinstance(n, Op) and n.op in _COSTLY})
+        per_point += (1 + _COSTLY_WEIGHT * costly) * (inner if isinstance(st, Reduce) or st.inner else 1)
+    return prod(k.outer) * max(1, per_point)
+
+
 def emit_loop_kernel(module: ir.Module, name: str, k: LoopKernel, noalias: bool, threads: int,
                      aliases: dict[int, int] | None = None) -> ir.Function:
     """Define the kernel function for ``k`` in ``module``.
@@ -224,7 +245,7 @@ def emit_loop_kernel(module: ir.Module, name: str, k: LoopKernel, noalias: bool,
     """
     emitter = _LoopEmitter(k, noalias, aliases)
     total = k.outer[emitter.split] if k.outer else 1
-    work = prod(k.outer) * max(1, prod(k.inner))
+    work = _work(k, emitter.spills)
     if prod(k.outer) == 0:
         total = 0
     return define_kernel(module, name, len(k.inputs) + len(k.outputs), noalias, total, work, threads, emitter)
