@@ -1,7 +1,9 @@
-"""The unpacked dot-tile matmul path (A and B unit-stride along k) and the cancellable 2-way split.
+"""The unpacked matmul paths and the cancellable 2-way split.
 
-Shapes are chosen around the tile edges (rows % 3, columns % 4, k % vector width) so
-clamped edge rows/columns and the k tail are all exercised, with and without epilogues.
+Dot tiles (A and B unit-stride along k): shapes around the tile edges (rows % 3, columns % 4,
+k % vector width) so clamped edge rows/columns and the k tail are all exercised, with and
+without epilogues. Row tiles (B unit-stride along n, e.g. attention's ``@ v``): rows % 6,
+strided A, batches that share or do not share B.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import pytest
 import torch
 
 import minicomp
-from minicomp.codegen.llvm.matmul import DT_COLS, DT_ROWS
+from minicomp.codegen.llvm.matmul import DT_COLS, DT_ROWS, RT_ROWS
 
 
 @pytest.mark.parametrize("m,n,k", [(64, 384, 128), (7, 5, 9), (7, 5, 130), (65, 31, 133), (3, 4, 128), (10, 1, 200),
@@ -83,3 +85,37 @@ def test_kernel_uses_dot_tiles():
         cm = minicomp.compile(lin, (x,), cache=False)
     src = cm.source("llvm-unopt")
     assert ".dtile" in src and "mc.gemm.packb" not in src
+
+
+@pytest.mark.parametrize("m,n,k", [(64, 32, 64), (RT_ROWS, 16, 1), (7, 16, 5), (65, 48, 33), (96, 64, 300)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_row_tiles_match(m, n, k, dtype, threads):
+    torch.manual_seed(2)
+    a = torch.randn(3, k, m, dtype=dtype).transpose(-2, -1)  # A strided along k
+    b = torch.randn(3, k, n, dtype=dtype) / math.sqrt(k)  # O(1) results, as attention's probabilities give
+    a[0, 1, 0] = float("nan")
+    a[1, 2, k - 1] = float("inf")
+    f = lambda a, b: torch.relu(a @ b) + 1.0  # noqa: E731
+    cm = minicomp.compile(f, (a, b), cache=False, threads=threads)
+    torch.testing.assert_close(cm(a, b), f(a, b), equal_nan=True)
+    assert ".rtile" in cm.source("llvm-unopt")
+
+
+def test_row_tiles_shared_b_and_negative_zero():
+    a = torch.randn(2, 1, 12, 40)
+    b = torch.randn(40, 16)  # one B for every batch
+    a[1, 0, 3, :] = -0.0
+    cm = minicomp.compile(lambda a, b: a @ b, (a, b), cache=False)
+    got, want = cm(a, b), a @ b
+    torch.testing.assert_close(got, want)
+    assert torch.equal(torch.signbit(got[1, 0, 3]), torch.signbit(want[1, 0, 3]))
+    assert ".rtile" in cm.source("llvm-unopt")
+
+
+@pytest.mark.parametrize("n", [8, 24, 17])
+def test_row_tiles_need_whole_vector_pairs(n):
+    a = torch.randn(20, 40)
+    b = torch.randn(40, n)
+    cm = minicomp.compile(lambda a, b: a @ b, (a, b), cache=False)
+    torch.testing.assert_close(cm(a, b), a @ b)

@@ -35,6 +35,22 @@ def _poly(b: ir.IRBuilder, x: ir.Value, coeffs: list[float]) -> ir.Value:
     return acc
 
 
+def _poly_estrin(b: ir.IRBuilder, x: ir.Value, coeffs: list[float]) -> ir.Value:
+    """Estrin evaluation (same polynomial as :func:`_poly`): pairs ``c1*x + c0`` combined with
+    powers ``x^2, x^4, ...``, a dependency chain of about log2(degree) FMAs instead of degree,
+    so a vectorized loop of a costly epilogue (GELU's erf) is not bound by FMA latency."""
+    terms = [_c(c) for c in reversed(coeffs)]  # constant term first
+    power = x
+    while len(terms) > 1:
+        nxt = [call(b, "llvm.fmuladd", terms[i + 1], power, terms[i]) for i in range(0, len(terms) - 1, 2)]
+        if len(terms) % 2:
+            nxt.append(terms[-1])
+        terms = nxt
+        if len(terms) > 1:
+            power = b.fmul(power, power)
+    return terms[0]
+
+
 def _isnan(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     return b.fcmp_unordered("uno", x, x)
 
@@ -106,7 +122,7 @@ def _erf(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     t = b.fmul(x, x)
     sat = _c(_ERF_SAT * _ERF_SAT)
     t = b.select(b.fcmp_unordered("<", t, sat), t, sat)  # NaN stays NaN, inf -> sat
-    r = b.fmul(x, b.fdiv(_poly(b, t, _ERF_P), _poly(b, t, _ERF_Q)))
+    r = b.fmul(x, b.fdiv(_poly_estrin(b, t, _ERF_P), _poly_estrin(b, t, _ERF_Q)))
     # |r| > 1 past saturation (x * P/Q grows like x there) or by rounding just below it:
     # exactly +-1, as float32 erf rounds there (so gelu's 1 + erf(x) is exactly 0 far left).
     return b.select(b.fcmp_ordered(">", call(b, "llvm.fabs", r), _c(1.0)), call(b, "llvm.copysign", _c(1.0), x), r)

@@ -13,7 +13,11 @@ The micro-kernel (one per distinct k), A packing and B packing are functions emi
 once per module (:mod:`.gemm_shared`): each kernel adds only its loop nest and
 epilogue, so a model with many matmuls compiles the SIMD code once.
 
-Small products (the *simple* path) loop directly: a dot product over k
+Small products with at most DT_MAX_SHARED_ROWS rows per B skip packing (f32/f64):
+*dot tiles* (A and B contiguous along k, e.g. linear layers) compute 3x4 tiles of
+vector dot products along k; *row tiles* (B contiguous along n, e.g. attention's
+``@ v``) compute 6 x 2-vector tiles from a broadcast ``A[i, p]`` times rows of B.
+Other small products (the *simple* path) loop directly: a dot product over k
 (vectorized with ``reassoc`` adds) when B is contiguous along k, else a row
 update ``acc[:] += a * B[p, :]`` over a stack row.
 """
@@ -46,6 +50,9 @@ DT_MAX_N, DT_MAX_K = 4096, 2048
 #: Packing B pays off once it serves more rows than this; below DT_MIN_VECS vectors of k
 #: the per-tile horizontal sums cost more than the products (measured on the block's shapes).
 DT_MAX_SHARED_ROWS, DT_MIN_VECS = 96, 8
+#: Register tile of the unpacked broadcast path (B unit stride along n): rows x vectors of columns;
+#: each block of rows streams one batch's B (at most RT_MAX_B_BYTES, so it stays in cache).
+RT_ROWS, RT_VECS, RT_MAX_B_BYTES = 6, 2, 1 << 20
 
 
 def _c(v: int) -> ir.Constant:
@@ -323,6 +330,81 @@ class _Gemm:
                     acc = b.load(b.gep(buf, [b.add(rbase, j)], source_etype=T), typ=T)
                     self.epilogue(b, tab, out_ptrs, bvars, i, j, acc)
 
+    # ---- row-tile path: B contiguous along n, no packing ------------------------
+    def row_tile_ok(self) -> bool:
+        """The unpacked broadcast path applies (see :meth:`row_tiles`)."""
+        k, W = self.k, self.W
+        shared = k.m if self.b_varies() else self.nbatch * k.m
+        return (self.dt in (DType.f32, DType.f64) and k.k >= 1 and k.m >= RT_ROWS
+                and k.n % (RT_VECS * W) == 0 and k.k * k.n * (self.bits // 8) <= RT_MAX_B_BYTES
+                and shared <= DT_MAX_SHARED_ROWS
+                and k.inputs[k.a.buf].type.dtype is self.dt and k.inputs[k.b.buf].type.dtype is self.dt
+                and k.b.strides[-1] == 1)
+
+    def row_tiles(self, b, ptrs, begin, end):
+        """Items [begin, end) of (batch x block of RT_ROWS rows).
+
+        Per block, each RT_ROWS x (RT_VECS vectors) tile of C accumulates ``A[i, p]``
+        (broadcast) times the vectors ``B[p, j:j+W]`` read straight from B (unit stride along
+        n: attention's ``@ v``) over all of k, into a stack row block; then the epilogue
+        runs along each row. Rows past the edge are computed on clamped indices, never stored.
+        """
+        k, R, NV, W, T = self.k, RT_ROWS, RT_VECS, self.W, self.T
+        vt = ir.VectorType(T, W)
+        esize = self.bits // 8
+        tab = buffer_table(ptrs[:self.nin], k.inputs)
+        out_ptrs = ptrs[self.nin:]
+        aptr, bptr = tab[k.a.buf][0], tab[k.b.buf][0]
+        nrb = -(-k.m // R)
+        buf = entry_alloca(b, ir.ArrayType(T, R * k.n), "rtbuf")
+        zero = ir.Constant(vt, [convert.constant(0, self.dt)] * W)
+        mask = ir.Constant(ir.VectorType(I32, W), [0] * W)
+        sak, sbk = k.a.strides[-1], k.b.strides[-2]
+        with for_range(b, begin, end, name="blk") as blk:
+            bvars = _batch_vars(b, b.udiv(blk, _c(nrb)), k.batch) if k.batch else []
+            i0 = b.mul(b.urem(blk, _c(nrb)), _c(R))
+            abases = [_offset(b, k.a, bvars + [_smin(b, b.add(i0, _c(r)), _c(k.m - 1)), _c(0)]) for r in range(R)]
+            with for_range(b, 0, k.n // (NV * W), name="ct") as ct:
+                j0 = b.mul(ct, _c(NV * W))
+                bbase = _offset(b, k.b, bvars + [_c(0), j0])
+                pre = b.block
+                loop = b.append_basic_block("rt.loop")
+                done = b.append_basic_block("rt.done")
+                b.branch(loop)
+                b.position_at_end(loop)
+                p = b.phi(I64, "p")
+                p.add_incoming(_c(0), pre)
+                accs = [[b.phi(vt) for _ in range(NV)] for _ in range(R)]
+                brow = b.add(bbase, b.mul(p, _c(sbk)))
+                bvs = [b.load(b.gep(bptr, [b.add(brow, _c(c * W))], inbounds=True, source_etype=T),
+                              typ=vt, align=esize) for c in range(NV)]
+                new = []
+                for r in range(R):
+                    x = b.load(b.gep(aptr, [b.add(abases[r], b.mul(p, _c(sak)))], inbounds=True, source_etype=T),
+                               typ=T)
+                    splat = b.shuffle_vector(b.insert_element(ir.Constant(vt, ir.Undefined), x, _c(0)),
+                                             ir.Constant(vt, ir.Undefined), mask)
+                    new.append([call(b, "llvm.fma", splat, bvs[c], accs[r][c]) for c in range(NV)])
+                p2 = b.add(p, _c(1))
+                p.add_incoming(p2, loop)
+                for r in range(R):
+                    for c in range(NV):
+                        accs[r][c].add_incoming(zero, pre)
+                        accs[r][c].add_incoming(new[r][c], loop)
+                b.cbranch(b.icmp_signed("<", p2, _c(k.k)), loop, done)
+                b.position_at_end(done)
+                for r in range(R):
+                    for c in range(NV):
+                        slot = b.gep(buf, [b.add(_c(r * k.n + c * W), j0)], source_etype=T)
+                        b.store(new[r][c], slot, align=esize)
+            nrows = _smin(b, _c(R), b.sub(_c(k.m), i0))
+            with for_range(b, 0, nrows, name="er") as r:
+                i = b.add(i0, r)
+                rbase = b.mul(r, _c(k.n))
+                with for_range(b, 0, k.n, name="ec") as j:
+                    acc = b.load(b.gep(buf, [b.add(rbase, j)], source_etype=T), typ=T)
+                    self.epilogue(b, tab, out_ptrs, bvars, i, j, acc)
+
     # ---- packed path ----------------------------------------------------------
     def b_varies(self) -> bool:
         nb = len(self.k.batch)
@@ -421,6 +503,11 @@ def emit_matmul_kernel(module: ir.Module, name: str, k: MatmulKernel, noalias: b
     if rows > GEMV_MAX_ROWS and g.dot_tile_ok() and (packed or k.m >= DT_ROWS):
         body = make_body(module, f"{name}.dtile", nio, noalias, g.dot_tiles)
         parallel_for(b, body, list(fn.args), g.nbatch * -(-k.m // DT_ROWS), th)
+        b.ret_void()
+        return fn
+    if rows > GEMV_MAX_ROWS and g.row_tile_ok():
+        body = make_body(module, f"{name}.rtile", nio, noalias, g.row_tiles)
+        parallel_for(b, body, list(fn.args), g.nbatch * -(-k.m // RT_ROWS), th)
         b.ret_void()
         return fn
     if not packed and g.gemv_ok() and rows <= GEMV_MAX_ROWS:
