@@ -5,8 +5,9 @@ For each example model (MLP, LeNet-5, transformer block), in one process:
 * Inductor cold compile: ``torch._dynamo.reset(); torch.compile(m)(x)`` (first call);
 * minicomp compile with the object cache off (``minicomp.compile(..., cache=False)``);
 * the breakdown of that compile: trace (``minicomp.trace``), each pass
-  (``PassContext.stats``), lowering, LLVM IR construction, LLVM parse + optimization,
-  object emission and loading;
+  (``PassContext.stats``), lowering, LLVM IR construction (a module per convolution, one
+  for the rest), their compilation on several threads (``jit.compile_parts``) and loading;
+  then, for reference, the same LLVM work on one thread by stage and per part;
 * the cached path: a compile served from a warm on-disk cache in this process, and
   (unless ``--no-fresh``) the same compile in a fresh process, timed from just
   before the ``minicomp.compile`` call (imports excluded, reported separately).
@@ -68,7 +69,8 @@ def breakdown(model, inputs) -> dict[str, float]:
     """Seconds of each compile stage, run one after another like the driver does."""
     import minicomp
     from minicomp.codegen.llvm import jit
-    from minicomp.codegen.llvm.entry import build_module
+    from minicomp.codegen.llvm.entry import build_parts
+    from minicomp.codegen.llvm.module import part_levels, split_kernels
     from minicomp.ir.lowering import lower_graph
     from minicomp.passes.manager import PassContext, PassManager, default_pipeline
 
@@ -79,13 +81,21 @@ def breakdown(model, inputs) -> dict[str, float]:
     for s in ctx.stats:
         out[f"pass:{s.name}"] = out.get(f"pass:{s.name}", 0.0) + s.seconds
     program, out["lower"] = _timed(lower_graph, graph)
-    (module, _), out["llvm:build_ir"] = _timed(build_module, program, "mc_main", 2)
-    text, out["llvm:to_text"] = _timed(str, module)
-    mod, out["llvm:parse"] = _timed(jit.parse, text)
-    from minicomp.codegen.llvm.module import pipeline_level
-    _, out["llvm:optimize"] = _timed(jit.optimize, mod, pipeline_level(program, 3))  # as compile_program does
-    obj, out["llvm:emit_object"] = _timed(jit.emit_object, mod)
+    (parts, _), out["llvm:build_ir"] = _timed(build_parts, program, "mc_main", 2, split_kernels(program))
+    texts, out["llvm:to_text"] = _timed(lambda: [str(m) for m in parts])
+    levels = part_levels(program, 3)
+    obj, out["llvm:compile_parts"] = _timed(jit.compile_parts, texts, levels)  # as compile_program does
     _, out["llvm:load"] = _timed(jit.Loaded, obj)
+    # the same work on one thread, split by stage and by part (reference figures)
+    for i, (text, level) in enumerate(zip(texts, levels)):
+        tag = "rest+entry" if i == len(texts) - 1 else f"part{i}"
+        mod, t_parse = _timed(jit.parse, text)
+        _, t_opt = _timed(jit.optimize, mod, level)
+        _, t_emit = _timed(jit.emit_object, mod)
+        out["llvm(1 thread):parse"] = out.get("llvm(1 thread):parse", 0.0) + t_parse
+        out["llvm(1 thread):optimize"] = out.get("llvm(1 thread):optimize", 0.0) + t_opt
+        out["llvm(1 thread):emit_object"] = out.get("llvm(1 thread):emit_object", 0.0) + t_emit
+        out[f"  {tag} O{level} opt+emit"] = t_opt + t_emit
     from minicomp.driver import program_text
     _, out["cache_key_text"] = _timed(program_text, program)
     return out

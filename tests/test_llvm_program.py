@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from minicomp.codegen.llvm import compile_program, emit_object
+from minicomp.codegen.llvm import compile_program, emit_object, jit
 from minicomp.ir.dtypes import DType
 from minicomp.ir.kernel import E, Buffer, Call, Const, Load, LoopKernel, Program, Reduce, Ref, Slot, Store, Var
 from test_llvm_kernels import call_entry, flat, tt
@@ -58,7 +58,7 @@ def test_sources_and_kernel_sources():
 
 def test_object_code_roundtrip_skips_llvm():
     obj = emit_object(_program(), name="prog")
-    assert isinstance(obj, bytes) and obj[:4] == b"\x7fELF"
+    assert isinstance(obj, bytes) and obj[:4] == b"\x7fELF"  # one module (no kernel split off): one object
     module = compile_program(_program(), name="prog", object_code=obj)
     x = torch.randn(3, 5)
     y, z, c = _run(module, x)
@@ -107,3 +107,34 @@ def test_threads_give_same_result(threads):
     x, y = torch.randn(shape, dtype=torch.float64), torch.empty(shape, dtype=torch.float64)
     call_entry(module, [x, y])
     torch.testing.assert_close(y, x * torch.arange(700, dtype=torch.float64)[:, None])
+
+
+def test_packed_objects_roundtrip_and_reject_corruption():
+    assert jit.unpack_objects(b"\x7fELF one") == [b"\x7fELF one"]
+    assert jit.pack_objects([b"\x7fELF one"]) == b"\x7fELF one"
+    image = jit.pack_objects([b"ab", b"", b"cde"])
+    assert jit.unpack_objects(image) == [b"ab", b"", b"cde"]
+    with pytest.raises(ValueError, match="corrupt"):
+        jit.unpack_objects(image[:-1])
+    with pytest.raises(ValueError, match="2 optimization levels"):
+        jit.compile_parts(["", "", ""], [2, 2])
+
+
+def test_parts_compile_on_several_threads_like_on_one():
+    """A program split into a module per kernel plus the entry's: compile_parts on 1 and on
+    several threads gives the same objects, and the packed image links and runs."""
+    from minicomp.codegen.llvm.entry import build_parts
+    prog = _program()
+    parts, symbols = build_parts(prog, "prog", 2, frozenset(range(len(prog.kernels))))
+    assert len(parts) == len(prog.kernels) + 1
+    texts, levels = [str(m) for m in parts], [3] * len(parts)
+    image = jit.compile_parts(texts, levels, workers=3)
+    assert jit.compile_parts(texts, levels, workers=1) == image
+    assert len(jit.unpack_objects(image)) == len(parts)
+    module = compile_program(prog, name="prog", object_code=image)
+    x = torch.randn(3, 5)
+    y, z, c = _run(module, x)
+    torch.testing.assert_close(y, torch.exp(x * c).sum(1) + 1)
+    torch.testing.assert_close(z, x * 2)
+    with pytest.raises(RuntimeError):
+        jit.compile_parts(["define void @f() {\n  ret i32 0\n}\n"], [2], workers=2)

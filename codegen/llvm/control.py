@@ -14,13 +14,48 @@ def as_i64(v: int | ir.Value) -> ir.Value:
     return ir.Constant(I64, v) if isinstance(v, int) else v
 
 
+class _LoopID(ir.values.MDValue):
+    """A distinct, self-referential loop-ID node ``!N = distinct !{!N, props...}`` (``!llvm.loop``).
+
+    llvmlite's ``Module.add_metadata`` uniques nodes by operands and cannot build the
+    self-reference LLVM requires of a loop ID, hence this subclass (identity equality).
+    """
+
+    def __init__(self, module: ir.Module, props: list[ir.values.MDValue]) -> None:
+        super().__init__(module, [], name=str(len(module.metadata)))
+        self.operands = (self, *props)
+
+    def descr(self, buf: list[str]) -> None:
+        buf.append("distinct ")
+        super().descr(buf)
+
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
+    __hash__ = object.__hash__
+
+
+def loop_id(module: ir.Module, *, unroll: bool = True, vectorize: bool = True) -> ir.values.MDValue | None:
+    """A fresh ``!llvm.loop`` node that disables LLVM's unrolling (``unroll=False``; full
+    unrolling included) and/or vectorization and interleaving (``vectorize=False``) of the
+    loop it is attached to; None when both are allowed (nothing to attach)."""
+    props = []
+    if not unroll:
+        props.append(module.add_metadata([ir.MetaDataString(module, "llvm.loop.unroll.disable")]))
+    if not vectorize:
+        props.append(module.add_metadata([ir.MetaDataString(module, "llvm.loop.vectorize.enable"),
+                                          ir.Constant(ir.IntType(1), 0)]))
+    return _LoopID(module, props) if props else None
+
+
 @contextlib.contextmanager
 def for_range(b: ir.IRBuilder, start: int | ir.Value, stop: int | ir.Value, step: int = 1,
-              name: str = "i") -> Iterator[ir.Value]:
+              name: str = "i", *, unroll: bool = True, vectorize: bool = True) -> Iterator[ir.Value]:
     """``for (i = start; i < stop; i += step)``: the body is emitted inside the ``with``.
 
     After the block the builder sits after the loop. The induction variable is a
-    canonical i64 phi (what LLVM's vectorizer expects).
+    canonical i64 phi (what LLVM's vectorizer expects). ``unroll=False`` /
+    ``vectorize=False`` mark the loop so that LLVM leaves it rolled / scalar (for
+    cold loops whose unrolled copies would only cost compile time; see :func:`loop_id`).
     """
     start, stop = as_i64(start), as_i64(stop)
     pre = b.block
@@ -36,7 +71,10 @@ def for_range(b: ir.IRBuilder, start: int | ir.Value, stop: int | ir.Value, step
     yield iv
     nxt = b.add(iv, ir.Constant(I64, step), name=f"{name}.next", flags=("nsw",))
     iv.add_incoming(nxt, b.block)
-    b.branch(header)
+    latch = b.branch(header)
+    md = loop_id(b.module, unroll=unroll, vectorize=vectorize)
+    if md is not None:
+        latch.set_metadata("llvm.loop", md)
     b.position_at_end(exit_)
 
 

@@ -23,13 +23,19 @@ Per call:
 Work items (image, group, tile of NR positions) are split across threads; each
 item runs every output-channel panel of its group over its tile, so the tile's
 input rows stay in L1 while the packed weights stream from L2.
+
+The padding and packing loops are marked not to be unrolled (packing: nor
+vectorized) and so is the micro-kernel's loop over input channels: fully unrolled
+copies of them made LLVM's O3 pipeline take 2-3x longer on LeNet's convolutions
+(dead-store elimination and unroll analysis over thousands of straight-line
+instructions) for no measurable speed-up.
 """
 from __future__ import annotations
 
 from llvmlite import ir
 
 from minicomp.codegen.llvm import convert
-from minicomp.codegen.llvm.control import entry_alloca, for_range
+from minicomp.codegen.llvm.control import entry_alloca, for_range, loop_id
 from minicomp.codegen.llvm.intrinsics import call, declare
 from minicomp.codegen.llvm.jit import host_vector_bits
 from minicomp.codegen.llvm.kernelfn import buffer_table, emit_store, load_access
@@ -98,17 +104,17 @@ def _pad_body(p: _Plan, nin: int):
             with b.if_else(inside) as (then, other):
                 with then:
                     for lo, hi in ((0, pw), (pw + k.w, p.wp)):
-                        with for_range(b, lo, hi, name="zp") as j:
+                        with for_range(b, lo, hi, name="zp", unroll=False) as j:
                             b.store(zero, b.gep(xp, [b.add(dst, j)], source_etype=T))
-                    with for_range(b, 0, k.w, name="cp") as iw:
+                    with for_range(b, 0, k.w, name="cp", unroll=False) as iw:
                         v = load_access(b, tab, k.x, [n, c, ih, iw], p.dt)
                         b.store(v, b.gep(xp, [b.add(dst, b.add(iw, _c(pw)))], source_etype=T))
                 with other:
-                    with for_range(b, 0, p.wp, name="zr") as j:
+                    with for_range(b, 0, p.wp, name="zr", unroll=False) as j:
                         b.store(zero, b.gep(xp, [b.add(dst, j)], source_etype=T))
         # the slack after the last plane is read (into dropped positions) by the last tiles
         with b.if_then(b.icmp_signed("==", end, _c(k.n * k.cin * p.hp))):
-            with for_range(b, k.n * k.cin * p.plane, p.xp_elems, name="zs") as j:
+            with for_range(b, k.n * k.cin * p.plane, p.xp_elems, name="zs", unroll=False) as j:
                 b.store(zero, b.gep(xp, [j], source_etype=T))
 
     return emit
@@ -118,16 +124,16 @@ def _pack_weights(b, p: _Plan, tab, wpk) -> None:
     """``wpk`` = every group's weights as MR-row panels (see the module doc)."""
     k, T = p.k, p.T
     zero = convert.constant(0, p.dt)
-    with for_range(b, 0, k.groups * p.npan * MR, name="wrow") as gpr:
+    with for_range(b, 0, k.groups * p.npan * MR, name="wrow", unroll=False, vectorize=False) as gpr:
         gp, r = b.udiv(gpr, _c(MR)), b.urem(gpr, _c(MR))
         g, cp = b.udiv(gp, _c(p.npan)), b.urem(gp, _c(p.npan))
         col = b.add(b.mul(cp, _c(MR)), r)
         ok = b.icmp_signed("<", col, _c(p.cout_g))
         co = b.add(b.mul(g, _c(p.cout_g)), b.select(ok, col, _c(0)))  # rows past cout_g read row 0
         base = b.add(b.mul(gp, _c(p.K * MR)), r)
-        with for_range(b, 0, p.cin_g, name="wci") as ci:
-            with for_range(b, 0, k.kh, name="wkh") as kh:
-                with for_range(b, 0, k.kw, name="wkw") as kw:
+        with for_range(b, 0, p.cin_g, name="wci", unroll=False, vectorize=False) as ci:
+            with for_range(b, 0, k.kh, name="wkh", unroll=False, vectorize=False) as kh:
+                with for_range(b, 0, k.kw, name="wkw", unroll=False, vectorize=False) as kw:
                     kidx = b.add(b.mul(b.add(b.mul(ci, _c(k.kh)), kh), _c(k.kw)), kw)
                     v = load_access(b, tab, k.weight, [co, ci, kh, kw], p.dt)
                     b.store(b.select(ok, v, zero),
@@ -176,7 +182,8 @@ def _micro(module: ir.Module, name: str, p: _Plan) -> ir.Function:
     for r in range(MR):
         for h in range(2):
             accs[r][h].add_incoming(cur[r][h], loop)
-    b.cbranch(b.icmp_signed("<", ci2, _c(p.cin_g)), loop, done)
+    # the body is every tap fully unrolled already: LLVM's unroll analysis of it only costs time
+    b.cbranch(b.icmp_signed("<", ci2, _c(p.cin_g)), loop, done).set_metadata("llvm.loop", loop_id(module, unroll=False))
     b.position_at_end(done)
     for r in range(MR):
         for h in range(2):

@@ -1,4 +1,4 @@
-"""Program -> one LLVM module: a function per kernel plus the entry function.
+"""Program -> LLVM IR: a function per kernel plus the entry function, in one module or in parts.
 
 ``i32 ENTRY(ptr args)``: ``args`` points to ``[inputs..., outputs..., constants...]``
 data pointers. The entry allocates the arena (64-byte aligned, ``aligned_alloc``),
@@ -28,24 +28,51 @@ def kernel_symbol(program_name: str, index: int, kernel: Kernel) -> str:
     return f"{program_name}.k{index}.{safe}"
 
 
+def _emit_kernel(module: ir.Module, program: Program, index: int, sym: str, threads: int) -> ir.Function:
+    k = program.kernels[index]
+    emit = _EMITTERS.get(type(k))
+    if emit is None:
+        raise TypeError(f"LLVM backend cannot compile kernel {type(k).__name__}")
+    aliases = call_aliases(program, index)  # None: some arguments may share bytes
+    if aliases:  # legal in-place pairs (pointwise loop kernels only)
+        fn = emit_loop_kernel(module, sym, k, True, threads, aliases)
+    else:
+        fn = emit(module, sym, k, aliases is not None, threads)
+    fn.attributes.add("noinline")  # inlining into the entry would only compile it twice
+    return fn
+
+
 def build_module(program: Program, name: str, threads: int) -> tuple[ir.Module, list[str]]:
     """The unoptimized module for ``program`` and the symbol of each kernel."""
     module = ir.Module(name=name)
-    symbols = []
-    for i, k in enumerate(program.kernels):
-        emit = _EMITTERS.get(type(k))
-        if emit is None:
-            raise TypeError(f"LLVM backend cannot compile kernel {type(k).__name__}")
-        sym = kernel_symbol(name, i, k)
-        aliases = call_aliases(program, i)  # None: some arguments may share bytes
-        if aliases:  # legal in-place pairs (pointwise loop kernels only)
-            fn = emit_loop_kernel(module, sym, k, True, threads, aliases)
-        else:
-            fn = emit(module, sym, k, aliases is not None, threads)
-        fn.attributes.add("noinline")  # inlining into the entry would only compile it twice
-        symbols.append(sym)
+    symbols = [kernel_symbol(name, i, k) for i, k in enumerate(program.kernels)]
+    for i, sym in enumerate(symbols):
+        _emit_kernel(module, program, i, sym, threads)
     _entry(module, program, name, symbols)
     return module, symbols
+
+
+def build_parts(program: Program, name: str, threads: int,
+                alone: frozenset[int] = frozenset()) -> tuple[list[ir.Module], list[str]]:
+    """The code of :func:`build_module` split into separately compilable modules: one per kernel
+    index in ``alone`` (in Program order), then one with every other kernel and the entry,
+    which declares the kernels it does not define. Linked together (e.g. loaded into one
+    engine) they define exactly the symbols of :func:`build_module`'s module. Kernels that
+    share internal helpers (e.g. GEMM micro-kernels) should stay together: each module
+    compiles its own copy. Returns the modules and the symbol of each kernel."""
+    symbols = [kernel_symbol(name, i, k) for i, k in enumerate(program.kernels)]
+    main = ir.Module(name=name)
+    parts = []
+    for i, sym in enumerate(symbols):
+        if i in alone:
+            module = ir.Module(name=sym)
+            fn = _emit_kernel(module, program, i, sym, threads)
+            ir.Function(main, fn.ftype, name=sym)  # a declaration in the main module
+            parts.append(module)
+        else:
+            _emit_kernel(main, program, i, sym, threads)
+    _entry(main, program, name, symbols)
+    return parts + [main], symbols
 
 
 def _entry(module: ir.Module, program: Program, name: str, symbols: list[str]) -> None:

@@ -1,14 +1,26 @@
 """LLVM plumbing: host target machine, the O2/O3 pipelines, object code, MCJIT loading.
 
-Compilation always goes IR -> optimized IR -> object file -> MCJIT
+Compilation always goes IR -> optimized IR -> object file(s) -> MCJIT
 (``engine.add_object_file``), so a compile and a load from cached object code
 take the same path; the object bytes are what an on-disk cache stores.
+
+:func:`compile_parts` compiles the modules of one program on several host cores at
+once: each part gets its own LLVM context, target machine and pass builder, and
+the two long calls (the optimization pipeline and object emission) run outside
+llvmlite's global lock (which otherwise serializes every LLVM call of the process).
+Several objects are packed into one image (:func:`pack_objects`); a single
+object stays a plain ELF image.
 """
 from __future__ import annotations
 
+import ctypes
 import functools
+import os
+import struct
+from concurrent.futures import ThreadPoolExecutor
 
 import llvmlite.binding as llvm
+from llvmlite.binding import ffi
 
 
 @functools.lru_cache(maxsize=None)
@@ -57,12 +69,111 @@ def optimize(mod: llvm.ModuleRef, opt_level: int = 3) -> None:
     """Run the standard new-pass-manager pipeline at ``opt_level`` on ``mod`` in place."""
     if opt_level <= 0:
         return
-    tm = host_target_machine()
+    pb = _pipeline(host_target_machine(), opt_level)
+    pb.getModulePassManager().run(mod, pb)
+
+
+def _pipeline(tm: llvm.TargetMachine, opt_level: int):
     pto = llvm.create_pipeline_tuning_options(speed_level=min(opt_level, 3))
     pto.loop_vectorization = True
     pto.slp_vectorization = True
-    pb = llvm.create_pass_builder(tm, pto)
-    pb.getModulePassManager().run(mod, pb)
+    return llvm.create_pass_builder(tm, pto)
+
+
+def _unlocked(name: str):
+    """The C function ``name`` of llvmlite's library without its global lock (the lock-taking
+    wrapper where this llvmlite has no unwrapped function: compiling is then serialized)."""
+    fn = getattr(ffi.lib, name)
+    return getattr(fn, "_cfn", fn)
+
+
+def _compile_part(text: str, opt_level: int) -> bytes:
+    """Parse, verify, optimize (``opt_level``) and emit one module in a private LLVM context;
+    safe to run on several threads at once."""
+    host_target_machine()  # the native target is initialized (once) before any thread needs it
+    ctx = llvm.create_context()
+    tm = new_target_machine()
+    mod = None
+    try:
+        mod = llvm.parse_assembly(text, context=ctx)
+        mod.triple = tm.triple
+        mod.data_layout = str(tm.target_data)
+        mod.verify()
+        if opt_level > 0:
+            pb = _pipeline(tm, opt_level)
+            mpm = pb.getModulePassManager()
+            _unlocked("LLVMPY_RunNewModulePassManager")(mpm, mod, pb)
+            mpm.close()  # with the analyses cached on the module: before the module goes
+            pb.close()
+        with ffi.OutputString() as err:
+            buf = _unlocked("LLVMPY_TargetMachineEmitToMemory")(tm, mod, 1, err)
+            if not buf:
+                raise RuntimeError(f"LLVM object emission failed: {err}")
+        try:
+            return ctypes.string_at(ffi.lib.LLVMPY_GetBufferStart(buf), ffi.lib.LLVMPY_GetBufferSize(buf))
+        finally:
+            ffi.lib.LLVMPY_DisposeMemoryBuffer(buf)
+    finally:
+        if mod is not None:
+            mod.close()  # before its context
+        ctx.close()
+
+
+def compile_workers() -> int:
+    """Threads :func:`compile_parts` uses at most: the host cores this process may run on (<= 8)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+def compile_parts(texts: list[str], levels: list[int], workers: int | None = None) -> bytes:
+    """The object image of the modules ``texts`` (IR text; part ``i`` optimized at ``levels[i]``)
+    compiled on up to ``workers`` threads (default :func:`compile_workers`), largest part first.
+    Symbols one part declares and another defines are resolved when :class:`Loaded` loads the
+    image. Raises ``RuntimeError`` on IR that does not verify or cannot be compiled."""
+    if len(texts) != len(levels):
+        raise ValueError(f"{len(texts)} modules but {len(levels)} optimization levels")
+    workers = min(workers or compile_workers(), len(texts))
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    if workers <= 1:
+        objs = {i: _compile_part(texts[i], levels[i]) for i in order}
+    else:
+        host_target_machine()
+        with ThreadPoolExecutor(workers, thread_name_prefix="minicomp-llvm") as ex:
+            futs = {i: ex.submit(_compile_part, texts[i], levels[i]) for i in order}
+            objs = {i: f.result() for i, f in futs.items()}
+    return pack_objects([objs[i] for i in range(len(texts))])
+
+
+_PACK_MAGIC = b"MCOBJS\x00\x01"
+
+
+def pack_objects(objects: list[bytes]) -> bytes:
+    """One image holding ``objects``: the object itself when there is one, else a header
+    (magic, count, sizes) followed by the objects."""
+    if len(objects) == 1:
+        return objects[0]
+    head = _PACK_MAGIC + struct.pack(f"<I{len(objects)}Q", len(objects), *map(len, objects))
+    return head + b"".join(objects)
+
+
+def unpack_objects(image: bytes) -> list[bytes]:
+    """The object files of an image from :func:`pack_objects` (or of a plain object file)."""
+    if not image.startswith(_PACK_MAGIC):
+        return [image]
+    at = len(_PACK_MAGIC)
+    (count,) = struct.unpack_from("<I", image, at)
+    sizes = struct.unpack_from(f"<{count}Q", image, at + 4)
+    at += 4 + 8 * count
+    out = []
+    for n in sizes:
+        out.append(image[at:at + n])
+        at += n
+    if at != len(image) or any(len(o) != n for o, n in zip(out, sizes)):
+        raise ValueError("corrupt packed object image")
+    return out
 
 
 def emit_object(mod: llvm.ModuleRef) -> bytes:
@@ -76,7 +187,8 @@ def emit_assembly(mod: llvm.ModuleRef) -> str:
 
 
 class Loaded:
-    """An MCJIT engine holding one object image; keep it alive while calling into it."""
+    """An MCJIT engine holding one object image (one object file or several packed by
+    :func:`pack_objects`, linked together); keep it alive while calling into it."""
 
     def __init__(self, object_code: bytes, *, with_pool: bool = True) -> None:
         if with_pool:
@@ -86,10 +198,11 @@ class Loaded:
         empty = llvm.parse_assembly("")
         empty.triple = tm.triple
         self.engine = llvm.create_mcjit_compiler(empty, tm)
-        # The engine may reference the image and the ObjectFileRef: keep both alive with it.
-        self._data = object_code
-        self._obj = llvm.ObjectFileRef.from_data(object_code)
-        self.engine.add_object_file(self._obj)
+        # The engine may reference the images and the ObjectFileRefs: keep them alive with it.
+        self._data = unpack_objects(object_code)
+        self._objs = [llvm.ObjectFileRef.from_data(o) for o in self._data]
+        for obj in self._objs:
+            self.engine.add_object_file(obj)
         self.engine.finalize_object()
 
     def address(self, name: str) -> int:

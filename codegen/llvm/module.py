@@ -1,11 +1,19 @@
-"""compile_program / emit_object and the compiled-module handle."""
+"""compile_program / emit_object and the compiled-module handle.
+
+A Program compiles as several LLVM modules (:func:`~minicomp.codegen.llvm.entry.build_parts`):
+one per kernel of a kind in :data:`O3_KINDS`, optimized at O3, and one with the other
+kernels and the entry at O2 (:func:`part_levels`), compiled on several cores at once
+(:func:`~minicomp.codegen.llvm.jit.compile_parts`). Only those kinds are split off: the
+other kernels share internal helpers (GEMM micro-kernels, math functions) that each
+module would compile again (a transformer block split per kernel took 60% more CPU time).
+"""
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
 
 from minicomp.codegen.llvm import jit
-from minicomp.codegen.llvm.entry import build_module, kernel_symbol
+from minicomp.codegen.llvm.entry import build_module, build_parts, kernel_symbol
 from minicomp.ir.kernel import Program
 
 
@@ -22,9 +30,10 @@ def _function_text(ir_text: str, symbol: str) -> str:
 class LLVMModule:
     """A compiled Program: machine code loaded in this process plus its sources.
 
-    Keep this object alive while calling ``entry_address``. ``llvm_ir`` is the
-    optimized IR; when built from cached ``object_code`` the optimized IR and
-    assembly are produced lazily from the unoptimized IR on first request.
+    Keep this object alive while calling ``entry_address``. The sources are produced
+    lazily on first request: ``llvm_ir`` and the assembly come from the unoptimized IR
+    of the whole program run through one pipeline at ``opt_level`` (the machine code
+    was compiled per kernel, each at its own level, so they may differ from it in detail).
     ``unopt_ir`` may be a function returning that text: it is then called on
     the first request of any source, not at load time.
     """
@@ -83,25 +92,31 @@ class LLVMModule:
 
 
 #: Kernel kinds whose code measurably gains from LLVM's O3 pipeline over O2 (LeNet's convolutions:
-#: about 8% at batch 32). Elsewhere (MLP, transformer block, softmax, layer norm, GEMM) O3 ran no
+#: 5-10%). Elsewhere (MLP, transformer block, softmax, layer norm, GEMM) O3 ran no
 #: faster than O2 but took 35-45% longer to optimize and up to 60% longer to emit.
 O3_KINDS = frozenset({"conv"})
 
 
 def pipeline_level(program: Program, opt_level: int) -> int:
-    """The LLVM pipeline level :func:`compile_program` runs for ``program`` when asked for ``opt_level``:
-    ``opt_level``, but at most 2 unless a kernel of a kind in :data:`O3_KINDS` is present."""
-    if opt_level >= 3 and not any(getattr(k, "kind", None) in O3_KINDS for k in program.kernels):
-        return 2
-    return opt_level
+    """The highest LLVM pipeline level :func:`compile_program` runs on a part of ``program`` when
+    asked for ``opt_level`` (see :func:`part_levels`); the level of the lazily rebuilt sources."""
+    return max(part_levels(program, opt_level))
 
 
-def _build(program: Program, name: str, opt_level: int, threads: int):
-    module, symbols = build_module(program, name, threads)
-    unopt = str(module)
-    mod = jit.parse(unopt)
-    jit.optimize(mod, pipeline_level(program, opt_level))
-    return unopt, symbols, mod
+def split_kernels(program: Program) -> frozenset[int]:
+    """Indices of the kernels :func:`compile_program` compiles in modules of their own."""
+    return frozenset(i for i, k in enumerate(program.kernels) if getattr(k, "kind", None) in O3_KINDS)
+
+
+def part_levels(program: Program, opt_level: int) -> list[int]:
+    """The pipeline level of each module of ``build_parts(program, ..., split_kernels(program))``:
+    ``opt_level`` for the kernels split off, at most 2 for the last module (the rest)."""
+    return [opt_level] * len(split_kernels(program)) + [min(opt_level, 2)]
+
+
+def _object_code(program: Program, name: str, opt_level: int, threads: int) -> tuple[list[str], bytes]:
+    parts, symbols = build_parts(program, name, threads, split_kernels(program))
+    return symbols, jit.compile_parts([str(m) for m in parts], part_levels(program, opt_level))
 
 
 def compile_program(program: Program, *, name: str = "main", opt_level: int = 3, threads: int = 2,
@@ -110,19 +125,18 @@ def compile_program(program: Program, *, name: str = "main", opt_level: int = 3,
 
     With ``object_code`` (from :func:`emit_object` or ``LLVMModule.object_code`` of the
     same program, name, threads and host), nothing is built: the object code is
-    loaded, and the IR is constructed only when a source is first requested.
-    ``opt_level`` is an upper bound: see :func:`pipeline_level`.
+    loaded. Either way the IR is constructed only when a source is first requested.
+    ``opt_level`` is an upper bound: see :func:`part_levels`.
     """
     level = pipeline_level(program, opt_level)
-    if object_code is not None:
+    if object_code is None:
+        symbols, object_code = _object_code(program, name, opt_level, threads)
+    else:
         symbols = [kernel_symbol(name, i, k) for i, k in enumerate(program.kernels)]
-        return LLVMModule(name, lambda: str(build_module(program, name, threads)[0]), symbols, object_code,
-                          None, level)
-    unopt, symbols, mod = _build(program, name, opt_level, threads)
-    return LLVMModule(name, unopt, symbols, jit.emit_object(mod), str(mod), level)
+    return LLVMModule(name, lambda: str(build_module(program, name, threads)[0]), symbols, object_code, None,
+                      level)
 
 
 def emit_object(program: Program, *, name: str = "main", opt_level: int = 3, threads: int = 2) -> bytes:
-    """The optimized object-file image of ``program`` (what an on-disk cache stores)."""
-    _, _, mod = _build(program, name, opt_level, threads)
-    return jit.emit_object(mod)
+    """The object image of ``program`` (what an on-disk cache stores; see :func:`jit.pack_objects`)."""
+    return _object_code(program, name, opt_level, threads)[1]
