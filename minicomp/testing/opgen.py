@@ -302,8 +302,17 @@ def _matmul(b: Builder, op: str):
     return [b.operand(TensorType(dt, b.choice([(k,), (n, k)]))), a], {}
 
 
+def _matrix(b: Builder, min_rows: int = 0) -> Value | None:
+    """A float rank-2 value with at least ``min_rows`` rows: from the pool or fresh."""
+    x = b.pick(lambda v: _is_float(v) and v.type.rank == 2 and v.type.shape[0] >= min_rows)
+    floats = [d for d in b.dtypes if d.is_float]
+    if (x is None or b.draw(st.integers(0, 3)) == 0) and floats:
+        x = b.leaf(TensorType(b.choice(floats), (b.side(max(min_rows, 1), 4), b.side())))
+    return x
+
+
 def _addmm(b: Builder, op: str):
-    a = b.pick(lambda v: _is_float(v) and v.type.rank == 2)
+    a = _matrix(b)
     if a is None:
         return None
     n, k = a.type.shape
@@ -434,7 +443,7 @@ def _split(b: Builder, op: str):
 
 
 def _embedding(b: Builder, op: str):
-    weight = b.pick(lambda v: _is_float(v) and v.type.rank == 2 and v.type.shape[0] >= 1)
+    weight = _matrix(b, min_rows=1)
     if weight is None:
         return None
     rows = weight.type.shape[0]
