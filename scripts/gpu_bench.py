@@ -10,7 +10,6 @@ eager, and writes a markdown table (card name, median times, ratios) to ``--out`
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import pathlib
 import sys
 
@@ -20,10 +19,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def load_example(name: str):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", ROOT / "examples" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from minicomp.cli import load_model_file
+    return load_model_file(str(ROOT / "examples" / f"{name}.py"))
 
 
 def minicomp_triton(fn, inputs, autotune: bool):

@@ -9,27 +9,20 @@ Prints a markdown table.
 """
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 
 import torch
 
 import minicomp
+from minicomp.cli import load_model_file
 from minicomp.passes.manager import PassContext, PassManager, bytes_moved, default_pipeline, kernel_count
 from minicomp.timing import median_time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def _example(name: str):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", ROOT / "examples" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def report_row(name: str) -> str:
-    ex = _example(name)
+    ex = load_model_file(str(ROOT / "examples" / f"{name}.py"))
     model, inputs = ex.model().eval(), tuple(ex.example_inputs())
     graph = minicomp.trace(model, inputs)
     k0, b0 = kernel_count(graph), bytes_moved(graph)

@@ -7,7 +7,6 @@ through every float dtype, non-contiguous and broadcast inputs, and random graph
 """
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import pathlib
@@ -17,6 +16,7 @@ import torch
 from hypothesis import given, settings
 
 import minicomp
+from minicomp.cli import load_model_file
 from minicomp.ir.dtypes import DType
 from minicomp.testing import Case, check_compile, graphs
 
@@ -29,10 +29,7 @@ FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 def _example(name: str):
-    spec = importlib.util.spec_from_file_location(f"gpu_example_{name}", ROOT / "examples" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_model_file(str(ROOT / "examples" / f"{name}.py"))
 
 
 @pytest.mark.parametrize("name", ["mlp", "lenet", "transformer_block"])

@@ -38,7 +38,7 @@ from minicomp.codegen.llvm import convert
 from minicomp.codegen.llvm.control import entry_alloca, for_range, loop_id
 from minicomp.codegen.llvm.intrinsics import call, declare
 from minicomp.codegen.llvm.jit import host_vector_bits
-from minicomp.codegen.llvm.kernelfn import buffer_table, emit_store, load_access
+from minicomp.codegen.llvm.kernelfn import buffer_table, emit_store, kernel_function, load_access
 from minicomp.codegen.llvm.parallel import PARALLEL_MIN_WORK, make_body, parallel_for
 from minicomp.codegen.llvm.scalar import ExprEmitter
 from minicomp.codegen.llvm.types import I32, I64, PTR, VOID, register_type
@@ -233,10 +233,7 @@ def emit(module: ir.Module, name: str, k: ConvKernel, noalias: bool, threads: in
     """Define the kernel function for convolution ``k`` (:func:`applies` must hold)."""
     p = _Plan(k)
     nin, nio = len(k.inputs), len(k.inputs) + len(k.outputs)
-    fn = ir.Function(module, ir.FunctionType(VOID, [PTR] * nio), name=name)
-    if noalias:
-        for a in fn.args:
-            a.add_attribute("noalias")
+    fn = kernel_function(module, name, nio, noalias)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     work = p.items * p.npan * MR * p.NR * p.K
     th = threads if work >= PARALLEL_MIN_WORK * 2 else 1

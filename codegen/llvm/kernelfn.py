@@ -16,14 +16,20 @@ from minicomp.ir.dtypes import DType
 from minicomp.ir.kernel import Access, Buffer, Store
 
 
-def define_kernel(module: ir.Module, name: str, nptrs: int, noalias: bool, total: int, work: int,
-                  threads: int, emit: BodyEmitter) -> ir.Function:
-    """Define kernel ``name``; ``emit(builder, ptrs, begin, end)`` writes the body for [begin, end)."""
-    body = make_body(module, f"{name}.body", nptrs, noalias, emit)
+def kernel_function(module: ir.Module, name: str, nptrs: int, noalias: bool) -> ir.Function:
+    """The empty ``void name(ptr, ...)`` of a kernel; every pointer ``noalias`` when ``noalias``."""
     fn = ir.Function(module, ir.FunctionType(VOID, [PTR] * nptrs), name=name)
     if noalias:
         for a in fn.args:
             a.add_attribute("noalias")
+    return fn
+
+
+def define_kernel(module: ir.Module, name: str, nptrs: int, noalias: bool, total: int, work: int,
+                  threads: int, emit: BodyEmitter) -> ir.Function:
+    """Define kernel ``name``; ``emit(builder, ptrs, begin, end)`` writes the body for [begin, end)."""
+    body = make_body(module, f"{name}.body", nptrs, noalias, emit)
+    fn = kernel_function(module, name, nptrs, noalias)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     if total > 0:
         parallel_for(b, body, list(fn.args), total, threads if work >= PARALLEL_MIN_WORK else 1)

@@ -31,7 +31,7 @@ from minicomp.codegen.llvm import convert, gemm_shared
 from minicomp.codegen.llvm.control import entry_alloca, for_range
 from minicomp.codegen.llvm.intrinsics import call, declare
 from minicomp.codegen.llvm.jit import host_vector_bits
-from minicomp.codegen.llvm.kernelfn import buffer_table, emit_store
+from minicomp.codegen.llvm.kernelfn import buffer_table, emit_store, kernel_function
 from minicomp.codegen.llvm.parallel import PARALLEL_MIN_WORK, make_body, parallel_for
 from minicomp.codegen.llvm.scalar import ExprEmitter
 from minicomp.codegen.llvm.types import I32, I64, PTR, VOID, register_type, storage_type
@@ -486,10 +486,7 @@ def emit_matmul_kernel(module: ir.Module, name: str, k: MatmulKernel, noalias: b
     """Define the kernel function for matmul ``k`` in ``module``."""
     g = _Gemm(k)
     nin, nio = len(k.inputs), len(k.inputs) + len(k.outputs)
-    fn = ir.Function(module, ir.FunctionType(VOID, [PTR] * nio), name=name)
-    if noalias:
-        for a in fn.args:
-            a.add_attribute("noalias")
+    fn = kernel_function(module, name, nio, noalias)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     work = g.nbatch * k.m * k.n * max(k.k, 1)
     th = threads if work >= PARALLEL_MIN_WORK * 2 else 1  # the pooled helper makes a split cheap
