@@ -18,7 +18,8 @@ Besides object code (``KEY.obj``) the directory holds compiled-model entries
 :func:`minicomp.model_key.model_key`: :func:`lookup_model` returns everything a
 compile needs (Program, object code, output structure) without tracing; and the
 thread pool's object code (``KEY.pool``, :func:`install_pool`), so a fresh process
-does not JIT-compile the pool.
+does not JIT-compile the pool; and the shared GEMM library's (``KEY.lib``, keyed by
+:func:`library_key`), which :func:`install_pool` lets the code generator read and write.
 """
 from __future__ import annotations
 
@@ -38,8 +39,8 @@ import numpy as np
 
 MAGIC = b"MCOBJ1\n"
 #: Entry kinds (file suffixes): object code, compiled-model records (:func:`store_model`), their graph
-#: text, and the thread pool's object code (:func:`install_pool`).
-_SUFFIXES = (".obj", ".model", ".graph", ".pool")
+#: text, the thread pool's object code (:func:`install_pool`) and the shared GEMM library's.
+_SUFFIXES = (".obj", ".model", ".graph", ".pool", ".lib")
 _HEADER = len(MAGIC) + 65 + 17
 
 
@@ -93,15 +94,29 @@ def pool_key(ir_text: str) -> str:
     sha256 over the pool's IR text, the llvmlite and LLVM versions, the target triple
     and the host CPU name and features: everything its machine code depends on.
     """
+    return _runtime_key("minicomp thread pool, O2", ir_text)
+
+
+def library_key(ir_text: str) -> str:
+    """Cache key of the shared GEMM library's object code (:mod:`minicomp.codegen.llvm.library`):
+    like :func:`pool_key`, over the library module's IR text and its optimization level."""
+    from minicomp.codegen.llvm import library
+    return _runtime_key(f"minicomp GEMM library, O{library.LEVEL}", ir_text)
+
+
+def _runtime_key(domain: str, ir_text: str) -> str:
     import llvmlite
     import llvmlite.binding as llvm
     h = hashlib.sha256()
-    for p in ("minicomp thread pool, O2", ir_text, llvmlite.__version__, repr(llvm.llvm_version_info),
-              host_description()):
+    for p in (domain, ir_text, llvmlite.__version__, repr(llvm.llvm_version_info), host_description()):
         data = p.encode()
         h.update(len(data).to_bytes(8, "little"))
         h.update(data)
     return h.hexdigest()
+
+
+def _store_library(ir_text: str, object_code: bytes) -> None:
+    store(library_key(ir_text), object_code, ".lib")
 
 
 def install_pool() -> None:
@@ -110,8 +125,11 @@ def install_pool() -> None:
     A fresh process serving a compile from the cache then skips the pool's LLVM
     compile. A corrupt entry is deleted by :func:`load` and recompiled; a
     read-only or full cache directory only costs the compile. No-op once installed.
+    Also points the shared GEMM library (:mod:`minicomp.codegen.llvm.library`) at ``KEY.lib``
+    entries, so its functions too are compiled once per cache, not once per process.
     """
-    from minicomp.codegen.llvm import threadpool
+    from minicomp.codegen.llvm import library, threadpool
+    library.use_disk_cache(lambda text: load(library_key(text), ".lib"), _store_library)
     if not threadpool.supported() or threadpool.installed():
         return
     text = threadpool.pool_ir()
@@ -135,8 +153,8 @@ def _path(key: str, suffix: str = ".obj") -> Path:
 
 
 def load(key: str, suffix: str = ".obj") -> bytes | None:
-    """The payload stored under ``key`` (an entry of kind ``suffix``: ".obj", ".model", ".graph"
-    or ".pool"), or None (missing, or corrupt and now deleted)."""
+    """The payload stored under ``key`` (an entry of kind ``suffix``: ".obj", ".model", ".graph",
+    ".pool" or ".lib"), or None (missing, or corrupt and now deleted)."""
     path = _path(key, suffix)
     try:
         data = path.read_bytes()

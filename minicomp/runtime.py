@@ -3,7 +3,8 @@
 :class:`NativeProgram` wraps a lowered :class:`~minicomp.ir.kernel.Program` and
 its JIT-compiled entry ``i32 entry(void** args)``. A call checks the inputs'
 shapes and dtypes (the caller does; see :mod:`minicomp.guards`), makes
-non-contiguous inputs contiguous, allocates the outputs with ``torch.empty``,
+non-contiguous inputs contiguous, allocates the outputs (``torch.empty_like`` of
+memory-less prototypes: cheaper than ``torch.empty(shape, dtype=...)``),
 fills a per-thread ctypes ``void*`` array ``[inputs..., outputs..., constants...]``
 and makes ONE foreign call (ctypes releases the GIL, each thread has its own
 pointer array and the native code allocates its arena per call, so concurrent
@@ -52,7 +53,12 @@ class NativeProgram:
         self._out_pos = [program.num_inputs + j for j, _, _ in self._outputs]
         self._tls = threading.local()
         self._aliases = [(j, slot_source[slot]) for j, slot in program.aliases]
-        self._out_specs = [(shape, dt) for _, shape, dt in self._outputs]
+        # Outputs are allocated with torch.empty_like of these (about half the cost of
+        # torch.empty(shape, dtype=...)) and get the same contiguous strides: stride-0 views
+        # of one element, so they hold no per-output memory; shapes of at most one element
+        # get a real tensor (an expanded one would hand its stride-0 strides on).
+        self._out_protos = [torch.empty(shape, dtype=dt) if int(np.prod(shape)) <= 1
+                            else torch.empty((), dtype=dt).expand(shape) for _, shape, dt in self._outputs]
         # No native call when there is nothing to write (every output has no elements).
         self._call_native = any(int(np.prod(shape)) for _, shape, _ in self._outputs)
 
@@ -74,16 +80,15 @@ class NativeProgram:
             if not t.is_contiguous():
                 ins = [t if t.is_contiguous() else t.contiguous() for t in inputs]
                 break
-        outs = [torch.empty(shape, dtype=dt) for shape, dt in self._out_specs]
+        empty_like = torch.empty_like
+        outs = [empty_like(p) for p in self._out_protos]
         if self._call_native:
             try:
                 arr = self._tls.array
             except AttributeError:
                 arr = self._args_array()
-            i = 0
-            for t in ins:
+            for i, t in enumerate(ins):
                 arr[i] = t.data_ptr()
-                i += 1
             for k, t in zip(self._out_pos, outs):
                 arr[k] = t.data_ptr()
             if self._entry(arr) != 0:

@@ -5,8 +5,8 @@ For each example model (MLP, LeNet-5, transformer block), in one process:
 * Inductor cold compile: ``torch._dynamo.reset(); torch.compile(m)(x)`` (first call);
 * minicomp compile with the object cache off (``minicomp.compile(..., cache=False)``);
 * the breakdown of that compile: trace (``minicomp.trace``), each pass
-  (``PassContext.stats``), lowering, LLVM IR construction (a module per convolution, one
-  for the rest), their compilation on several threads (``jit.compile_parts``) and loading;
+  (``PassContext.stats``), lowering, LLVM IR construction (a module per kernel, grouped into
+  parts by ``module.plan``), their compilation on several threads (``jit.compile_parts``) and loading;
   then, for reference, the same LLVM work on one thread by stage and per part;
 * the cached path: a compile served from a warm on-disk cache in this process, and
   (unless ``--no-fresh``) the same compile in a fresh process, timed from just
@@ -69,8 +69,7 @@ def breakdown(model, inputs) -> dict[str, float]:
     """Seconds of each compile stage, run one after another like the driver does."""
     import minicomp
     from minicomp.codegen.llvm import jit
-    from minicomp.codegen.llvm.entry import build_parts
-    from minicomp.codegen.llvm.module import part_levels, split_kernels
+    from minicomp.codegen.llvm.module import plan
     from minicomp.ir.lowering import lower_graph
     from minicomp.passes.manager import PassContext, PassManager, default_pipeline
 
@@ -81,15 +80,16 @@ def breakdown(model, inputs) -> dict[str, float]:
     for s in ctx.stats:
         out[f"pass:{s.name}"] = out.get(f"pass:{s.name}", 0.0) + s.seconds
     program, out["lower"] = _timed(lower_graph, graph)
-    (parts, _), out["llvm:build_ir"] = _timed(build_parts, program, "mc_main", 2, split_kernels(program))
-    texts, out["llvm:to_text"] = _timed(lambda: [str(m) for m in parts])
-    levels = part_levels(program, 3)
+    p, out["llvm:build_ir+to_text"] = _timed(plan, program, "mc_main", 2, 3)
+    texts, levels = p.parts, p.levels
     obj, out["llvm:compile_parts"] = _timed(jit.compile_parts, texts, levels)  # as compile_program does
     _, out["llvm:load"] = _timed(jit.Loaded, obj)
     # the same work on one thread, split by stage and by part (reference figures)
     for i, (text, level) in enumerate(zip(texts, levels)):
-        tag = "rest+entry" if i == len(texts) - 1 else f"part{i}"
-        mod, t_parse = _timed(jit.parse, text)
+        tag = f"part{i}"
+        mod, t_parse = _timed(jit.parse, text[0])
+        for more in text[1:]:
+            mod.link_in(jit.parse(more))
         _, t_opt = _timed(jit.optimize, mod, level)
         _, t_emit = _timed(jit.emit_object, mod)
         out["llvm(1 thread):parse"] = out.get("llvm(1 thread):parse", 0.0) + t_parse

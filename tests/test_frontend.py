@@ -299,6 +299,25 @@ def test_unsupported_fft_in_module():
     assert "fft" in info.value.op and info.value.where.startswith("test_frontend.py:")
 
 
+def _data_dependent(x):
+    return x if x.sum() > 0 else -x
+
+
+def _scaled(x):
+    return x * 3  # the helper's line
+
+
+def test_failed_trace_leaves_no_torch_function_mode_behind():
+    # The source-recording mode is entered around the user's call only; an error raised
+    # inside that call must still pop it, and the next trace must record lines again.
+    with pytest.raises(Exception):
+        trace(_data_dependent, (rand(3),))
+    assert torch.overrides._get_current_function_mode_stack() == []
+    line = inspect.getsourcelines(_scaled)[1] + 1
+    assert {n.loc for n in trace(lambda x: _scaled(x), (rand(3),)).nodes if n.op == "mul"} == \
+        {f"test_frontend.py:{line}"}
+
+
 def test_training_mode_and_input_mutation_are_rejected():
     with pytest.raises(minicomp.UnsupportedOpError, match="model.eval"):
         trace(nn.Dropout(0.5).train(), (rand(4),))

@@ -57,9 +57,10 @@ def build_parts(program: Program, name: str, threads: int,
     """The code of :func:`build_module` split into separately compilable modules: one per kernel
     index in ``alone`` (in Program order), then one with every other kernel and the entry,
     which declares the kernels it does not define. Linked together (e.g. loaded into one
-    engine) they define exactly the symbols of :func:`build_module`'s module. Kernels that
-    share internal helpers (e.g. GEMM micro-kernels) should stay together: each module
-    compiles its own copy. Returns the modules and the symbol of each kernel."""
+    engine) they define exactly the symbols of :func:`build_module`'s module. Internal
+    helpers (math functions) are compiled once per module that uses them; the shared GEMM
+    functions are only declared (:mod:`.library` defines them). Returns the modules and
+    the symbol of each kernel."""
     symbols = [kernel_symbol(name, i, k) for i, k in enumerate(program.kernels)]
     main = ir.Module(name=name)
     parts = []

@@ -1,9 +1,15 @@
-"""The shape-independent parts of the packed GEMM, emitted once per module.
+"""The shape-independent parts of the packed GEMM: declared by kernels, defined once per process.
 
-Every packed matmul kernel of a module calls the same three internal functions
-(one set per accumulator / storage dtype), so LLVM optimizes and compiles the
-heavy SIMD code once instead of once per kernel; only each kernel's loop nest and
-epilogue are kernel-specific. Sizes and strides are runtime arguments.
+Every packed matmul kernel calls the same three functions (one set per accumulator /
+storage dtype; one micro-kernel per k), so LLVM optimizes and compiles the heavy SIMD
+code once instead of once per kernel; only each kernel's loop nest and epilogue are
+kernel-specific. Sizes and strides are runtime arguments.
+
+The helpers :func:`micro`, :func:`packa` and :func:`packb` return the function of that
+name in ``module``: a *declaration* in a kernel module, a definition (external linkage)
+in a :class:`LibraryModule`. :mod:`.library` builds the definitions from the names
+alone (:func:`define`), compiles them once per process and registers their symbols, so
+kernel modules compiled separately (or loaded from a cache) share one copy.
 
 * ``micro(apan, bpan, tile, kk)`` (one per distinct k): ``tile[MR x NR] = sum_p apan[p, :MR] (outer) bpan[p, :NR]``
   with the MR x NR accumulators in SIMD registers (``fma`` for floats).
@@ -25,6 +31,8 @@ from minicomp.codegen.llvm.types import I32, I64, PTR, VOID, register_type, stor
 from minicomp.ir.dtypes import DType
 
 MR = 6
+#: Prefix of every function this module defines (what :mod:`.library` provides).
+PREFIX = "mc.gemm."
 
 #: (B, Bp, B batch-offset table, n, k, B stride along k, B stride along n, panels per batch)
 PACKB_PARAMS = ir.LiteralStructType([PTR, PTR, PTR, I64, I64, I64, I64, I64])
@@ -38,15 +46,54 @@ def _smin(b, x, y):
     return b.select(b.icmp_signed("<", x, y), x, y)
 
 
+class LibraryModule(ir.Module):
+    """A module in which the helpers below *define* their functions (external linkage)."""
+
+
 def _shared(module: ir.Module, name: str, args: list[ir.Type]) -> tuple[ir.Function, ir.IRBuilder | None]:
-    """The function ``name`` and, when it is new, a builder at its entry (else None)."""
+    """The function ``name`` and, when it is a new definition (``module`` is a
+    :class:`LibraryModule`), a builder at its entry; else None (existing, or a declaration)."""
     existing = module.globals.get(name)
     if existing is not None:
         return existing, None
     fn = ir.Function(module, ir.FunctionType(VOID, args), name=name)
-    fn.linkage = "internal"
+    if not isinstance(module, LibraryModule):
+        return fn, None  # a declaration: the process-wide library defines it
     fn.attributes.add("noinline")
     return fn, ir.IRBuilder(fn.append_basic_block("entry"))
+
+
+def define(module: LibraryModule, name: str) -> ir.Function:
+    """Define the function ``name`` (as :func:`micro`, :func:`packa` or :func:`packb` name it) in
+    ``module``; ValueError for any other name."""
+    parts = name[len(PREFIX):].split(".") if name.startswith(PREFIX) else []
+    try:
+        if parts[0] == "micro" and len(parts) in (3, 4):
+            const_k = None
+            if len(parts) == 4:
+                if not parts[3].startswith("k"):
+                    raise ValueError
+                const_k = _positive(parts[3][1:])
+            return _check(micro(module, DType[parts[1]], _positive(parts[2], 64), const_k), name)
+        if parts[0] == "packa" and len(parts) == 3:
+            return _check(packa(module, DType[parts[1]], DType[parts[2]]), name)
+        if parts[0] == "packb" and len(parts) == 4:
+            return _check(packb(module, DType[parts[1]], DType[parts[2]], _positive(parts[3], 128)), name)
+    except (ValueError, IndexError, KeyError):
+        pass
+    raise ValueError(f"{name!r} is not a shared GEMM function")
+
+
+def _positive(text: str, limit: int = 1 << 40) -> int:
+    if not text.isdigit() or not 0 < int(text) <= limit or str(int(text)) != text:
+        raise ValueError(text)
+    return int(text)
+
+
+def _check(fn: ir.Function, name: str) -> ir.Function:
+    if fn.name != name:  # e.g. a dtype spelled another way
+        raise ValueError(name)
+    return fn
 
 
 def _load_as(b, ptr, off, sdt: DType, acc: DType) -> ir.Value:
@@ -61,7 +108,7 @@ def micro(module: ir.Module, acc: DType, W: int, const_k: int | None = None) -> 
     a constant trip count measured 3-5% faster on a 1024^3 GEMM than a runtime one).
     """
     suffix = f".k{const_k}" if const_k is not None else ""
-    fn, b = _shared(module, f"mc.gemm.micro.{acc.name}.{W}{suffix}", [PTR, PTR, PTR, I64])
+    fn, b = _shared(module, f"{PREFIX}micro.{acc.name}.{W}{suffix}", [PTR, PTR, PTR, I64])
     if b is None:
         return fn
     apan, bpan, tile, kk = fn.args
@@ -111,7 +158,7 @@ def micro(module: ir.Module, acc: DType, W: int, const_k: int | None = None) -> 
 
 def packa(module: ir.Module, acc: DType, sdt: DType) -> ir.Function:
     """``void packa(ptr A, ptr ap, i64 aoff, i64 i0, i64 m, i64 kk, i64 sm, i64 sk, i64 rows)``."""
-    fn, b = _shared(module, f"mc.gemm.packa.{acc.name}.{sdt.name}", [PTR, PTR] + [I64] * 7)
+    fn, b = _shared(module, f"{PREFIX}packa.{acc.name}.{sdt.name}", [PTR, PTR] + [I64] * 7)
     if b is None:
         return fn
     A, ap, aoff, i0, m, kk, sm, sk, rows = fn.args
@@ -139,7 +186,7 @@ def packa(module: ir.Module, acc: DType, sdt: DType) -> ir.Function:
 
 def packb(module: ir.Module, acc: DType, sdt: DType, NR: int) -> ir.Function:
     """The parallel body ``void packb(ptr params, i64 begin, i64 end)`` (see module doc)."""
-    fn, b = _shared(module, f"mc.gemm.packb.{acc.name}.{sdt.name}.{NR}", [PTR, I64, I64])
+    fn, b = _shared(module, f"{PREFIX}packb.{acc.name}.{sdt.name}.{NR}", [PTR, I64, I64])
     if b is None:
         return fn
     params, begin, end = fn.args

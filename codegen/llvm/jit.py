@@ -87,18 +87,23 @@ def _unlocked(name: str):
     return getattr(fn, "_cfn", fn)
 
 
-def _compile_part(text: str, opt_level: int) -> bytes:
-    """Parse, verify, optimize (``opt_level``) and emit one module in a private LLVM context;
-    safe to run on several threads at once."""
+def _compile_part(texts: str | list[str], opt_level: int) -> bytes:
+    """Parse and verify the module(s) ``texts`` in a private LLVM context, link them into one,
+    optimize (``opt_level``) and emit it; safe to run on several threads at once."""
     host_target_machine()  # the native target is initialized (once) before any thread needs it
     ctx = llvm.create_context()
     tm = new_target_machine()
     mod = None
     try:
-        mod = llvm.parse_assembly(text, context=ctx)
-        mod.triple = tm.triple
-        mod.data_layout = str(tm.target_data)
-        mod.verify()
+        for text in [texts] if isinstance(texts, str) else texts:
+            part = llvm.parse_assembly(text, context=ctx)
+            part.triple = tm.triple
+            part.data_layout = str(tm.target_data)
+            part.verify()
+            if mod is None:
+                mod = part
+            else:
+                mod.link_in(part)  # internal names that clash are renamed; part is consumed
         if opt_level > 0:
             pb = _pipeline(tm, opt_level)
             mpm = pb.getModulePassManager()
@@ -128,23 +133,33 @@ def compile_workers() -> int:
     return max(1, min(cores, 8))
 
 
-def compile_parts(texts: list[str], levels: list[int], workers: int | None = None) -> bytes:
-    """The object image of the modules ``texts`` (IR text; part ``i`` optimized at ``levels[i]``)
-    compiled on up to ``workers`` threads (default :func:`compile_workers`), largest part first.
-    Symbols one part declares and another defines are resolved when :class:`Loaded` loads the
-    image. Raises ``RuntimeError`` on IR that does not verify or cannot be compiled."""
-    if len(texts) != len(levels):
-        raise ValueError(f"{len(texts)} modules but {len(levels)} optimization levels")
-    workers = min(workers or compile_workers(), len(texts))
-    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+def compile_objects(parts: list[str | list[str]], levels: list[int], workers: int | None = None) -> list[bytes]:
+    """The object file of each part (IR text, or several texts linked into one module; part ``i``
+    optimized at ``levels[i]``), compiled on up to ``workers`` threads (default
+    :func:`compile_workers`), largest part first. Raises ``RuntimeError`` on IR that does not
+    verify or cannot be compiled."""
+    if len(parts) != len(levels):
+        raise ValueError(f"{len(parts)} modules but {len(levels)} optimization levels")
+    if not parts:
+        return []
+    workers = min(workers or compile_workers(), len(parts))
+    sizes = [len(p) if isinstance(p, str) else sum(map(len, p)) for p in parts]
+    order = sorted(range(len(parts)), key=lambda i: -sizes[i])
     if workers <= 1:
-        objs = {i: _compile_part(texts[i], levels[i]) for i in order}
+        objs = {i: _compile_part(parts[i], levels[i]) for i in order}
     else:
         host_target_machine()
         with ThreadPoolExecutor(workers, thread_name_prefix="minicomp-llvm") as ex:
-            futs = {i: ex.submit(_compile_part, texts[i], levels[i]) for i in order}
+            futs = {i: ex.submit(_compile_part, parts[i], levels[i]) for i in order}
             objs = {i: f.result() for i, f in futs.items()}
-    return pack_objects([objs[i] for i in range(len(texts))])
+    return [objs[i] for i in range(len(parts))]
+
+
+def compile_parts(texts: list[str | list[str]], levels: list[int], workers: int | None = None) -> bytes:
+    """The object image (:func:`pack_objects`) of :func:`compile_objects` ``(texts, levels, workers)``.
+    Symbols one part declares and another defines are resolved when :class:`Loaded` loads the
+    image; the shared GEMM functions (:mod:`.library`) when it is loaded."""
+    return pack_objects(compile_objects(texts, levels, workers))
 
 
 _PACK_MAGIC = b"MCOBJS\x00\x01"
@@ -186,20 +201,53 @@ def emit_assembly(mod: llvm.ModuleRef) -> str:
     return host_target_machine().emit_assembly(mod)
 
 
+_SHT_SYMTAB = 2
+
+
+def undefined_symbols(obj: bytes) -> list[str]:
+    """Names of the undefined (imported) symbols of an ELF64 little-endian object file; [] for
+    anything else (other formats resolve only what the process already provides)."""
+    if len(obj) < 64 or obj[:4] != b"\x7fELF" or obj[4] != 2 or obj[5] != 1:
+        return []
+    try:
+        shoff, = struct.unpack_from("<Q", obj, 0x28)
+        shentsize, shnum = struct.unpack_from("<HH", obj, 0x3A)
+        sections = [struct.unpack_from("<IIQQQQIIQQ", obj, shoff + i * shentsize) for i in range(shnum)]
+        names = []
+        for _, stype, _, _, off, size, link, _, _, entsize in sections:
+            if stype != _SHT_SYMTAB or entsize < 24:
+                continue
+            stroff, strsize = sections[link][4], sections[link][5]
+            for at in range(off, off + size - entsize + 1, entsize):
+                st_name, _, _, shndx = struct.unpack_from("<IBBH", obj, at)
+                if shndx == 0 and 0 < st_name < strsize:
+                    end = obj.index(b"\0", stroff + st_name, stroff + strsize)
+                    names.append(obj[stroff + st_name:end].decode("ascii", "replace"))
+        return names
+    except (struct.error, IndexError, ValueError):
+        raise ValueError("corrupt ELF object file") from None
+
+
 class Loaded:
     """An MCJIT engine holding one object image (one object file or several packed by
-    :func:`pack_objects`, linked together); keep it alive while calling into it."""
+    :func:`pack_objects`, linked together); keep it alive while calling into it.
+
+    With ``with_pool`` (every program image) the thread pool and the shared GEMM functions
+    the image imports (:mod:`.library`) are made available first."""
 
     def __init__(self, object_code: bytes, *, with_pool: bool = True) -> None:
         if with_pool:
             from minicomp.codegen.llvm import threadpool
             threadpool.install()  # the symbols parallel kernels call
+        self._data = unpack_objects(object_code)
+        if with_pool:
+            from minicomp.codegen.llvm import library
+            library.ensure(n for o in self._data for n in undefined_symbols(o))
         tm = new_target_machine()  # the engine takes ownership of (and later frees) it
         empty = llvm.parse_assembly("")
         empty.triple = tm.triple
         self.engine = llvm.create_mcjit_compiler(empty, tm)
         # The engine may reference the images and the ObjectFileRefs: keep them alive with it.
-        self._data = unpack_objects(object_code)
         self._objs = [llvm.ObjectFileRef.from_data(o) for o in self._data]
         for obj in self._objs:
             self.engine.add_object_file(obj)

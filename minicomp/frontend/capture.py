@@ -9,6 +9,7 @@ and the structure is kept in :attr:`Captured.out_spec`.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import linecache
 import os
@@ -80,7 +81,11 @@ class _RecordSource(TorchFunctionMode):
 
     make_fx copies ``stack_trace`` from fx's "current meta" onto every node it creates
     (under ``preserve_node_meta``); this mode sets it per top-level torch call, so ops
-    from helper functions and plain functions get their exact line.
+    from helper functions and plain functions get their exact line. :func:`capture`
+    enters it only while the user's code runs: around the whole of ``make_fx`` it also
+    saw the ~1000 torch calls make_fx makes itself (fake-tensor conversion of every
+    weight and input, output tracking), each paying the frame walk, and was most of
+    the tracing time.
     """
 
     def __init__(self) -> None:
@@ -137,32 +142,28 @@ def capture(model_or_fn: Any, example_inputs: Sequence[torch.Tensor]) -> Capture
     names = list(state)
     out_spec: list[pytree.TreeSpec] = []
 
+    # A GraphModule's nodes carry their own stack traces (replayed by _Interpret). The mode
+    # covers the user's call only (see _RecordSource); functional_call's reparametrization
+    # makes no torch calls.
+    source = contextlib.nullcontext() if isinstance(model_or_fn, fx.GraphModule) else _RecordSource()
+
     def flat_fn(params: list[torch.Tensor], *args: torch.Tensor) -> list[Any]:
-        if module is None:
-            out = model_or_fn(*args)
-        else:
-            out = torch.func.functional_call(module, dict(zip(names, params)), args)
+        with source:
+            if module is None:
+                out = model_or_fn(*args)
+            else:
+                out = torch.func.functional_call(module, dict(zip(names, params)), args)
         flat, spec = pytree.tree_flatten(out)
         out_spec.append(spec)
         return flat
 
-    # A GraphModule's nodes carry their own stack traces (replayed by _Interpret).
-    source = _RecordSource() if not isinstance(model_or_fn, fx.GraphModule) else _NoMode()
-    with torch.no_grad(), fx.traceback.preserve_node_meta(), source:
+    with torch.no_grad(), fx.traceback.preserve_node_meta():
         gm = make_fx(torch.func.functionalize(flat_fn, remove="mutations"), decomposition_table(),
                      tracing_mode="fake", _allow_non_fake_inputs=True)(list(state.values()), *inputs)
     input_names = [clean_name(n) for n in input_names[:len(inputs)]]
     input_names += [f"arg{i}" for i in range(len(input_names), len(inputs))]
     return Captured(gm, [clean_name(n.removeprefix(strip)) for n in names], list(state.values()),
                     input_names, out_spec[-1])
-
-
-class _NoMode:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 def _signature_names(fn: Callable[..., Any]) -> list[str]:

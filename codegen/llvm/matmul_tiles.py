@@ -1,0 +1,199 @@
+"""The unpacked register-tile matmul paths for small products (f32/f64, no packing).
+
+Both split C into blocks of rows (batch x row block: the parallel items), keep a
+register tile of accumulators over all of k reading A and B in place, write the
+tile to a stack row block and then run the epilogue along each row (a unit-stride
+loop LLVM vectorizes). Rows (and dot-tile columns) past the edge are computed on
+clamped indices and never stored, so any m and n are exact.
+
+* **Dot tiles** (A and B unit stride along k: linear layers' weights, ``q @ k^T``):
+  DT_ROWS x DT_COLS vector dot products along k, reduced horizontally per tile.
+* **Row tiles** (B unit stride along n: attention's ``@ v``): RT_ROWS x RT_VECS vectors
+  of columns, each updated with a broadcast ``A[i, p]`` times a row of B.
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+
+from minicomp.codegen.llvm import convert
+from minicomp.codegen.llvm.control import entry_alloca, for_range
+from minicomp.codegen.llvm.intrinsics import call
+from minicomp.codegen.llvm.kernelfn import buffer_table
+from minicomp.codegen.llvm.matmul_common import GemmInfo, batch_vars, c64, offset, smin
+from minicomp.codegen.llvm.types import I32, I64
+
+#: Register tile of the dot-tile path: rows of A x columns of B (rows of B^T).
+DT_ROWS, DT_COLS = 3, 4
+DT_MAX_N, DT_MAX_K = 4096, 2048
+#: Packing B pays off once it serves more rows than this; below DT_MIN_VECS vectors of k
+#: the per-tile horizontal sums cost more than the products (measured on the block's shapes).
+DT_MAX_SHARED_ROWS, DT_MIN_VECS = 96, 8
+#: Register tile of the row-tile path: rows x vectors of columns; each block of rows
+#: streams one batch's B (at most RT_MAX_B_BYTES, so it stays in cache).
+RT_ROWS, RT_VECS, RT_MAX_B_BYTES = 6, 2, 1 << 20
+
+
+def dot_tiles_apply(g: GemmInfo) -> bool:
+    """The dot-tile path applies (see :func:`dot_tile_body`)."""
+    k = g.k
+    return (g.unit_k_vectors() and g.W >= DT_COLS and k.n <= DT_MAX_N and DT_MIN_VECS * g.W <= k.k <= DT_MAX_K
+            and g.shared_rows() <= DT_MAX_SHARED_ROWS)
+
+
+def row_tiles_apply(g: GemmInfo) -> bool:
+    """The row-tile path applies (see :func:`row_tile_body`)."""
+    k, W = g.k, g.W
+    return (g.same_float_storage() and k.k >= 1 and k.m >= RT_ROWS
+            and k.n % (RT_VECS * W) == 0 and k.k * k.n * (g.bits // 8) <= RT_MAX_B_BYTES
+            and g.shared_rows() <= DT_MAX_SHARED_ROWS and k.b.strides[-1] == 1)
+
+
+def _fold(b, x, y):
+    """``[x0+x1, x2+x3, ..., y0+y1, ...]``: adjacent pairs of ``x`` then of ``y`` summed (same width)."""
+    n = x.type.count
+    ev = ir.Constant(ir.VectorType(I32, n), list(range(0, 2 * n, 2)))
+    od = ir.Constant(ir.VectorType(I32, n), list(range(1, 2 * n, 2)))
+    return b.fadd(b.shuffle_vector(x, y, ev), b.shuffle_vector(x, y, od), flags=("reassoc",))
+
+
+def _column_sums(b, vecs: list[ir.Value]) -> ir.Value:
+    """``<len(vecs) x T>`` of the horizontal sums of ``vecs`` (W lanes each, W >= len(vecs), powers of 2)."""
+    while len(vecs) > 1:
+        vecs = [_fold(b, vecs[i], vecs[i + 1]) for i in range(0, len(vecs), 2)]
+    v, want = vecs[0], DT_COLS
+    while v.type.count > want:  # each column's partial sums are adjacent: halve the width
+        half = v.type.count // 2
+        ev = ir.Constant(ir.VectorType(I32, half), list(range(0, 2 * half, 2)))
+        od = ir.Constant(ir.VectorType(I32, half), list(range(1, 2 * half, 2)))
+        v = b.fadd(b.shuffle_vector(v, v, ev), b.shuffle_vector(v, v, od), flags=("reassoc",))
+    return v
+
+
+def _row_epilogues(g: GemmInfo, b, tab, out_ptrs, bvars, i0, buf, row_len: int, R: int) -> None:
+    """The epilogue of rows i0 .. min(i0+R, m) from the stack block ``buf`` (rows of ``row_len``)."""
+    k = g.k
+    nrows = smin(b, c64(R), b.sub(c64(k.m), i0))
+    with for_range(b, 0, nrows, name="er") as r:
+        i = b.add(i0, r)
+        rbase = b.mul(r, c64(row_len))
+        with for_range(b, 0, k.n, name="ec") as j:
+            acc = b.load(b.gep(buf, [b.add(rbase, j)], source_etype=g.T), typ=g.T)
+            g.epilogue(b, tab, out_ptrs, bvars, i, j, acc)
+
+
+def dot_tile_body(g: GemmInfo):
+    """The parallel body over items [begin, end) of (batch x block of DT_ROWS rows)."""
+    def emit(b, ptrs, begin, end):
+        k, R, C, W, T = g.k, DT_ROWS, DT_COLS, g.W, g.T
+        vt = ir.VectorType(T, W)
+        esize = g.bits // 8
+        tab = buffer_table(ptrs[:g.nin], k.inputs)
+        out_ptrs = ptrs[g.nin:]
+        aptr, bptr = tab[k.a.buf][0], tab[k.b.buf][0]
+        nrb = -(-k.m // R)
+        ncb = -(-k.n // C)
+        npad = ncb * C
+        buf = entry_alloca(b, ir.ArrayType(T, R * npad), "dtbuf")
+        kv = k.k - k.k % W
+        zero = ir.Constant(vt, [convert.constant(0, g.dt)] * W)
+        with for_range(b, begin, end, name="blk") as blk:
+            bvars = batch_vars(b, b.udiv(blk, c64(nrb)), k.batch) if k.batch else []
+            i0 = b.mul(b.urem(blk, c64(nrb)), c64(R))
+            abases = [offset(b, k.a, bvars + [smin(b, b.add(i0, c64(r)), c64(k.m - 1)), c64(0)]) for r in range(R)]
+            with for_range(b, 0, ncb, name="ct") as ct:
+                j0 = b.mul(ct, c64(C))
+                bbases = [offset(b, k.b, bvars + [c64(0), smin(b, b.add(j0, c64(c)), c64(k.n - 1))])
+                          for c in range(C)]
+                pre = b.block
+                loop = b.append_basic_block("dt.loop")
+                done = b.append_basic_block("dt.done")
+                b.branch(loop)
+                b.position_at_end(loop)
+                p = b.phi(I64, "p")
+                p.add_incoming(c64(0), pre)
+                accs = [[b.phi(vt) for _ in range(C)] for _ in range(R)]
+                avs = [b.load(b.gep(aptr, [b.add(base, p)], inbounds=True, source_etype=T), typ=vt, align=esize)
+                       for base in abases]
+                new = [[None] * C for _ in range(R)]
+                for c in range(C):
+                    bv = b.load(b.gep(bptr, [b.add(bbases[c], p)], inbounds=True, source_etype=T),
+                                typ=vt, align=esize)
+                    for r in range(R):
+                        new[r][c] = call(b, "llvm.fma", avs[r], bv, accs[r][c])
+                p2 = b.add(p, c64(W))
+                p.add_incoming(p2, loop)
+                for r in range(R):
+                    for c in range(C):
+                        accs[r][c].add_incoming(zero, pre)
+                        accs[r][c].add_incoming(new[r][c], loop)
+                b.cbranch(b.icmp_signed("<", p2, c64(kv)), loop, done)
+                b.position_at_end(done)
+                for r in range(R):
+                    slot = b.gep(buf, [b.add(c64(r * npad), j0)], source_etype=T)
+                    b.store(_column_sums(b, new[r]), slot, align=esize)
+                if kv < k.k:  # k % W leftover products, added in place
+                    with for_range(b, kv, k.k, name="pt") as pt:
+                        xs = [b.load(b.gep(aptr, [b.add(base, pt)], inbounds=True, source_etype=T), typ=T)
+                              for base in abases]
+                        for c in range(C):
+                            y = b.load(b.gep(bptr, [b.add(bbases[c], pt)], inbounds=True, source_etype=T), typ=T)
+                            for r in range(R):
+                                slot = b.gep(buf, [b.add(c64(r * npad + c), j0)], source_etype=T)
+                                b.store(call(b, "llvm.fma", xs[r], y, b.load(slot, typ=T)), slot)
+            _row_epilogues(g, b, tab, out_ptrs, bvars, i0, buf, npad, R)
+    return emit
+
+
+def row_tile_body(g: GemmInfo):
+    """The parallel body over items [begin, end) of (batch x block of RT_ROWS rows)."""
+    def emit(b, ptrs, begin, end):
+        k, R, NV, W, T = g.k, RT_ROWS, RT_VECS, g.W, g.T
+        vt = ir.VectorType(T, W)
+        esize = g.bits // 8
+        tab = buffer_table(ptrs[:g.nin], k.inputs)
+        out_ptrs = ptrs[g.nin:]
+        aptr, bptr = tab[k.a.buf][0], tab[k.b.buf][0]
+        nrb = -(-k.m // R)
+        buf = entry_alloca(b, ir.ArrayType(T, R * k.n), "rtbuf")
+        zero = ir.Constant(vt, [convert.constant(0, g.dt)] * W)
+        mask = ir.Constant(ir.VectorType(I32, W), [0] * W)
+        sak, sbk = k.a.strides[-1], k.b.strides[-2]
+        with for_range(b, begin, end, name="blk") as blk:
+            bvars = batch_vars(b, b.udiv(blk, c64(nrb)), k.batch) if k.batch else []
+            i0 = b.mul(b.urem(blk, c64(nrb)), c64(R))
+            abases = [offset(b, k.a, bvars + [smin(b, b.add(i0, c64(r)), c64(k.m - 1)), c64(0)]) for r in range(R)]
+            with for_range(b, 0, k.n // (NV * W), name="ct") as ct:
+                j0 = b.mul(ct, c64(NV * W))
+                bbase = offset(b, k.b, bvars + [c64(0), j0])
+                pre = b.block
+                loop = b.append_basic_block("rt.loop")
+                done = b.append_basic_block("rt.done")
+                b.branch(loop)
+                b.position_at_end(loop)
+                p = b.phi(I64, "p")
+                p.add_incoming(c64(0), pre)
+                accs = [[b.phi(vt) for _ in range(NV)] for _ in range(R)]
+                brow = b.add(bbase, b.mul(p, c64(sbk)))
+                bvs = [b.load(b.gep(bptr, [b.add(brow, c64(c * W))], inbounds=True, source_etype=T),
+                              typ=vt, align=esize) for c in range(NV)]
+                new = []
+                for r in range(R):
+                    x = b.load(b.gep(aptr, [b.add(abases[r], b.mul(p, c64(sak)))], inbounds=True, source_etype=T),
+                               typ=T)
+                    splat = b.shuffle_vector(b.insert_element(ir.Constant(vt, ir.Undefined), x, c64(0)),
+                                             ir.Constant(vt, ir.Undefined), mask)
+                    new.append([call(b, "llvm.fma", splat, bvs[c], accs[r][c]) for c in range(NV)])
+                p2 = b.add(p, c64(1))
+                p.add_incoming(p2, loop)
+                for r in range(R):
+                    for c in range(NV):
+                        accs[r][c].add_incoming(zero, pre)
+                        accs[r][c].add_incoming(new[r][c], loop)
+                b.cbranch(b.icmp_signed("<", p2, c64(k.k)), loop, done)
+                b.position_at_end(done)
+                for r in range(R):
+                    for c in range(NV):
+                        slot = b.gep(buf, [b.add(c64(r * k.n + c * W), j0)], source_etype=T)
+                        b.store(new[r][c], slot, align=esize)
+            _row_epilogues(g, b, tab, out_ptrs, bvars, i0, buf, k.n, R)
+    return emit
