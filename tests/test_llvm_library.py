@@ -81,3 +81,17 @@ def test_fresh_processes_compile_or_load_the_library(tmp_path, monkeypatch):
     lib.write_bytes(bytes(data))
     assert _child("fill", tmp_path) == names
     assert cache.load(lib.stem, ".lib") is not None
+
+
+def test_image_importing_an_unknown_symbol_is_refused_not_loaded():
+    """MCJIT would bind the missing function to address 0; loading must raise instead."""
+    m = ir.Module("k")
+    void = ir.FunctionType(ir.VoidType(), [])
+    missing = ir.Function(m, void, "mc_no_such_function_anywhere")
+    f = ir.Function(m, void, "k_calls_missing")
+    b = ir.IRBuilder(f.append_basic_block())
+    b.call(missing, [])
+    b.ret_void()
+    image = jit.compile_parts([str(m)], [2])
+    with pytest.raises(RuntimeError, match="mc_no_such_function_anywhere"):
+        jit.Loaded(image)

@@ -49,11 +49,12 @@ NOT_KERNELS = frozenset({"constant", "fused", "external"})
 OPS = sorted(set(all_ops()) - NOT_KERNELS)
 
 #: The ATen ops a compiled CPU call may dispatch, decided by observing every op's calls:
-#: ``empty.memory_format`` is ``torch.empty`` allocating each output in the runtime;
+#: ``empty.memory_format`` and ``empty_like.default`` allocate each output in the runtime
+#: (``torch.empty_like`` of a storage-less prototype, ``torch.empty`` for the rest);
 #: ``clone.default`` is ``Tensor.contiguous()`` on a non-contiguous input and the copy
 #: the runtime makes of an output that aliases an input, a constant or another output.
 #: Neither computes anything; every arithmetic op must run in the JIT-compiled code.
-ALLOWED_ATEN = frozenset({"aten.empty.memory_format", "aten.clone.default"})
+ALLOWED_ATEN = frozenset({"aten.empty.memory_format", "aten.empty_like.default", "aten.clone.default"})
 
 
 def budget(n: int) -> settings:

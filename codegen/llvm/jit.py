@@ -240,9 +240,10 @@ class Loaded:
             from minicomp.codegen.llvm import threadpool
             threadpool.install()  # the symbols parallel kernels call
         self._data = unpack_objects(object_code)
+        imported = {n for o in self._data for n in undefined_symbols(o)}
         if with_pool:
             from minicomp.codegen.llvm import library
-            library.ensure(n for o in self._data for n in undefined_symbols(o))
+            library.ensure(imported)
         tm = new_target_machine()  # the engine takes ownership of (and later frees) it
         empty = llvm.parse_assembly("")
         empty.triple = tm.triple
@@ -252,6 +253,12 @@ class Loaded:
         for obj in self._objs:
             self.engine.add_object_file(obj)
         self.engine.finalize_object()
+        # MCJIT binds a symbol it cannot resolve to address 0, so a call would jump there:
+        # refuse the image instead.
+        unresolved = sorted(n for n in imported
+                            if not self.engine.get_function_address(n) and not llvm.address_of_symbol(n))
+        if unresolved:
+            raise RuntimeError(f"compiled code imports symbols this process does not define: {unresolved}")
 
     def address(self, name: str) -> int:
         """Address of the exported function ``name`` (raises KeyError when missing)."""
