@@ -7,9 +7,9 @@
    and runs the micro-kernel: MR x NR accumulators (MR*2 SIMD registers) updated over
    all of k, then the epilogue is applied per output element of the tile.
 
-The micro-kernel (one per distinct k), A packing and B packing are functions emitted
-once per module (:mod:`.gemm_shared`): each kernel adds only its loop nest and
-epilogue. Works for every accumulator dtype but bool, any strides, k >= 1. If a
+The micro-kernel (one per distinct k), A packing and B packing are functions the
+kernel only declares; they are compiled once per process (:mod:`.gemm_shared`,
+:mod:`.library`), so each kernel adds only its loop nest and epilogue. Works for every accumulator dtype but bool, any strides, k >= 1. If a
 scratch allocation fails the kernel writes nothing (callers size work so it does not).
 """
 from __future__ import annotations
