@@ -108,6 +108,26 @@ def test_transcendentals_wide_range_f32():
     torch.testing.assert_close(y, torch.log(pos))
 
 
+@pytest.mark.parametrize("op", ["sin", "cos"])
+def test_sin_cos_of_huge_arguments_f32(op):
+    """Found by a deep run: sin(exp(19)) came back 1.8e8 (the argument reduction failed for large
+    |x|). Every float32 magnitude up to the largest finite one, the floats nearest multiples of
+    pi/2 at large scales, and the 2**10 switch to the exact reduction, against eager and float64."""
+    g = torch.Generator().manual_seed(0)
+    scale = 10.0 ** torch.randint(0, 39, (20000,), generator=g).double()
+    rand = (torch.randn(20000, generator=g, dtype=torch.float64) * scale).float()
+    near = (torch.arange(-3000, 3000, dtype=torch.float64) * 40000 * (math.pi / 2)).float()
+    edges = torch.tensor([178482304.0, 1023.9999, 1024.0, -1024.0, 1024.0001, 65536.0, 16777215.0, 16777216.0,
+                          3.4028235e38, -3.4028235e38, 1e30, 7e22, float("inf"), float("-inf"), float("nan"), -0.0])
+    x = torch.cat([rand, near, edges])
+    (y,) = run_kernel(_unary_kernel(op, DType.f32, x.shape), [x])
+    torch.testing.assert_close(y, UNARY[op](x), equal_nan=True)
+    finite = torch.isfinite(x)
+    err = (y.double() - UNARY[op](x.double())).abs()[finite]
+    assert err.max().item() < 1.2e-7, err.max().item()  # 1-2 float32 ulps of results near 1
+    assert (y[~finite].isnan()).all()
+
+
 @pytest.mark.parametrize("dtype", [DType.i32, DType.i64, DType.bool])
 @pytest.mark.parametrize("op", ["abs", "neg", "isnan", "floor"])
 def test_unary_int(op, dtype):
