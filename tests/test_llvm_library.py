@@ -16,7 +16,8 @@ def test_define_rebuilds_every_helper_from_its_name():
     decl = ir.Module("k")
     names = [gemm_shared.micro(decl, DType.f32, 8, 32).name, gemm_shared.micro(decl, DType.f64, 4).name,
              gemm_shared.packa(decl, DType.f32, DType.bf16).name,
-             gemm_shared.packb(decl, DType.i64, DType.i32, 8).name]
+             gemm_shared.packb(decl, DType.i64, DType.i32, 8).name,
+             gemm_shared.cmicro(decl, DType.f32, 8, 5, 5, 1).name, gemm_shared.cmicro(decl, DType.f64, 4, 1, 7, 2).name]
     assert all(decl.globals[n].is_declaration for n in names)  # kernel modules only declare
     lib = gemm_shared.LibraryModule("lib")
     for n in names:
@@ -27,7 +28,11 @@ def test_define_rebuilds_every_helper_from_its_name():
 
 @pytest.mark.parametrize("name", ["mc.gemm.micro.f32", "mc.gemm.micro.f32.8.x3", "mc.gemm.micro.f99.8",
                                   "mc.gemm.packa.f32", "mc.gemm.packb.f32.f32.0", "mc.gemm.micro.f32.08",
-                                  "mc.gemm.micro.f32.9999", "mc_expf", "mc.gemm.other.f32"])
+                                  "mc.gemm.micro.f32.9999", "mc_expf", "mc.gemm.other.f32",
+                                  "mc.gemm.cmicro.f32.8", "mc.gemm.cmicro.f32.8.3x3", "mc.gemm.cmicro.f32.8.3x3.1",
+                                  "mc.gemm.cmicro.f32.8.3x0.d1", "mc.gemm.cmicro.f32.8.3x3x3.d1",
+                                  "mc.gemm.cmicro.f32.8.7x8.d1", "mc.gemm.cmicro.f32.8.03x3.d1",
+                                  "mc.gemm.cmicro.i32.8.3x3.d1"])
 def test_define_rejects_foreign_names(name):
     with pytest.raises(ValueError):
         gemm_shared.define(gemm_shared.LibraryModule("lib"), name)

@@ -24,30 +24,34 @@ Work items (image, group, tile of NR positions) are split across threads; each
 item runs every output-channel panel of its group over its tile, so the tile's
 input rows stay in L1 while the packed weights stream from L2.
 
+The micro-kernel (every tap unrolled, sizes and strides runtime arguments) is
+:func:`~.gemm_shared.cmicro`, one per kernel size and column dilation, which the
+kernel only declares: the process-wide :mod:`.library` compiles it once, so each
+kernel's own code is its loop nest, padding copy, packing and epilogue (halving
+LeNet's compile; the micro-kernel inlined into each kernel was most of its O3 time).
+
 The padding and packing loops are marked not to be unrolled (packing: nor
-vectorized) and so is the micro-kernel's loop over input channels: fully unrolled
-copies of them made LLVM's O3 pipeline take 2-3x longer on LeNet's convolutions
-(dead-store elimination and unroll analysis over thousands of straight-line
-instructions) for no measurable speed-up.
+vectorized): fully unrolled copies of them made LLVM's O3 pipeline take 2-3x
+longer on LeNet's convolutions for no measurable speed-up.
 """
 from __future__ import annotations
 
 from llvmlite import ir
 
-from minicomp.codegen.llvm import convert
-from minicomp.codegen.llvm.control import entry_alloca, for_range, loop_id
-from minicomp.codegen.llvm.intrinsics import call, declare
+from minicomp.codegen.llvm import convert, gemm_shared
+from minicomp.codegen.llvm.control import entry_alloca, for_range
+from minicomp.codegen.llvm.intrinsics import declare
 from minicomp.codegen.llvm.jit import host_vector_bits
 from minicomp.codegen.llvm.kernelfn import buffer_table, emit_store, kernel_function, load_access
 from minicomp.codegen.llvm.parallel import PARALLEL_MIN_WORK, make_body, parallel_for
 from minicomp.codegen.llvm.scalar import ExprEmitter
-from minicomp.codegen.llvm.types import I32, I64, PTR, VOID, register_type
+from minicomp.codegen.llvm.types import I64, PTR, VOID, register_type
 from minicomp.ir.dtypes import DType
 from minicomp.ir.kernel import ConvKernel
 
 MR = 6
 #: Taps unrolled in the micro-kernel above this count would bloat the code: use the direct kernel.
-MAX_TAPS = 49
+MAX_TAPS = gemm_shared.MAX_TAPS
 
 
 def _c(v: int) -> ir.Constant:
@@ -140,58 +144,6 @@ def _pack_weights(b, p: _Plan, tab, wpk) -> None:
                             b.gep(wpk, [b.add(base, b.mul(kidx, _c(MR)))], source_etype=T))
 
 
-def _micro(module: ir.Module, name: str, p: _Plan) -> ir.Function:
-    """``void micro(ptr apan, ptr xb, ptr tile)``: tile[MR x NR] = sum over (ci, tap) of
-    apan[(ci*ntaps + t)*MR + r] * xb[ci*plane + taps[t] + c]."""
-    fn = ir.Function(module, ir.FunctionType(VOID, [PTR, PTR, PTR]), name=name)
-    fn.linkage = "internal"
-    for a in fn.args:
-        a.add_attribute("noalias")
-    apan, xb, tile = fn.args
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
-    T, W, NR, nt = p.T, p.W, p.NR, len(p.taps)
-    vt = ir.VectorType(T, W)
-    zero = ir.Constant(vt, [convert.constant(0, p.dt)] * W)
-    esize = p.dt.itemsize
-    mask = ir.Constant(ir.VectorType(I32, W), [0] * W)
-    pre = b.block
-    loop = b.append_basic_block("mk.loop")
-    done = b.append_basic_block("mk.done")
-    b.branch(loop)
-    b.position_at_end(loop)
-    ci = b.phi(I64, "ci")
-    ci.add_incoming(_c(0), pre)
-    accs = [[b.phi(vt) for _ in range(2)] for _ in range(MR)]
-    for row in accs:
-        for a in row:
-            a.add_incoming(zero, pre)
-    cur = [list(row) for row in accs]
-    abase = b.mul(ci, _c(nt * MR))
-    xbase = b.mul(ci, _c(p.plane))
-    for t, off in enumerate(p.taps):
-        xo = b.add(xbase, _c(off))
-        bv = [b.load(b.gep(xb, [b.add(xo, _c(h * W))], inbounds=True, source_etype=T), typ=vt, align=esize)
-              for h in range(2)]
-        for r in range(MR):
-            a = b.load(b.gep(apan, [b.add(abase, _c(t * MR + r))], inbounds=True, source_etype=T), typ=T)
-            splat = b.shuffle_vector(b.insert_element(ir.Constant(vt, ir.Undefined), a, _c(0)),
-                                     ir.Constant(vt, ir.Undefined), mask)
-            cur[r] = [call(b, "llvm.fma", splat, bv[h], cur[r][h]) for h in range(2)]
-    ci2 = b.add(ci, _c(1))
-    ci.add_incoming(ci2, loop)
-    for r in range(MR):
-        for h in range(2):
-            accs[r][h].add_incoming(cur[r][h], loop)
-    # the body is every tap fully unrolled already: LLVM's unroll analysis of it only costs time
-    b.cbranch(b.icmp_signed("<", ci2, _c(p.cin_g)), loop, done).set_metadata("llvm.loop", loop_id(module, unroll=False))
-    b.position_at_end(done)
-    for r in range(MR):
-        for h in range(2):
-            b.store(cur[r][h], b.gep(tile, [_c(r * NR + h * W)], source_etype=T), align=esize)
-    b.ret_void()
-    return fn
-
-
 def _compute_body(p: _Plan, nin: int, micro: ir.Function):
     """Items [begin, end) of (n, group, tile); ptrs = inputs + outputs + [xp, wpk]."""
     k, T, NR = p.k, p.T, p.NR
@@ -199,7 +151,7 @@ def _compute_body(p: _Plan, nin: int, micro: ir.Function):
     def emit(b, ptrs, begin, end):
         tab = buffer_table(ptrs[:nin], k.inputs)
         out_ptrs = ptrs[nin:-2]
-        xp, wpk = ptrs[-2], ptrs[-1]
+        xp, wpk = ptrs[-2:]
         tile = entry_alloca(b, ir.ArrayType(T, MR * NR), "tile")
         with for_range(b, begin, end, name="item") as item:
             t = b.urem(item, _c(p.ntiles))
@@ -210,7 +162,7 @@ def _compute_body(p: _Plan, nin: int, micro: ir.Function):
             xb = b.gep(xp, [xoff], source_etype=T)
             with for_range(b, 0, p.npan, name="cp") as cp:
                 apan = b.gep(wpk, [b.mul(b.add(b.mul(g, _c(p.npan)), cp), _c(p.K * MR))], source_etype=T)
-                b.call(micro, [apan, xb, tile])
+                b.call(micro, [apan, xb, tile, _c(p.cin_g), _c(p.plane), _c(k.dilation[0] * p.wp)])
                 col0 = b.mul(cp, _c(MR))
                 nrows = b.select(b.icmp_signed("<", _c(p.cout_g), b.add(col0, _c(MR))),
                                  b.sub(_c(p.cout_g), col0), _c(MR))
@@ -250,7 +202,7 @@ def emit(module: ir.Module, name: str, k: ConvKernel, noalias: bool, threads: in
         pad = make_body(module, f"{name}.pad", nio + 2, noalias, _pad_body(p, nin))
         parallel_for(b, pad, args, rows, th if rows * p.wp >= PARALLEL_MIN_WORK // 4 else 1)
         _pack_weights(b, p, buffer_table(list(fn.args[:nin]), k.inputs), wpk)
-        micro = _micro(module, f"{name}.micro", p)
+        micro = gemm_shared.cmicro(module, p.dt, p.W, k.kh, k.kw, k.dilation[1])
         comp = make_body(module, f"{name}.gemm", nio + 2, noalias, _compute_body(p, nin, micro))
         parallel_for(b, comp, args, p.items, th)
     b.call(free, [xp])

@@ -13,6 +13,8 @@ kernel modules compiled separately (or loaded from a cache) share one copy.
 
 * ``micro(apan, bpan, tile, kk)`` (one per distinct k): ``tile[MR x NR] = sum_p apan[p, :MR] (outer) bpan[p, :NR]``
   with the MR x NR accumulators in SIMD registers (``fma`` for floats).
+* ``cmicro(apan, x, tile, nci, plane, rs)`` (one per kernel size and column dilation): the tile of the
+  implicit-GEMM convolution of :mod:`.conv_gemm`, B read in place from the padded input.
 * ``packa(A, ap, aoff, i0, m, kk, sm, sk, rows)``: rows ``i0 .. i0+rows`` of A
   (element ``(i, p)`` at ``aoff + i*sm + p*sk``) into MR-row panels, element
   ``(p, r)`` of panel ``ia`` at ``(ia*kk + p)*MR + r``; rows >= m read as zero.
@@ -25,12 +27,14 @@ from __future__ import annotations
 from llvmlite import ir
 
 from minicomp.codegen.llvm import convert
-from minicomp.codegen.llvm.control import for_range
+from minicomp.codegen.llvm.control import for_range, loop_id
 from minicomp.codegen.llvm.intrinsics import call
 from minicomp.codegen.llvm.types import I32, I64, PTR, VOID, register_type, storage_type
 from minicomp.ir.dtypes import DType
 
 MR = 6
+#: Most taps :func:`cmicro` unrolls (one copy of its body per tap).
+MAX_TAPS = 49
 #: Prefix of every function this module defines (what :mod:`.library` provides).
 PREFIX = "mc.gemm."
 
@@ -64,7 +68,7 @@ def _shared(module: ir.Module, name: str, args: list[ir.Type]) -> tuple[ir.Funct
 
 
 def define(module: LibraryModule, name: str) -> ir.Function:
-    """Define the function ``name`` (as :func:`micro`, :func:`packa` or :func:`packb` name it) in
+    """Define the function ``name`` (as :func:`micro`, :func:`cmicro`, :func:`packa` or :func:`packb` name it) in
     ``module``; ValueError for any other name."""
     parts = name[len(PREFIX):].split(".") if name.startswith(PREFIX) else []
     try:
@@ -75,6 +79,12 @@ def define(module: LibraryModule, name: str) -> ir.Function:
                     raise ValueError
                 const_k = _positive(parts[3][1:])
             return _check(micro(module, DType[parts[1]], _positive(parts[2], 64), const_k), name)
+        if parts[0] == "cmicro" and len(parts) == 5 and parts[4].startswith("d"):
+            kh, kw = (_positive(v, MAX_TAPS) for v in parts[3].split("x"))
+            if kh * kw > MAX_TAPS:
+                raise ValueError(name)
+            return _check(cmicro(module, DType[parts[1]], _positive(parts[2], 64), kh, kw,
+                                 _positive(parts[4][1:], 1 << 20)), name)
         if parts[0] == "packa" and len(parts) == 3:
             return _check(packa(module, DType[parts[1]], DType[parts[2]]), name)
         if parts[0] == "packb" and len(parts) == 4:
@@ -152,6 +162,63 @@ def micro(module: ir.Module, acc: DType, W: int, const_k: int | None = None) -> 
     for r in range(MR):
         for c in range(nv):
             b.store(new[r][c], b.gep(tile, [_c(r * NR + c * W)], source_etype=T), align=esize)
+    b.ret_void()
+    return fn
+
+
+def cmicro(module: ir.Module, acc: DType, W: int, kh: int, kw: int, dw: int) -> ir.Function:
+    """``void cmicro(ptr apan, ptr x, ptr tile, i64 nci, i64 plane, i64 rs)`` (nci >= 1): the
+    implicit-GEMM convolution tile, NR = 2*W columns, ``kh x kw`` taps (unrolled), column
+    dilation ``dw``, input row stride ``rs`` (the row dilation times the padded row length):
+    ``tile[r, c] = sum_{ci < nci, i < kh, j < kw} apan[((ci*kh + i)*kw + j)*MR + r]
+    * x[ci*plane + i*rs + j*dw + c]``. ValueError for an integer ``acc``."""
+    if not acc.is_float:
+        raise ValueError(f"cmicro accumulates floats, not {acc.name}")
+    fn, b = _shared(module, f"{PREFIX}cmicro.{acc.name}.{W}.{kh}x{kw}.d{dw}", [PTR] * 3 + [I64] * 3)
+    if b is None:
+        return fn
+    apan, x, tile, nci, plane, rs = fn.args
+    T = register_type(acc)
+    vt = ir.VectorType(T, W)
+    esize = acc.itemsize
+    ntaps = kh * kw
+    mask = ir.Constant(ir.VectorType(I32, W), [0] * W)
+    zero = ir.Constant(vt, [convert.constant(0, acc)] * W)
+    pre = b.block
+    loop = b.append_basic_block("mk.loop")
+    done = b.append_basic_block("mk.done")
+    b.branch(loop)
+    b.position_at_end(loop)
+    ci = b.phi(I64, "ci")
+    ci.add_incoming(_c(0), pre)
+    accs = [[b.phi(vt) for _ in range(2)] for _ in range(MR)]
+    for row in accs:
+        for a in row:
+            a.add_incoming(zero, pre)
+    cur = [list(row) for row in accs]
+    arow = b.gep(apan, [b.mul(ci, _c(ntaps * MR))], source_etype=T)
+    xrow = b.gep(x, [b.mul(ci, plane)], source_etype=T)
+    for i in range(kh):
+        xi = b.gep(xrow, [b.mul(_c(i), rs)], source_etype=T)
+        for j in range(kw):
+            t = i * kw + j
+            bv = [b.load(b.gep(xi, [_c(j * dw + h * W)], source_etype=T), typ=vt, align=esize) for h in range(2)]
+            for r in range(MR):
+                a = b.load(b.gep(arow, [_c(t * MR + r)], source_etype=T), typ=T)
+                splat = b.shuffle_vector(b.insert_element(ir.Constant(vt, ir.Undefined), a, _c(0)),
+                                         ir.Constant(vt, ir.Undefined), mask)
+                cur[r] = [call(b, "llvm.fma", splat, bv[h], cur[r][h]) for h in range(2)]
+    ci2 = b.add(ci, _c(1))
+    ci.add_incoming(ci2, loop)
+    for r in range(MR):
+        for h in range(2):
+            accs[r][h].add_incoming(cur[r][h], loop)
+    # the taps are unrolled already: LLVM's unroll analysis of the body only costs time
+    b.cbranch(b.icmp_signed("<", ci2, nci), loop, done).set_metadata("llvm.loop", loop_id(module, unroll=False))
+    b.position_at_end(done)
+    for r in range(MR):
+        for h in range(2):
+            b.store(cur[r][h], b.gep(tile, [_c(r * 2 * W + h * W)], source_etype=T), align=esize)
     b.ret_void()
     return fn
 
