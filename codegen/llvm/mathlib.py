@@ -201,7 +201,10 @@ def _sincos(b: ir.IRBuilder, x: ir.Value, shift: float) -> ir.Value:
     c = _poly(b, r2, [-1 / 3628800, 1 / 40320, -1 / 720, 1 / 24, -0.5, 1.0])
     odd = b.or_(b.fcmp_ordered("==", q, _c(1.0)), b.fcmp_ordered("==", q, _c(3.0)))
     v = b.select(odd, c, s)
-    return b.select(b.fcmp_ordered(">=", q, _c(2.0)), b.fneg(v), v)
+    v = b.select(b.fcmp_ordered(">=", q, _c(2.0)), b.fneg(v), v)
+    if shift == 0.0:  # sin(+-0) = +-0: the reduction's x - 0*c gives +0 for x = -0
+        v = b.select(b.fcmp_ordered("==", x, _c(0.0)), x, v)
+    return v
 
 
 _F32_BODIES: dict[str, FnBody] = {
