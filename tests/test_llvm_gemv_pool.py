@@ -1,7 +1,7 @@
 """The GEMV matmul path (few rows, unit k strides) and the pooled 2-way split of kernels."""
 from __future__ import annotations
 
-import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -33,18 +33,10 @@ def test_concurrent_calls_share_the_helper_correctly():
     x = torch.randn(1024, 1024)
     cm = minicomp.compile(lambda x: torch.tanh(x) * 2 + 1, (x,), cache=False)
     expect = torch.tanh(x) * 2 + 1
-    errors: list[BaseException] = []
 
-    def work():
-        try:
-            for _ in range(20):
-                torch.testing.assert_close(cm(x), expect)
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append(e)
+    def work(_):
+        for _ in range(20):
+            torch.testing.assert_close(cm(x), expect)
 
-    threads = [threading.Thread(target=work) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]
+    with ThreadPoolExecutor(3) as ex:
+        list(ex.map(work, range(3)))  # re-raises a worker's failure

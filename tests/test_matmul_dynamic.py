@@ -7,7 +7,7 @@ Python threads calling at once, so the pooled helper is often busy and the calle
 from __future__ import annotations
 
 import math
-import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -62,18 +62,10 @@ def test_concurrent_callers_get_every_grain_once():
     with torch.no_grad():
         cm = minicomp.compile(f, (x,), cache=False, threads=2)
         expect = f(x)
-    errors: list[BaseException] = []
 
-    def work():
-        try:
-            for _ in range(200):
-                torch.testing.assert_close(cm(x), expect)
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append(e)
+    def work(_):
+        for _ in range(200):
+            torch.testing.assert_close(cm(x), expect)
 
-    workers = [threading.Thread(target=work) for _ in range(3)]
-    for t in workers:
-        t.start()
-    for t in workers:
-        t.join()
-    assert not errors, errors[0]
+    with ThreadPoolExecutor(3) as ex:
+        list(ex.map(work, range(3)))  # re-raises a worker's failure
