@@ -1,8 +1,8 @@
-"""Structured control flow helpers over IRBuilder: counted loops and entry-block allocas."""
+"""Structured control flow helpers over IRBuilder: counted loops, accumulating loops, entry-block allocas."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from llvmlite import ir
 
@@ -76,6 +76,45 @@ def for_range(b: ir.IRBuilder, start: int | ir.Value, stop: int | ir.Value, step
     if md is not None:
         latch.set_metadata("llvm.loop", md)
     b.position_at_end(exit_)
+
+
+def carried_loop(b: ir.IRBuilder, name: str, stop: int | ir.Value, step: int, inits: Sequence[ir.Value],
+                 body: Callable[[ir.Value, list[ir.Value]], list[ir.Value]], *, unroll: bool = True) -> list[ir.Value]:
+    """``i = 0; do { vals = body(i, vals); i += step } while (i < stop)``: the register-tile loop.
+
+    ``vals`` start as ``inits`` and are carried in phis (accumulators stay in registers);
+    returns their values after the last iteration, with the builder after the loop. The
+    body runs at least once: callers guarantee ``stop >= step``. ``unroll=False`` keeps
+    LLVM from unrolling a body that is unrolled already (see :func:`loop_id`).
+    """
+    pre = b.block
+    loop = b.append_basic_block(f"{name}.loop")
+    done = b.append_basic_block(f"{name}.done")
+    b.branch(loop)
+    b.position_at_end(loop)
+    iv = b.phi(I64, name="p")
+    iv.add_incoming(ir.Constant(I64, 0), pre)
+    carried = [b.phi(v.type) for v in inits]
+    for phi, v in zip(carried, inits):
+        phi.add_incoming(v, pre)
+    new = body(iv, carried)
+    nxt = b.add(iv, ir.Constant(I64, step))
+    iv.add_incoming(nxt, b.block)
+    for phi, v in zip(carried, new):
+        phi.add_incoming(v, b.block)
+    latch = b.cbranch(b.icmp_signed("<", nxt, as_i64(stop)), loop, done)
+    md = loop_id(b.module, unroll=unroll)
+    if md is not None:
+        latch.set_metadata("llvm.loop", md)
+    b.position_at_end(done)
+    return list(new)
+
+
+def splat(b: ir.IRBuilder, x: ir.Value, vt: ir.VectorType) -> ir.Value:
+    """The vector of type ``vt`` with every lane ``x`` (insertelement + zero-mask shuffle)."""
+    undef = ir.Constant(vt, ir.Undefined)
+    mask = ir.Constant(ir.VectorType(ir.IntType(32), vt.count), [0] * vt.count)
+    return b.shuffle_vector(b.insert_element(undef, x, ir.Constant(I64, 0)), undef, mask)
 
 
 def entry_alloca(b: ir.IRBuilder, ty: ir.Type, name: str = "") -> ir.Value:

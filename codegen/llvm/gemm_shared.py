@@ -27,7 +27,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from minicomp.codegen.llvm import convert
-from minicomp.codegen.llvm.control import for_range, loop_id
+from minicomp.codegen.llvm.control import carried_loop, for_range, splat
 from minicomp.codegen.llvm.intrinsics import call
 from minicomp.codegen.llvm.types import I32, I64, PTR, VOID, register_type, storage_type
 from minicomp.ir.dtypes import DType
@@ -129,39 +129,22 @@ def micro(module: ir.Module, acc: DType, W: int, const_k: int | None = None) -> 
     vt = ir.VectorType(T, W)
     zero = ir.Constant(vt, [convert.constant(0, acc)] * W)
     esize = acc.itemsize  # element alignment only: never assume more of a pointer
-    pre = b.block
-    loop = b.append_basic_block("mk.loop")
-    done = b.append_basic_block("mk.done")
-    b.branch(loop)
-    b.position_at_end(loop)
-    p = b.phi(I64, "p")
-    p.add_incoming(_c(0), pre)
-    accs = [[b.phi(vt) for _ in range(nv)] for _ in range(MR)]
-    for row in accs:
-        for a in row:
-            a.add_incoming(zero, pre)
-    bv = [b.load(b.gep(bpan, [b.add(b.mul(p, _c(NR)), _c(c * W))], source_etype=T), typ=vt, align=esize)
-          for c in range(nv)]
-    mask = ir.Constant(ir.VectorType(I32, W), [0] * W)
-    new = []
-    for r in range(MR):
-        a = b.load(b.gep(apan, [b.add(b.mul(p, _c(MR)), _c(r))], source_etype=T), typ=T)
-        splat = b.shuffle_vector(b.insert_element(ir.Constant(vt, ir.Undefined), a, _c(0)),
-                                 ir.Constant(vt, ir.Undefined), mask)
-        if acc.is_float:
-            new.append([call(b, "llvm.fma", splat, bv[c], accs[r][c]) for c in range(nv)])
-        else:
-            new.append([b.add(b.mul(splat, bv[c]), accs[r][c]) for c in range(nv)])
-    p2 = b.add(p, _c(1))
-    p.add_incoming(p2, loop)
+
+    def step(p, accs):  # accs[r * nv + c]: tile row r, vector c
+        bv = [b.load(b.gep(bpan, [b.add(b.mul(p, _c(NR)), _c(c * W))], source_etype=T), typ=vt, align=esize)
+              for c in range(nv)]
+        new = []
+        for r in range(MR):
+            a = splat(b, b.load(b.gep(apan, [b.add(b.mul(p, _c(MR)), _c(r))], source_etype=T), typ=T), vt)
+            if acc.is_float:
+                new += [call(b, "llvm.fma", a, bv[c], accs[r * nv + c]) for c in range(nv)]
+            else:
+                new += [b.add(b.mul(a, bv[c]), accs[r * nv + c]) for c in range(nv)]
+        return new
+    new = carried_loop(b, "mk", kk, 1, [zero] * (MR * nv), step)
     for r in range(MR):
         for c in range(nv):
-            accs[r][c].add_incoming(new[r][c], loop)
-    b.cbranch(b.icmp_signed("<", p2, kk), loop, done)
-    b.position_at_end(done)
-    for r in range(MR):
-        for c in range(nv):
-            b.store(new[r][c], b.gep(tile, [_c(r * NR + c * W)], source_etype=T), align=esize)
+            b.store(new[r * nv + c], b.gep(tile, [_c(r * NR + c * W)], source_etype=T), align=esize)
     b.ret_void()
     return fn
 
@@ -182,43 +165,26 @@ def cmicro(module: ir.Module, acc: DType, W: int, kh: int, kw: int, dw: int) -> 
     vt = ir.VectorType(T, W)
     esize = acc.itemsize
     ntaps = kh * kw
-    mask = ir.Constant(ir.VectorType(I32, W), [0] * W)
     zero = ir.Constant(vt, [convert.constant(0, acc)] * W)
-    pre = b.block
-    loop = b.append_basic_block("mk.loop")
-    done = b.append_basic_block("mk.done")
-    b.branch(loop)
-    b.position_at_end(loop)
-    ci = b.phi(I64, "ci")
-    ci.add_incoming(_c(0), pre)
-    accs = [[b.phi(vt) for _ in range(2)] for _ in range(MR)]
-    for row in accs:
-        for a in row:
-            a.add_incoming(zero, pre)
-    cur = [list(row) for row in accs]
-    arow = b.gep(apan, [b.mul(ci, _c(ntaps * MR))], source_etype=T)
-    xrow = b.gep(x, [b.mul(ci, plane)], source_etype=T)
-    for i in range(kh):
-        xi = b.gep(xrow, [b.mul(_c(i), rs)], source_etype=T)
-        for j in range(kw):
-            t = i * kw + j
-            bv = [b.load(b.gep(xi, [_c(j * dw + h * W)], source_etype=T), typ=vt, align=esize) for h in range(2)]
-            for r in range(MR):
-                a = b.load(b.gep(arow, [_c(t * MR + r)], source_etype=T), typ=T)
-                splat = b.shuffle_vector(b.insert_element(ir.Constant(vt, ir.Undefined), a, _c(0)),
-                                         ir.Constant(vt, ir.Undefined), mask)
-                cur[r] = [call(b, "llvm.fma", splat, bv[h], cur[r][h]) for h in range(2)]
-    ci2 = b.add(ci, _c(1))
-    ci.add_incoming(ci2, loop)
-    for r in range(MR):
-        for h in range(2):
-            accs[r][h].add_incoming(cur[r][h], loop)
+
+    def step(ci, cur):  # cur[r * 2 + h]: tile row r, vector h
+        cur = list(cur)
+        arow = b.gep(apan, [b.mul(ci, _c(ntaps * MR))], source_etype=T)
+        xrow = b.gep(x, [b.mul(ci, plane)], source_etype=T)
+        for i in range(kh):
+            xi = b.gep(xrow, [b.mul(_c(i), rs)], source_etype=T)
+            for j in range(kw):
+                t = i * kw + j
+                bv = [b.load(b.gep(xi, [_c(j * dw + h * W)], source_etype=T), typ=vt, align=esize) for h in range(2)]
+                for r in range(MR):
+                    a = splat(b, b.load(b.gep(arow, [_c(t * MR + r)], source_etype=T), typ=T), vt)
+                    cur[r * 2:r * 2 + 2] = [call(b, "llvm.fma", a, bv[h], cur[r * 2 + h]) for h in range(2)]
+        return cur
     # the taps are unrolled already: LLVM's unroll analysis of the body only costs time
-    b.cbranch(b.icmp_signed("<", ci2, nci), loop, done).set_metadata("llvm.loop", loop_id(module, unroll=False))
-    b.position_at_end(done)
+    cur = carried_loop(b, "mk", nci, 1, [zero] * (MR * 2), step, unroll=False)
     for r in range(MR):
         for h in range(2):
-            b.store(cur[r][h], b.gep(tile, [_c(r * 2 * W + h * W)], source_etype=T), align=esize)
+            b.store(cur[r * 2 + h], b.gep(tile, [_c(r * 2 * W + h * W)], source_etype=T), align=esize)
     b.ret_void()
     return fn
 

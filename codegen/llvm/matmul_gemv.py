@@ -11,11 +11,10 @@ from __future__ import annotations
 from llvmlite import ir
 
 from minicomp.codegen.llvm import convert
-from minicomp.codegen.llvm.control import entry_alloca, for_range
+from minicomp.codegen.llvm.control import carried_loop, entry_alloca, for_range
 from minicomp.codegen.llvm.intrinsics import call, declare
 from minicomp.codegen.llvm.kernelfn import buffer_table
 from minicomp.codegen.llvm.matmul_common import GemmInfo, batch_vars, c64, offset
-from minicomp.codegen.llvm.types import I64
 
 #: Columns of C per item; most rows (batch included) the GEMV path serves.
 GEMV_COLS = 8
@@ -62,26 +61,12 @@ def _columns(g: GemmInfo, b, tab, out_ptrs, bvars, i, cols) -> None:
     bbases = [offset(b, k.b, bvars + [c64(0), j]) for j in cols]
     kv = k.k - k.k % W
     zero = ir.Constant(vt, [convert.constant(0, g.dt)] * W)
-    pre = b.block
-    loop = b.append_basic_block("gv.loop")
-    done = b.append_basic_block("gv.done")
-    b.branch(loop)
-    b.position_at_end(loop)
-    p = b.phi(I64, "p")
-    p.add_incoming(c64(0), pre)
-    accs = [b.phi(vt) for _ in cols]
-    av = b.load(b.gep(aptr, [b.add(abase, p)], inbounds=True, source_etype=T), typ=vt, align=esize)
-    new = []
-    for acc, base in zip(accs, bbases):
-        bv = b.load(b.gep(bptr, [b.add(base, p)], inbounds=True, source_etype=T), typ=vt, align=esize)
-        new.append(call(b, "llvm.fma", av, bv, acc))
-        acc.add_incoming(zero, pre)
-    p2 = b.add(p, c64(W))
-    p.add_incoming(p2, loop)
-    for acc, v in zip(accs, new):
-        acc.add_incoming(v, loop)
-    b.cbranch(b.icmp_signed("<", p2, c64(kv)), loop, done)
-    b.position_at_end(done)
+
+    def step(p, accs):
+        av = b.load(b.gep(aptr, [b.add(abase, p)], inbounds=True, source_etype=T), typ=vt, align=esize)
+        return [call(b, "llvm.fma", av, b.load(b.gep(bptr, [b.add(base, p)], inbounds=True, source_etype=T),
+                                               typ=vt, align=esize), acc) for acc, base in zip(accs, bbases)]
+    new = carried_loop(b, "gv", kv, W, [zero] * len(cols), step)
     red = declare(b.module, f"llvm.vector.reduce.fadd.{'v%d' % W}{'f32' if g.bits == 32 else 'f64'}",
                   T, [T, vt])
     sums = [b.call(red, [convert.constant(0, g.dt), v], fastmath=("reassoc",)) for v in new]

@@ -16,11 +16,11 @@ from __future__ import annotations
 from llvmlite import ir
 
 from minicomp.codegen.llvm import convert
-from minicomp.codegen.llvm.control import entry_alloca, for_range
+from minicomp.codegen.llvm.control import carried_loop, entry_alloca, for_range, splat
 from minicomp.codegen.llvm.intrinsics import call
 from minicomp.codegen.llvm.kernelfn import buffer_table
 from minicomp.codegen.llvm.matmul_common import GemmInfo, batch_vars, c64, offset, smin
-from minicomp.codegen.llvm.types import I32, I64
+from minicomp.codegen.llvm.types import I32
 
 #: Register tile of the dot-tile path: rows of A x columns of B (rows of B^T).
 DT_ROWS, DT_COLS = 3, 4
@@ -104,33 +104,21 @@ def dot_tile_body(g: GemmInfo):
                 j0 = b.mul(ct, c64(C))
                 bbases = [offset(b, k.b, bvars + [c64(0), smin(b, b.add(j0, c64(c)), c64(k.n - 1))])
                           for c in range(C)]
-                pre = b.block
-                loop = b.append_basic_block("dt.loop")
-                done = b.append_basic_block("dt.done")
-                b.branch(loop)
-                b.position_at_end(loop)
-                p = b.phi(I64, "p")
-                p.add_incoming(c64(0), pre)
-                accs = [[b.phi(vt) for _ in range(C)] for _ in range(R)]
-                avs = [b.load(b.gep(aptr, [b.add(base, p)], inbounds=True, source_etype=T), typ=vt, align=esize)
-                       for base in abases]
-                new = [[None] * C for _ in range(R)]
-                for c in range(C):
-                    bv = b.load(b.gep(bptr, [b.add(bbases[c], p)], inbounds=True, source_etype=T),
-                                typ=vt, align=esize)
-                    for r in range(R):
-                        new[r][c] = call(b, "llvm.fma", avs[r], bv, accs[r][c])
-                p2 = b.add(p, c64(W))
-                p.add_incoming(p2, loop)
-                for r in range(R):
+
+                def step(p, accs, abases=abases, bbases=bbases):  # accs[r * C + c]
+                    avs = [b.load(b.gep(aptr, [b.add(base, p)], inbounds=True, source_etype=T), typ=vt,
+                                  align=esize) for base in abases]
+                    new = [None] * (R * C)
                     for c in range(C):
-                        accs[r][c].add_incoming(zero, pre)
-                        accs[r][c].add_incoming(new[r][c], loop)
-                b.cbranch(b.icmp_signed("<", p2, c64(kv)), loop, done)
-                b.position_at_end(done)
+                        bv = b.load(b.gep(bptr, [b.add(bbases[c], p)], inbounds=True, source_etype=T),
+                                    typ=vt, align=esize)
+                        for r in range(R):
+                            new[r * C + c] = call(b, "llvm.fma", avs[r], bv, accs[r * C + c])
+                    return new
+                new = carried_loop(b, "dt", kv, W, [zero] * (R * C), step)
                 for r in range(R):
                     slot = b.gep(buf, [b.add(c64(r * npad), j0)], source_etype=T)
-                    b.store(_column_sums(b, new[r]), slot, align=esize)
+                    b.store(_column_sums(b, new[r * C:(r + 1) * C]), slot, align=esize)
                 if kv < k.k:  # k % W leftover products, added in place
                     with for_range(b, kv, k.k, name="pt") as pt:
                         xs = [b.load(b.gep(aptr, [b.add(base, pt)], inbounds=True, source_etype=T), typ=T)
@@ -156,7 +144,6 @@ def row_tile_body(g: GemmInfo):
         nrb = -(-k.m // R)
         buf = entry_alloca(b, ir.ArrayType(T, R * k.n), "rtbuf")
         zero = ir.Constant(vt, [convert.constant(0, g.dt)] * W)
-        mask = ir.Constant(ir.VectorType(I32, W), [0] * W)
         sak, sbk = k.a.strides[-1], k.b.strides[-2]
         with for_range(b, begin, end, name="blk") as blk:
             bvars = batch_vars(b, b.udiv(blk, c64(nrb)), k.batch) if k.batch else []
@@ -165,35 +152,21 @@ def row_tile_body(g: GemmInfo):
             with for_range(b, 0, k.n // (NV * W), name="ct") as ct:
                 j0 = b.mul(ct, c64(NV * W))
                 bbase = offset(b, k.b, bvars + [c64(0), j0])
-                pre = b.block
-                loop = b.append_basic_block("rt.loop")
-                done = b.append_basic_block("rt.done")
-                b.branch(loop)
-                b.position_at_end(loop)
-                p = b.phi(I64, "p")
-                p.add_incoming(c64(0), pre)
-                accs = [[b.phi(vt) for _ in range(NV)] for _ in range(R)]
-                brow = b.add(bbase, b.mul(p, c64(sbk)))
-                bvs = [b.load(b.gep(bptr, [b.add(brow, c64(c * W))], inbounds=True, source_etype=T),
-                              typ=vt, align=esize) for c in range(NV)]
-                new = []
-                for r in range(R):
-                    x = b.load(b.gep(aptr, [b.add(abases[r], b.mul(p, c64(sak)))], inbounds=True, source_etype=T),
-                               typ=T)
-                    splat = b.shuffle_vector(b.insert_element(ir.Constant(vt, ir.Undefined), x, c64(0)),
-                                             ir.Constant(vt, ir.Undefined), mask)
-                    new.append([call(b, "llvm.fma", splat, bvs[c], accs[r][c]) for c in range(NV)])
-                p2 = b.add(p, c64(1))
-                p.add_incoming(p2, loop)
-                for r in range(R):
-                    for c in range(NV):
-                        accs[r][c].add_incoming(zero, pre)
-                        accs[r][c].add_incoming(new[r][c], loop)
-                b.cbranch(b.icmp_signed("<", p2, c64(k.k)), loop, done)
-                b.position_at_end(done)
+
+                def step(p, accs, abases=abases, bbase=bbase):  # accs[r * NV + c]
+                    brow = b.add(bbase, b.mul(p, c64(sbk)))
+                    bvs = [b.load(b.gep(bptr, [b.add(brow, c64(c * W))], inbounds=True, source_etype=T),
+                                  typ=vt, align=esize) for c in range(NV)]
+                    new = []
+                    for r in range(R):
+                        x = b.load(b.gep(aptr, [b.add(abases[r], b.mul(p, c64(sak)))], inbounds=True,
+                                         source_etype=T), typ=T)
+                        new += [call(b, "llvm.fma", splat(b, x, vt), bvs[c], accs[r * NV + c]) for c in range(NV)]
+                    return new
+                new = carried_loop(b, "rt", k.k, 1, [zero] * (R * NV), step)
                 for r in range(R):
                     for c in range(NV):
                         slot = b.gep(buf, [b.add(c64(r * k.n + c * W), j0)], source_etype=T)
-                        b.store(new[r][c], slot, align=esize)
+                        b.store(new[r * NV + c], slot, align=esize)
             _row_epilogues(g, b, tab, out_ptrs, bvars, i0, buf, k.n, R)
     return emit
