@@ -125,7 +125,7 @@ def test_parts_compile_on_several_threads_like_on_one():
     several threads gives the same objects, and the packed image links and runs."""
     from minicomp.codegen.llvm.entry import build_parts
     prog = _program()
-    parts, symbols = build_parts(prog, "prog", 2, frozenset(range(len(prog.kernels))))
+    parts, symbols = build_parts(prog, "prog", 2)
     assert len(parts) == len(prog.kernels) + 1
     texts, levels = [str(m) for m in parts], [3] * len(parts)
     image = jit.compile_parts(texts, levels, workers=3)

@@ -52,12 +52,10 @@ def build_module(program: Program, name: str, threads: int) -> tuple[ir.Module, 
     return module, symbols
 
 
-def build_parts(program: Program, name: str, threads: int,
-                alone: frozenset[int] = frozenset()) -> tuple[list[ir.Module], list[str]]:
+def build_parts(program: Program, name: str, threads: int) -> tuple[list[ir.Module], list[str]]:
     """The code of :func:`build_module` split into separately compilable modules: one per kernel
-    index in ``alone`` (in Program order), then one with every other kernel and the entry,
-    which declares the kernels it does not define. Linked together (e.g. loaded into one
-    engine) they define exactly the symbols of :func:`build_module`'s module. Internal
+    (in Program order), then the entry's, which declares the kernels. Linked together (e.g.
+    loaded into one engine) they define exactly the symbols of :func:`build_module`'s module. Internal
     helpers (math functions) are compiled once per module that uses them; the shared GEMM
     functions are only declared (:mod:`.library` defines them). Returns the modules and
     the symbol of each kernel."""
@@ -65,13 +63,10 @@ def build_parts(program: Program, name: str, threads: int,
     main = ir.Module(name=name)
     parts = []
     for i, sym in enumerate(symbols):
-        if i in alone:
-            module = ir.Module(name=sym)
-            fn = _emit_kernel(module, program, i, sym, threads)
-            ir.Function(main, fn.ftype, name=sym)  # a declaration in the main module
-            parts.append(module)
-        else:
-            _emit_kernel(main, program, i, sym, threads)
+        module = ir.Module(name=sym)
+        fn = _emit_kernel(module, program, i, sym, threads)
+        ir.Function(main, fn.ftype, name=sym)  # a declaration in the main module
+        parts.append(module)
     _entry(main, program, name, symbols)
     return parts + [main], symbols
 

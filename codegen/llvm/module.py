@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from minicomp.codegen.llvm import jit, library
-from minicomp.codegen.llvm.library import is_library_symbol
 from minicomp.codegen.llvm.entry import build_module, build_parts, kernel_symbol
 from minicomp.ir.kernel import Program
 
@@ -71,7 +70,7 @@ class LLVMModule:
         GEMM functions it declares: the code that runs."""
         mod = jit.parse(self._unopt)
         jit.optimize(mod, self._opt_level)
-        names = [f.name for f in mod.functions if f.is_declaration and is_library_symbol(f.name)]
+        names = [f.name for f in mod.functions if f.is_declaration and library.is_library_symbol(f.name)]
         if names:
             lib = jit.parse(library.library_ir(names))
             jit.optimize(lib, library.LEVEL)
@@ -147,10 +146,11 @@ class Plan:
 def plan(program: Program, name: str, threads: int, opt_level: int, workers: int | None = None) -> Plan:
     """The parts of ``program`` for ``workers`` threads (default :func:`jit.compile_workers`):
     see the module docstring. Deterministic for a given program, options and worker count."""
-    modules, symbols = build_parts(program, name, threads, frozenset(range(len(program.kernels))))
+    modules, symbols = build_parts(program, name, threads)
     texts = [str(m) for m in modules]
     levels = [kernel_level(program, i, opt_level) for i in range(len(program.kernels))] + [min(opt_level, 2)]
-    lib = sorted({g.name for m in modules for g in m.functions if g.is_declaration and is_library_symbol(g.name)})
+    lib = sorted({g.name for m in modules for g in m.functions
+                  if g.is_declaration and library.is_library_symbol(g.name)})
     cost = [t.count("\n") * (O3_WEIGHT if lv > 2 else 1.0) for t, lv in zip(texts, levels)]
     nbins = max(1, min(workers or jit.compile_workers(), int(sum(cost) // MIN_PART_COST)))
     load = [0.0] * nbins
