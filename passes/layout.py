@@ -17,6 +17,10 @@ What it does (all exact rewrites):
   composes and identity permutes disappear.
 * A permute feeding a contraction is left as a view: fusion copies it into the
   kernel body, where it becomes the operand's access strides (never a copy).
+* Constant linear weights ``W [n, k]`` are stored transposed (a constant ``W^T [k, n]`` read
+  through ``permute``, which folds into the kernel's strides) where the backend says a
+  product reads B faster along n (option ``kn_weight``, a predicate the driver takes from
+  the CPU backend; without it, as for the GPU and ``minicomp opt``, weights keep their layout).
 * Convolutions and pools: channels-last (NHWC, ``TensorType.order`` (0, 2, 3, 1))
   is assigned by option ``channels_last`` (True, False or "auto", the default).
   It is given to the results of conv/pool ops and propagated through elementwise
@@ -32,8 +36,11 @@ What it does (all exact rewrites):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import prod
 
-from minicomp.ir.graph import Graph, Node
+import numpy as np
+
+from minicomp.ir.graph import Graph, Node, Value
 from minicomp.passes.canonicalize import ComposeViews, NoOpView
 from minicomp.passes.manager import Pass, PassContext, register_pass
 from minicomp.passes.rewrite import RewritePattern, Rewriter, apply_patterns
@@ -185,6 +192,42 @@ def _store_permuted(graph: Graph, node: Node, ctx: PassContext) -> None:
                "the permute+reshape that follows becomes a contiguous view (no copy before its consumer)")
 
 
+def _store_weights_kn(graph: Graph, ctx: PassContext) -> None:
+    """Give constant linear weights the [k, n] layout where ``ctx.option("kn_weight")`` asks for it.
+
+    ``kn_weight(rows, m, n, k, dtype) -> bool`` is the backend's answer for a linear of
+    ``rows`` output rows (``m`` in its last batch dim) reading ``W [n, k]``. The rewrite is
+    ``linear(x, W, b)`` -> ``linear(x, permute(Wt, [1, 0]), b)`` with ``Wt = W^T`` a new
+    constant (made once per weight): the same values, read as a view.
+    """
+    wants = ctx.option("kn_weight")
+    if wants is None:
+        return
+    made: dict[int, Value] = {}
+    for node in list(graph.nodes):
+        if node.op != "linear":
+            continue
+        x, w = node.operands[0], node.operands[1]
+        wp = w.producer
+        if wp is None or wp.op != "constant" or w.type.rank != 2:
+            continue
+        n, k = w.type.shape
+        shape = x.type.shape
+        rows, m = prod(shape[:-1]), (shape[-2] if len(shape) >= 2 else 1)
+        if not wants(rows, m, n, k, w.type.dtype):
+            continue
+        if id(w) not in made:  # before its first user: the graph stays topologically ordered
+            value = np.ascontiguousarray(np.asarray(wp.attrs["value"]).T)
+            value.setflags(write=False)
+            wt = graph.add("constant", [], {"value": value, "dtype": wp.attrs["dtype"]}, names=[f"{w.name}_kn"],
+                           before=node).result
+            made[id(w)] = graph.add("permute", [wt], {"dims": [1, 0]}, before=node).result
+        view = made[id(w)]
+        node.operands = [x, view] + list(node.operands[2:])
+        ctx.record("layout", f"weight %{w.name} of linear %{node.results[0].name} stored [k, n] as "
+                   f"%{view.producer.operands[0].name}", f"the backend reads B along n faster for this product ({rows} rows, n={n}, k={k})")
+
+
 #: The NHWC dim order of a rank-4 NCHW tensor.
 CHANNELS_LAST = (0, 2, 3, 1)
 _SPATIAL = ("conv2d", "max_pool2d", "avg_pool2d")
@@ -267,6 +310,7 @@ class Layout(Pass):
 
     def run(self, graph: Graph, ctx: PassContext) -> None:
         apply_patterns(graph, [UnflattenContraction(ctx), SinkPermute(ctx), ComposeViews(), NoOpView()])
+        _store_weights_kn(graph, ctx)
         for n in graph.nodes:
             if n.op in ("matmul", "linear"):
                 _store_permuted(graph, n, ctx)

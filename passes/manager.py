@@ -52,7 +52,9 @@ class PassContext:
 
     ``options`` keys used by the built-in passes: ``target`` ("cpu"/"gpu"),
     ``decompose`` (dict op -> bool), ``fold_limit`` (max elements constant folding
-    may create), ``fuse`` (bool), ``layout`` (bool), ``inplace`` (bool).
+    may create), ``fuse`` (bool), ``layout`` (bool), ``inplace`` (bool), ``channels_last``
+    (True/False/"auto"), ``kn_weight`` (the backend's predicate for [k, n] linear weights,
+    see :mod:`minicomp.passes.layout`).
     """
 
     options: dict[str, Any] = field(default_factory=dict)

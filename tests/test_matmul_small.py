@@ -79,15 +79,27 @@ def test_other_dtypes_unchanged(dtype):
 
 
 def test_kernel_uses_dot_tiles():
-    lin = torch.nn.Linear(128, 384)
-    x = torch.randn(64, 128)
-    with torch.no_grad():
-        cm = minicomp.compile(lin, (x,), cache=False)
+    # B = w.T read in place (w an input, so the layout pass cannot store it [k, n]): dot tiles.
+    x, w = torch.randn(64, 128), torch.randn(384, 128)
+    cm = minicomp.compile(torch.nn.functional.linear, (x, w), cache=False)
+    torch.testing.assert_close(cm(x, w), torch.nn.functional.linear(x, w))
     src = cm.source("llvm-unopt")
     assert ".dtile" in src and "mc.gemm.packb" not in src
 
 
-@pytest.mark.parametrize("m,n,k", [(64, 32, 64), (RT_ROWS, 16, 1), (7, 16, 5), (65, 48, 33), (96, 64, 300)])
+def test_constant_linear_weight_uses_row_tiles():
+    lin = torch.nn.Linear(128, 384)
+    x = torch.randn(64, 128)
+    with torch.no_grad():
+        cm = minicomp.compile(lin, (x,), cache=False)
+        torch.testing.assert_close(cm(x), lin(x))
+    src = cm.source("llvm-unopt")
+    assert ".rtile" in src and ".dtile" not in src and "mc.gemm.packb" not in src
+    assert "stored [k, n]" in cm.explain()
+
+
+@pytest.mark.parametrize("m,n,k", [(64, 32, 64), (RT_ROWS, 16, 1), (7, 16, 5), (65, 48, 33), (96, 64, 300),
+                                   (13, 17, 9), (8, 100, 40), (RT_ROWS, 3, 7), (20, 130, 16)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_row_tiles_match(m, n, k, dtype, threads):

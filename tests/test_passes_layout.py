@@ -264,3 +264,70 @@ def test_transformer_block_compiles_with_no_copy_at_several_batch_sizes():
         assert "stored in order [0, 2, 1, 3]" in cm.explain()
         with torch.no_grad():
             torch.testing.assert_close(cm(x), model(x))
+
+
+
+def _linears(kn_weight):
+    g = parse(textwrap.dedent("""
+        graph @g(%x: f32[8,4]) {
+          %w = constant {dtype=f32, value=dense<[1.5,-2,0.25,3,0.5,1,-1,2,-0.0,4,1,1] : f32[3,4]>} : f32[3,4]
+          %b = constant {dtype=f32, value=dense<[1,2,3] : f32[3]>} : f32[3]
+          %w2 = constant {dtype=f32, value=dense<[1,0,2,0,1,0,3,0,1] : f32[3,3]>} : f32[3,3]
+          %y = linear %x, %w, %b : f32[8,3]
+          %z = linear %y, %w2 : f32[8,3]
+          %u = linear %x, %w : f32[8,3]
+          %r = add %z, %u : f32[8,3]
+          return %r
+        }"""))
+    ctx = PassContext(options={} if kn_weight is None else {"kn_weight": kn_weight})
+    out = PassManager([get_pass("layout")]).run(g.copy(), ctx)
+    verify(out)
+    return g, out, ctx
+
+
+def test_constant_linear_weights_stored_kn_where_the_backend_asks():
+    asked = []
+
+    def kn_weight(rows, m, n, k, dtype):
+        asked.append((rows, m, n, k, dtype.name))
+        return k == 4  # %w (k = 4) yes, %w2 (k = 3) no
+    g, out, ctx = _linears(kn_weight)
+    assert asked == [(8, 8, 3, 4, "f32"), (8, 8, 3, 3, "f32"), (8, 8, 3, 4, "f32")]
+    (wt,) = [n for n in out.nodes if n.op == "constant" and n.result.name == "w_kn"]
+    np.testing.assert_array_equal(wt.attrs["value"], g.nodes[0].attrs["value"].T)
+    assert wt.attrs["value"].flags.c_contiguous and not wt.attrs["value"].flags.writeable
+    views = [n for n in out.nodes if n.op == "permute"]
+    assert len(views) == 1 and views[0].operands[0] is wt.result  # one [k, n] copy serves both users
+    users = [n for n in out.nodes if n.op == "linear"]
+    assert [u.operands[1].producer.op for u in users] == ["permute", "constant", "permute"]
+    assert sum("stored [k, n]" in d.subject for d in ctx.decisions) == 2
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 4)).astype(np.float32)
+    x[0, :2] = [np.nan, -0.0]
+    np.testing.assert_array_equal(interpret(out, x)[0], interpret(g, x)[0])  # bit-identical
+
+
+def test_weights_keep_their_layout_without_a_backend_preference():
+    g, out, ctx = _linears(None)
+    assert str(out) == str(g) and not any("stored [k, n]" in d.subject for d in ctx.decisions)
+
+
+def test_cpu_block_reads_kn_weights_with_row_tiles():
+    import importlib.util
+    from pathlib import Path
+
+    import minicomp
+    path = Path(__file__).resolve().parent.parent / "examples" / "transformer_block.py"
+    spec = importlib.util.spec_from_file_location("_example_transformer_block_kn", path)
+    ex = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ex)
+    model = ex.model()
+    (x,) = ex.example_inputs(1, 64)
+    cm = minicomp.compile(model, (x,), cache=False)
+    explain = cm.explain()
+    for w in ("qkv_weight", "proj_weight", "fc1_weight", "fc2_weight"):
+        assert f"weight %{w} of linear" in explain, explain
+    src = cm.source("llvm-unopt")
+    assert src.count(".rtile\"(") >= 4 and ".dtile" not in src
+    with torch.no_grad():
+        torch.testing.assert_close(cm(x), model(x))

@@ -9,7 +9,10 @@ Public API:
 * :func:`emit_object` -> the object-file image for an on-disk cache. Passing those bytes
   back as ``compile_program(..., object_code=...)`` skips LLVM optimization and code
   generation: the image is loaded with ``ExecutionEngine.add_object_file``.
+* :func:`kn_weight`: the backend's answer to the layout pass (store a linear's constant
+  weight as ``[k, n]``?), handed to the passes by the driver as option ``kn_weight``.
 """
+from minicomp.codegen.llvm.matmul import kn_weight
 from minicomp.codegen.llvm.module import LLVMModule, compile_program, emit_object
 
-__all__ = ["LLVMModule", "compile_program", "emit_object"]
+__all__ = ["LLVMModule", "compile_program", "emit_object", "kn_weight"]

@@ -110,6 +110,31 @@ def carried_loop(b: ir.IRBuilder, name: str, stop: int | ir.Value, step: int, in
     return list(new)
 
 
+def outlined(b: ir.IRBuilder, name: str, args: Sequence[ir.Value],
+             emit: Callable[[ir.IRBuilder, list[ir.Value]], None]) -> None:
+    """Emit ``emit(builder, params)`` as the body of an internal, never-inlined function
+    ``void name(args...)`` and call it at ``b`` with ``args``.
+
+    For cold-ish code next to a register-tile loop (a matmul's fused epilogue): LLVM hoists
+    loop-invariant constants (an erf's polynomial coefficients) to the top of a function,
+    where they would hold vector registers through the tile loop and force its accumulators
+    to spill. A parameter receiving a ``noalias`` argument of the caller is ``noalias`` too.
+    """
+    module = b.module
+    fn = module.globals.get(name)
+    if fn is None:
+        fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [a.type for a in args]), name=name)
+        fn.linkage = "internal"
+        fn.attributes.add("noinline")
+        for param, a in zip(fn.args, args):
+            if isinstance(a, ir.Argument) and "noalias" in a.attributes:
+                param.add_attribute("noalias")
+        inner = ir.IRBuilder(fn.append_basic_block("entry"))
+        emit(inner, list(fn.args))
+        inner.ret_void()
+    b.call(fn, list(args))
+
+
 def splat(b: ir.IRBuilder, x: ir.Value, vt: ir.VectorType) -> ir.Value:
     """The vector of type ``vt`` with every lane ``x`` (insertelement + zero-mask shuffle)."""
     undef = ir.Constant(vt, ir.Undefined)

@@ -16,11 +16,11 @@ from __future__ import annotations
 from llvmlite import ir
 
 from minicomp.codegen.llvm import convert
-from minicomp.codegen.llvm.control import carried_loop, entry_alloca, for_range, splat
-from minicomp.codegen.llvm.intrinsics import call
+from minicomp.codegen.llvm.control import carried_loop, entry_alloca, for_range, outlined, splat
+from minicomp.codegen.llvm.intrinsics import call, declare, type_suffix
 from minicomp.codegen.llvm.kernelfn import buffer_table
 from minicomp.codegen.llvm.matmul_common import GemmInfo, batch_vars, c64, offset, smin
-from minicomp.codegen.llvm.types import I32
+from minicomp.codegen.llvm.types import I32, PTR
 
 #: Register tile of the dot-tile path: rows of A x columns of B (rows of B^T).
 DT_ROWS, DT_COLS = 3, 4
@@ -31,6 +31,8 @@ DT_MAX_SHARED_ROWS, DT_MIN_VECS = 96, 8
 #: Register tile of the row-tile path: rows x vectors of columns; each block of rows
 #: streams one batch's B (at most RT_MAX_B_BYTES, so it stays in cache).
 RT_ROWS, RT_VECS, RT_MAX_B_BYTES = 6, 2, 1 << 20
+#: Columns of C per row-tile item (rounded up to whole blocks): items small enough to balance two threads.
+RT_GROUP_COLS = 64
 
 
 def dot_tiles_apply(g: GemmInfo) -> bool:
@@ -42,10 +44,22 @@ def dot_tiles_apply(g: GemmInfo) -> bool:
 
 def row_tiles_apply(g: GemmInfo) -> bool:
     """The row-tile path applies (see :func:`row_tile_body`)."""
-    k, W = g.k, g.W
+    k = g.k
     return (g.same_float_storage() and k.k >= 1 and k.m >= RT_ROWS
-            and k.n % (RT_VECS * W) == 0 and k.k * k.n * (g.bits // 8) <= RT_MAX_B_BYTES
+            and k.k * k.n * (g.bits // 8) <= RT_MAX_B_BYTES
             and g.shared_rows() <= DT_MAX_SHARED_ROWS and k.b.strides[-1] == 1)
+
+
+def _group_cols(g: GemmInfo) -> int:
+    """Columns of one row-tile item: a whole number of RT_VECS-vector blocks, at least RT_GROUP_COLS."""
+    bw = RT_VECS * g.W
+    return -(-RT_GROUP_COLS // bw) * bw
+
+
+def row_tile_items(g: GemmInfo) -> int:
+    """The number of parallel items of :func:`row_tile_body`: batch x row block x column group."""
+    k = g.k
+    return g.nbatch * -(-k.m // RT_ROWS) * -(-k.n // _group_cols(g))
 
 
 def _fold(b, x, y):
@@ -69,16 +83,24 @@ def _column_sums(b, vecs: list[ir.Value]) -> ir.Value:
     return v
 
 
-def _row_epilogues(g: GemmInfo, b, tab, out_ptrs, bvars, i0, buf, row_len: int, R: int) -> None:
-    """The epilogue of rows i0 .. min(i0+R, m) from the stack block ``buf`` (rows of ``row_len``)."""
+def _row_epilogues(g: GemmInfo, b, ptrs, bvars, i0, j0, ncols, buf, row_len: int, R: int) -> None:
+    """The epilogue of rows i0 .. min(i0+R, m), columns j0 .. j0+ncols, from the stack block
+    ``buf`` (rows of ``row_len``, column 0 = j0), in a function of its own
+    (:func:`.control.outlined`) so that its constants never crowd the tile loop's registers."""
     k = g.k
-    nrows = smin(b, c64(R), b.sub(c64(k.m), i0))
-    with for_range(b, 0, nrows, name="er") as r:
-        i = b.add(i0, r)
-        rbase = b.mul(r, c64(row_len))
-        with for_range(b, 0, k.n, name="ec") as j:
-            acc = b.load(b.gep(buf, [b.add(rbase, j)], source_etype=g.T), typ=g.T)
-            g.epilogue(b, tab, out_ptrs, bvars, i, j, acc)
+    nptrs = len(ptrs)
+
+    def emit(eb, params):
+        eptrs, (ebuf, ei0, ej0, encols), ebvars = params[:nptrs], params[nptrs:nptrs + 4], params[nptrs + 4:]
+        tab = buffer_table(eptrs[:g.nin], k.inputs)
+        nrows = smin(eb, c64(R), eb.sub(c64(k.m), ei0))
+        with for_range(eb, 0, nrows, name="er") as r:
+            i = eb.add(ei0, r)
+            rbase = eb.mul(r, c64(row_len))
+            with for_range(eb, 0, encols, name="ec") as c:
+                acc = eb.load(eb.gep(ebuf, [eb.add(rbase, c)], source_etype=g.T), typ=g.T)
+                g.epilogue(eb, tab, eptrs[g.nin:], ebvars, i, eb.add(ej0, c), acc)
+    outlined(b, f"{b.function.name}.epilogue", list(ptrs) + [buf, i0, j0, ncols] + list(bvars), emit)
 
 
 def dot_tile_body(g: GemmInfo):
@@ -88,7 +110,6 @@ def dot_tile_body(g: GemmInfo):
         vt = ir.VectorType(T, W)
         esize = g.bits // 8
         tab = buffer_table(ptrs[:g.nin], k.inputs)
-        out_ptrs = ptrs[g.nin:]
         aptr, bptr = tab[k.a.buf][0], tab[k.b.buf][0]
         nrb = -(-k.m // R)
         ncb = -(-k.n // C)
@@ -128,45 +149,76 @@ def dot_tile_body(g: GemmInfo):
                             for r in range(R):
                                 slot = b.gep(buf, [b.add(c64(r * npad + c), j0)], source_etype=T)
                                 b.store(call(b, "llvm.fma", xs[r], y, b.load(slot, typ=T)), slot)
-            _row_epilogues(g, b, tab, out_ptrs, bvars, i0, buf, npad, R)
+            _row_epilogues(g, b, ptrs, bvars, i0, c64(0), c64(k.n), buf, npad, R)
     return emit
 
 
+def _masked_load(b, ptr, vt: ir.VectorType, lanes: int, align: int) -> ir.Value:
+    """The first ``lanes`` elements at ``ptr`` as a ``vt`` vector (the others 0, never read from memory)."""
+    mask_t = ir.VectorType(ir.IntType(1), vt.count)
+    fn = declare(b.module, f"llvm.masked.load.{type_suffix(vt)}.p0", vt, [PTR, I32, mask_t, vt])
+    mask = ir.Constant(mask_t, [int(lane < lanes) for lane in range(vt.count)])
+    zero = ir.Constant(vt, [ir.Constant(vt.element, 0.0)] * vt.count)
+    return b.call(fn, [ptr, ir.Constant(I32, align), mask, zero])
+
+
 def row_tile_body(g: GemmInfo):
-    """The parallel body over items [begin, end) of (batch x block of RT_ROWS rows)."""
+    """The parallel body over items [begin, end) of (batch x block of RT_ROWS rows x group of columns).
+
+    Each item runs RT_ROWS x RT_VECS-vector register tiles over the full column blocks of its
+    group; the block holding the last ``n % (RT_VECS * W)`` columns (if any) loads B with a
+    constant lane mask, so no element past a row of B is read and any n is exact.
+    """
     def emit(b, ptrs, begin, end):
         k, R, NV, W, T = g.k, RT_ROWS, RT_VECS, g.W, g.T
         vt = ir.VectorType(T, W)
         esize = g.bits // 8
         tab = buffer_table(ptrs[:g.nin], k.inputs)
-        out_ptrs = ptrs[g.nin:]
         aptr, bptr = tab[k.a.buf][0], tab[k.b.buf][0]
-        nrb = -(-k.m // R)
-        buf = entry_alloca(b, ir.ArrayType(T, R * k.n), "rtbuf")
+        bw, cg = NV * W, _group_cols(g)
+        nrb, ncg = -(-k.m // R), -(-k.n // cg)
+        nfull = k.n - k.n % bw  # columns covered by full blocks; the rest is the masked tail block
+        buf = entry_alloca(b, ir.ArrayType(T, R * cg), "rtbuf")
         zero = ir.Constant(vt, [convert.constant(0, g.dt)] * W)
         sak, sbk = k.a.strides[-1], k.b.strides[-2]
-        with for_range(b, begin, end, name="blk") as blk:
-            bvars = batch_vars(b, b.udiv(blk, c64(nrb)), k.batch) if k.batch else []
-            i0 = b.mul(b.urem(blk, c64(nrb)), c64(R))
-            abases = [offset(b, k.a, bvars + [smin(b, b.add(i0, c64(r)), c64(k.m - 1)), c64(0)]) for r in range(R)]
-            with for_range(b, 0, k.n // (NV * W), name="ct") as ct:
-                j0 = b.mul(ct, c64(NV * W))
-                bbase = offset(b, k.b, bvars + [c64(0), j0])
 
-                def step(p, accs, abases=abases, bbase=bbase):  # accs[r * NV + c]
-                    brow = b.add(bbase, b.mul(p, c64(sbk)))
-                    bvs = [b.load(b.gep(bptr, [b.add(brow, c64(c * W))], inbounds=True, source_etype=T),
-                                  typ=vt, align=esize) for c in range(NV)]
-                    new = []
-                    for r in range(R):
-                        x = b.load(b.gep(aptr, [b.add(abases[r], b.mul(p, c64(sak)))], inbounds=True,
-                                         source_etype=T), typ=T)
-                        new += [call(b, "llvm.fma", splat(b, x, vt), bvs[c], accs[r * NV + c]) for c in range(NV)]
-                    return new
-                new = carried_loop(b, "rt", k.k, 1, [zero] * (R * NV), step)
+        def tile(abases, bbase, col, lanes):
+            """Accumulate columns [j, j + bw) of the R rows (``lanes[c]`` valid lanes of vector c)
+            over all of k and store them at column ``col`` of ``buf``."""
+            live = [c for c in range(NV) if lanes[c] > 0]
+
+            def step(p, accs):  # accs[r * len(live) + c]
+                brow = b.add(bbase, b.mul(p, c64(sbk)))
+                bvs = []
+                for c in live:
+                    at = b.gep(bptr, [b.add(brow, c64(c * W))], inbounds=True, source_etype=T)
+                    bvs.append(b.load(at, typ=vt, align=esize) if lanes[c] == W else
+                               _masked_load(b, at, vt, lanes[c], esize))
+                new = []
                 for r in range(R):
-                    for c in range(NV):
-                        slot = b.gep(buf, [b.add(c64(r * k.n + c * W), j0)], source_etype=T)
-                        b.store(new[r * NV + c], slot, align=esize)
-            _row_epilogues(g, b, tab, out_ptrs, bvars, i0, buf, k.n, R)
+                    x = b.load(b.gep(aptr, [b.add(abases[r], b.mul(p, c64(sak)))], inbounds=True,
+                                     source_etype=T), typ=T)
+                    new += [call(b, "llvm.fma", splat(b, x, vt), bv, accs[r * len(live) + c])
+                            for c, bv in enumerate(bvs)]
+                return new
+            new = carried_loop(b, "rt", k.k, 1, [zero] * (R * len(live)), step)
+            for r in range(R):
+                for c_i, c in enumerate(live):
+                    slot = b.gep(buf, [b.add(c64(r * cg + c * W), col)], source_etype=T)
+                    b.store(new[r * len(live) + c_i], slot, align=esize)
+
+        with for_range(b, begin, end, name="blk") as blk:
+            rest = b.udiv(blk, c64(ncg))
+            jg0 = b.mul(b.urem(blk, c64(ncg)), c64(cg))
+            bvars = batch_vars(b, b.udiv(rest, c64(nrb)), k.batch) if k.batch else []
+            i0 = b.mul(b.urem(rest, c64(nrb)), c64(R))
+            abases = [offset(b, k.a, bvars + [smin(b, b.add(i0, c64(r)), c64(k.m - 1)), c64(0)]) for r in range(R)]
+            with for_range(b, jg0, smin(b, b.add(jg0, c64(cg)), c64(nfull)), step=bw, name="ct") as j0:
+                tile(abases, offset(b, k.b, bvars + [c64(0), j0]), b.sub(j0, jg0), [W] * NV)
+            if nfull < k.n:  # only the last group reaches the tail block
+                with b.if_then(b.icmp_signed(">", b.add(jg0, c64(cg)), c64(nfull))):
+                    lanes = [max(0, min(W, k.n - nfull - c * W)) for c in range(NV)]
+                    tile(abases, offset(b, k.b, bvars + [c64(0), c64(nfull)]), b.sub(c64(nfull), jg0), lanes)
+            ncols = smin(b, c64(cg), b.sub(c64(k.n), jg0))
+            _row_epilogues(g, b, ptrs, bvars, i0, jg0, ncols, buf, cg, R)
     return emit

@@ -79,7 +79,7 @@ def _infer_linear(types, attrs):
 
 
 def _linear_ref(x, w, b=None):
-    y = np.matmul(_acc(x), _acc(w).T)
+    y = np.matmul(_acc(x), np.ascontiguousarray(_acc(w).T))  # one layout whatever w's: same sums
     return (y if b is None else y + _acc(b)).astype(x.dtype)
 
 
