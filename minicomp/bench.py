@@ -1,6 +1,8 @@
 """``minicomp bench``: minicomp against PyTorch eager and torch.compile (Inductor), same run.
 
-For each case: median latency of eager, Inductor and minicomp (target cpu), the
+For each case: median latency of eager, Inductor and minicomp (target cpu), timed in
+alternating rounds so that the three share the machine's drift
+(:func:`~minicomp.timing.interleaved_medians`), the
 cold compile time of Inductor and minicomp, and minicomp's second compile served
 from the disk cache. The machine's copy bandwidth and sgemm rate are measured in
 the same run so each case can be read against the machine's limits.
@@ -147,19 +149,15 @@ def run_case(case: Case, progress: Callable[[str], None], repeat: int | None = N
     import torch
 
     import minicomp
-    from minicomp.timing import median_time
+    from minicomp.timing import interleaved_medians
     fn, inputs, nbytes, flops = case.build()
-    runs = {} if repeat is None else {"min_runs": repeat, "max_runs": repeat}
     with torch.no_grad():
-        progress(f"{case.name}: eager")
-        eager = median_time(lambda: fn(*inputs), budget_s=1.0, **runs)
         progress(f"{case.name}: inductor (cold compile)")
         torch._dynamo.reset()
         compiled = torch.compile(fn)
         t0 = time.perf_counter()
         compiled(*inputs)
         inductor_compile = time.perf_counter() - t0
-        inductor = median_time(lambda: compiled(*inputs), budget_s=1.0, **runs)
         progress(f"{case.name}: minicomp (cold compile)")
         t0 = time.perf_counter()
         cm = minicomp.compile(fn, inputs, target="cpu", cache=False)
@@ -171,7 +169,10 @@ def run_case(case: Case, progress: Callable[[str], None], repeat: int | None = N
         # Long float32 reductions (GEMM, conv) legitimately differ from eager in the last
         # bits; the benchmark reports the difference instead of asserting (the tests assert).
         max_err = (cm(*inputs).double() - fn(*inputs).double()).abs().max().item()
-        mc = median_time(lambda: cm(*inputs), budget_s=1.0, **runs)
+        progress(f"{case.name}: eager, inductor and minicomp timed in alternating rounds")
+        med = interleaved_medians({"eager": lambda: fn(*inputs), "inductor": lambda: compiled(*inputs),
+                                   "minicomp": lambda: cm(*inputs)}, runs=repeat)
+        eager, inductor, mc = med["eager"], med["inductor"], med["minicomp"]
         progress(f"{case.name}: peak memory of one call")
         peak = {"eager": peak_bytes(lambda: fn(*inputs)), "inductor": peak_bytes(lambda: compiled(*inputs)),
                 "minicomp": minicomp_peak_bytes(cm, lambda: cm(*inputs))}

@@ -146,3 +146,17 @@ def test_bench_table_has_a_peak_memory_column():
            "peak_mb": {"eager": 1.5, "inductor": 1.25, "minicomp": 0.75}}
     table = format_table([row])
     assert "peak MB eager/ind/mc" in table and "1.5/1.25/0.75" in table
+
+
+def test_interleaved_medians_alternate_rounds_and_count_calls():
+    from minicomp.timing import interleaved_medians
+    log: list[str] = []
+    fns = {name: (lambda name=name: log.append(name)) for name in ("a", "b", "c")}
+    med = interleaved_medians(fns, rounds=3, runs=6, warmup=1)
+    assert set(med) == {"a", "b", "c"} and all(v >= 0 for v in med.values())
+    assert log[:3] == ["a", "b", "c"]  # the warm-up calls
+    timed = log[3:]
+    assert [timed.count(n) for n in "abc"] == [6, 6, 6]
+    # each round runs every function for its share (2 calls here), the order rotating
+    assert timed == ["a"] * 2 + ["b"] * 2 + ["c"] * 2 + ["b"] * 2 + ["c"] * 2 + ["a"] * 2 \
+        + ["c"] * 2 + ["a"] * 2 + ["b"] * 2
