@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import kernel_eval
 import numpy as np
@@ -246,15 +247,14 @@ def test_refines(fine, coarse, want):
     assert _refines(fine, coarse) is want
 
 
-def test_transformer_block_compiles_with_no_copy_at_several_batch_sizes():
-    import importlib.util
-    from pathlib import Path
+def _block_example():
+    from minicomp.cli import load_model_file
+    return load_model_file(str(Path(__file__).resolve().parent.parent / "examples" / "transformer_block.py"))
 
+
+def test_transformer_block_compiles_with_no_copy_at_several_batch_sizes():
     import minicomp
-    path = Path(__file__).resolve().parent.parent / "examples" / "transformer_block.py"
-    spec = importlib.util.spec_from_file_location("_example_transformer_block_layout", path)
-    ex = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ex)
+    ex = _block_example()
     model = ex.model()
     for shape in [(2, 16), (3, 50), (8, 32)]:
         (x,) = ex.example_inputs(*shape)
@@ -313,14 +313,8 @@ def test_weights_keep_their_layout_without_a_backend_preference():
 
 
 def test_cpu_block_reads_kn_weights_with_row_tiles():
-    import importlib.util
-    from pathlib import Path
-
     import minicomp
-    path = Path(__file__).resolve().parent.parent / "examples" / "transformer_block.py"
-    spec = importlib.util.spec_from_file_location("_example_transformer_block_kn", path)
-    ex = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ex)
+    ex = _block_example()
     model = ex.model()
     (x,) = ex.example_inputs(1, 64)
     cm = minicomp.compile(model, (x,), cache=False)

@@ -1,15 +1,18 @@
 """The unpacked register-tile matmul paths for small products (f32/f64, no packing).
 
-Both split C into blocks of rows (batch x row block: the parallel items), keep a
-register tile of accumulators over all of k reading A and B in place, write the
-tile to a stack row block and then run the epilogue along each row (a unit-stride
-loop LLVM vectorizes). Rows (and dot-tile columns) past the edge are computed on
-clamped indices and never stored, so any m and n are exact.
+Both split C into parallel items (dot tiles: batch x block of rows; row tiles: batch x
+block of rows x group of columns), keep a register tile of accumulators over all of k
+reading A and B in place, write the tile to a stack block and then run the epilogue along
+each row (a unit-stride loop LLVM vectorizes) in a function of its own, whose constants
+never compete with the tile loop for registers. Rows (and dot-tile columns) past the edge
+are computed on clamped indices and never stored; row tiles load the columns past the
+last full block of B with a lane mask. So any m and n are exact.
 
 * **Dot tiles** (A and B unit stride along k: linear layers' weights, ``q @ k^T``):
   DT_ROWS x DT_COLS vector dot products along k, reduced horizontally per tile.
-* **Row tiles** (B unit stride along n: attention's ``@ v``): RT_ROWS x RT_VECS vectors
-  of columns, each updated with a broadcast ``A[i, p]`` times a row of B.
+* **Row tiles** (B unit stride along n: attention's ``@ v``, linear weights the layout pass
+  stored [k, n]): RT_ROWS x RT_VECS vectors of columns, each updated with a broadcast
+  ``A[i, p]`` times a row of B.
 """
 from __future__ import annotations
 
