@@ -49,7 +49,7 @@ from minicomp.codegen.llvm.types import I64, PTR, VOID, register_type
 from minicomp.ir.dtypes import DType
 from minicomp.ir.kernel import ConvKernel
 
-MR = 6
+MR = gemm_shared.MR
 #: Taps unrolled in the micro-kernel above this count would bloat the code: use the direct kernel.
 MAX_TAPS = gemm_shared.MAX_TAPS
 

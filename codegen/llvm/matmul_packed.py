@@ -25,7 +25,7 @@ from minicomp.codegen.llvm.parallel import make_body, parallel_for
 from minicomp.codegen.llvm.types import I32, I64, PTR, VOID
 
 MR = gemm_shared.MR
-MC_MAX = 48
+MC_MAX = 48 // MR * MR  # rows of A packed per block: whole MR panels (the buffer holds MC rows)
 
 
 def _compute_body(g: GemmInfo, MC: int):
