@@ -98,7 +98,7 @@ def test_constant_linear_weight_uses_row_tiles():
     assert "stored [k, n]" in cm.explain()
 
 
-@pytest.mark.parametrize("m,n,k", [(64, 32, 64), (RT_ROWS, 16, 1), (7, 16, 5), (65, 48, 33), (96, 64, 300),
+@pytest.mark.parametrize("m,n,k", [(64, 32, 64), (RT_ROWS, 16, 1), (RT_ROWS + 1, 16, 5), (65, 48, 33), (96, 64, 300),
                                    (13, 17, 9), (8, 100, 40), (RT_ROWS, 3, 7), (20, 130, 16)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("threads", [1, 2])

@@ -21,6 +21,7 @@ from llvmlite import ir
 from minicomp.codegen.llvm import convert
 from minicomp.codegen.llvm.control import carried_loop, entry_alloca, for_range, outlined, splat
 from minicomp.codegen.llvm.intrinsics import call, declare, type_suffix
+from minicomp.codegen.llvm.jit import host_vector_bits
 from minicomp.codegen.llvm.kernelfn import buffer_table
 from minicomp.codegen.llvm.matmul_common import GemmInfo, batch_vars, c64, offset, smin
 from minicomp.codegen.llvm.types import I32, PTR
@@ -33,7 +34,7 @@ DT_MAX_N, DT_MAX_K = 4096, 2048
 DT_MAX_SHARED_ROWS, DT_MIN_VECS = 96, 8
 #: Register tile of the row-tile path: rows x vectors of columns; each block of rows
 #: streams one batch's B (at most RT_MAX_B_BYTES, so it stays in cache).
-RT_ROWS, RT_VECS, RT_MAX_B_BYTES = 6, 2, 1 << 20
+RT_ROWS, RT_VECS, RT_MAX_B_BYTES = (8 if host_vector_bits() >= 512 else 6), 2, 1 << 20
 #: Columns of C per row-tile item (rounded up to whole blocks): items small enough to balance two threads.
 RT_GROUP_COLS = 64
 
