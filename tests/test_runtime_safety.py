@@ -128,3 +128,27 @@ def test_recompile_limit():
     cm(torch.randn(2))
     with pytest.raises(GuardError, match="more than 2 input signatures"):
         cm(torch.randn(3))
+
+
+def test_large_outputs_get_huge_page_advice_inside_their_bytes(monkeypatch):
+    from minicomp import runtime
+    calls = []
+    monkeypatch.setattr(runtime, "_MADVISE", lambda addr, n, advice: calls.append((addr, n, advice)) or 0)
+    x = torch.randn(3 * 1024 * 1024 + 5)  # 12 MiB: above HUGE_OUTPUT_BYTES
+    small = torch.randn(1000)
+    cm = minicomp.compile(lambda x, s: (x * 2 - 1, s + 1), (x, small), cache=False)
+    big_out, small_out = cm(x, small)
+    torch.testing.assert_close(big_out, x * 2 - 1)
+    torch.testing.assert_close(small_out, small + 1)
+    (addr, n, advice), = calls  # only the large output is advised
+    start, end = big_out.data_ptr(), big_out.data_ptr() + big_out.numel() * 4
+    assert advice == 14 and addr % (2 << 20) == 0 and n % (2 << 20) == 0 and n > 0
+    assert start <= addr and addr + n <= end  # never outside the tensor's own bytes
+
+
+def test_huge_page_advice_skips_tensors_without_a_whole_huge_page(monkeypatch):
+    from minicomp import runtime
+    calls = []
+    monkeypatch.setattr(runtime, "_MADVISE", lambda *a: calls.append(a) or 0)
+    runtime.huge_pages(torch.empty(1000))
+    assert calls == []
