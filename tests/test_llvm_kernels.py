@@ -499,3 +499,18 @@ def test_softmax_exp_not_spilled_when_unsafe():
     assert _spills(half) == {}
     (y,) = run_kernel(half, [x])
     torch.testing.assert_close(y.reshape(rows, cols), torch.softmax(x, -1).half())
+
+
+@pytest.mark.parametrize("fn", [
+    lambda x: torch.nn.functional.max_pool2d(x, 2, ceil_mode=True),  # last window past the edge
+    lambda x: torch.nn.functional.avg_pool2d(x, 3, 2, ceil_mode=True),
+    lambda x: torch.nn.functional.max_pool2d(x, 2),  # every tap inside: no bounds checks emitted
+    lambda x: torch.nn.functional.max_pool2d(x, (3, 2), (2, 1), (1, 0)),  # rows checked, columns not
+])
+def test_pool_bounds_checks_only_where_a_tap_can_fall_outside(fn):
+    import minicomp
+    x = torch.randn(2, 3, 9, 9)
+    x[0, 0, 8, 8] = float("nan")  # in the last (partial) window
+    x[1, 2, 0, 0] = float("inf")
+    cm = minicomp.compile(fn, (x,), target="cpu", cache=False)
+    torch.testing.assert_close(cm(x), fn(x), equal_nan=True)
