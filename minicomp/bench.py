@@ -3,8 +3,9 @@
 For each case: median latency of eager, Inductor and minicomp (target cpu), timed in
 alternating rounds so that the three share the machine's drift
 (:func:`~minicomp.timing.interleaved_medians`), the
-cold compile time of Inductor and minicomp, and minicomp's second compile served
-from the disk cache. The machine's copy bandwidth and sgemm rate are measured in
+cold compile time of minicomp (object cache off) and of Inductor (its caches off), both
+after one untimed trace of the case (torch's fake-tensor caches warm for both), and
+minicomp's second compile served from the disk cache. The machine's copy bandwidth and sgemm rate are measured in
 the same run so each case can be read against the machine's limits.
 
 Peak memory (``peak_mb``) of one warm call of each is measured the same way for all
@@ -152,6 +153,10 @@ def run_case(case: Case, progress: Callable[[str], None], repeat: int | None = N
     from minicomp.timing import interleaved_medians
     fn, inputs, nbytes, flops = case.build()
     with torch.no_grad():
+        # One untimed trace first: torch's fake-tensor dispatch warms its per-op caches on the
+        # first trace of each op in a process (0.18 s of the block's first compile), which would
+        # otherwise fall on whichever compiler traces the case first. Both compilers use them.
+        minicomp.trace(fn, inputs)
         progress(f"{case.name}: minicomp (cold compile)")
         t0 = time.perf_counter()
         cm = minicomp.compile(fn, inputs, target="cpu", cache=False)
