@@ -225,7 +225,8 @@ def _store_weights_kn(graph: Graph, ctx: PassContext) -> None:
         view = made[id(w)]
         node.operands = [x, view] + list(node.operands[2:])
         ctx.record("layout", f"weight %{w.name} of linear %{node.results[0].name} stored [k, n] as "
-                   f"%{view.producer.operands[0].name}", f"the backend reads B along n faster for this product ({rows} rows, n={n}, k={k})")
+                   f"%{view.producer.operands[0].name}",
+                   f"the backend reads B along n faster for this product ({rows} rows, n={n}, k={k})")
 
 
 #: The NHWC dim order of a rank-4 NCHW tensor.
