@@ -52,7 +52,7 @@ def huge_pages(t: torch.Tensor) -> None:
     """Ask the kernel to back the whole 2 MiB pages inside ``t``'s bytes with transparent huge pages.
 
     A fresh large output is memory the allocator has just mapped: the kernel's first store to
-    each 4 KiB page faults, and for a 64 MiB output those 16,384 faults took 15 ms of a 20 ms
+    each 4 KiB page faults, and for a 64 MiB output those 16,384 faults took about 17 ms of a 19.5 ms
     allocate-and-fill (2 MiB pages: 544 faults, 4.3 ms). Advice only: where the system does not
     give huge pages (THP off, another OS) nothing changes, and a failed call is ignored.
     """
