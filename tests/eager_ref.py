@@ -1,8 +1,9 @@
 """Eager PyTorch as the reference for elementwise tests, with one documented repair.
 
-On AVX-512 (and AVX2) hosts, eager's vectorized float32/bfloat16 ``gelu`` returns NaN for
-``+inf`` (torch 2.13.0 CPU: ``F.gelu(torch.full((8,), inf))`` is NaN, while the same call on
-one element, or in float64, gives ``inf``, the limit of ``x * Phi(x)``). Where eager's
+On the project's AVX-512 machine (Zen 4, torch 2.13.0 CPU, also with ATEN_CPU_CAPABILITY=avx2;
+the earlier AVX2-only machine's CI passed these tests), eager's vectorized float32/bfloat16 ``gelu``
+returns NaN for ``+inf``: ``F.gelu(torch.full((8,), inf))`` is NaN, while the same call on one
+element, or in float64, gives ``inf``, the limit of ``x * Phi(x)``. Where eager's
 float32/bfloat16 result is NaN but its float64 result is not, the float64 value (rounded to
 the dtype) is the reference instead; every other element is eager's own result.
 """
