@@ -2,10 +2,10 @@
 
 For each case: median latency of eager, Inductor and minicomp (target cpu), timed in
 alternating rounds so that the three share the machine's drift
-(:func:`~minicomp.timing.interleaved_medians`), the
-cold compile time of minicomp (object cache off) and of Inductor (its caches off), both
-after one untimed trace of the case (torch's fake-tensor caches warm for both), and
-minicomp's second compile served from the disk cache. The machine's copy bandwidth and sgemm rate are measured in
+(:func:`~minicomp.timing.interleaved_medians`); the cold compile time of minicomp (object
+cache off) and of Inductor (its caches off), both after one untimed trace of the case
+(torch's fake-tensor caches warm for both); and minicomp's second compile served from the
+disk cache. The machine's copy bandwidth and sgemm rate are measured in
 the same run so each case can be read against the machine's limits.
 
 Peak memory (``peak_mb``) of one warm call of each is measured the same way for all

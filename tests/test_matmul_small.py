@@ -131,3 +131,16 @@ def test_row_tiles_need_whole_vector_pairs(n):
     b = torch.randn(40, n)
     cm = minicomp.compile(lambda a, b: a @ b, (a, b), cache=False)
     torch.testing.assert_close(cm(a, b), a @ b)
+
+
+@pytest.mark.parametrize("rows,n,k", [(RT_ROWS + 2, 17, 40), (32, 120, 400), (96, 64, 64), (97, 64, 64), (64, 10, 84)])
+def test_kn_weights_are_chosen_exactly_where_row_tiles_then_apply(rows, n, k):
+    # kn_weight (the layout pass's predicate) restates row_tiles_apply's conditions: check they agree.
+    lin = torch.nn.Linear(k, n)
+    x = torch.randn(rows, k)
+    with torch.no_grad():
+        cm = minicomp.compile(lin, (x,), cache=False)
+        torch.testing.assert_close(cm(x), lin(x))
+    stored_kn = "stored [k, n]" in cm.explain()
+    assert stored_kn == (".rtile" in cm.source("llvm-unopt"))
+    assert stored_kn == (rows <= 96)  # these shapes differ only there
