@@ -8,7 +8,8 @@ is written once, as a formula over these primitives, in its OpDef.
 Loop kernels (:class:`LoopKernel`) cover pointwise, reduction and row-wise
 kernels (softmax, layer_norm: several passes over a row in one kernel).
 Contraction kernels (:class:`MatmulKernel`, :class:`ConvKernel`,
-:class:`PoolKernel`) are templates with a pointwise epilogue.
+:class:`PoolKernel`) are templates with a pointwise epilogue;
+:class:`AttentionKernel` chains two products around a softmax.
 
 Index arithmetic is ``i64``. Loop variable ``Var(d)`` is the d-th loop of the
 kernel (outer dims first, then inner/reduction dims).
@@ -239,7 +240,36 @@ class PoolKernel:
     kind: str = "pool"
 
 
-Kernel = Union[LoopKernel, MatmulKernel, ConvKernel, PoolKernel]
+@dataclass(frozen=True)
+class AttentionKernel:
+    """O[b, i, c] = epilogue(sum_j P[b, i, j] * V[b, j, c]), where each row of P is
+    ``softmax_j(score)`` and ``score`` is a pointwise expression of ``Ref(0)`` = sum_p
+    Q[b, i, p] * K[b, p, j] (attention's scale, a mask) over loop vars (batch..., i, j).
+
+    ``q`` strides are over (batch..., m, d), ``k`` over (batch..., d, n) (K^T, as a
+    MatmulKernel's B), ``v`` over (batch..., n, e). The epilogue (``stores``) sees
+    ``Ref(0)`` = O[b, i, c] and loop vars (batch..., i, c). Everything is computed in
+    ``acc_dtype``; P never leaves the kernel.
+    """
+
+    name: str
+    inputs: tuple[Buffer, ...]
+    outputs: tuple[Buffer, ...]
+    batch: tuple[int, ...]
+    m: int
+    n: int
+    d: int
+    e: int
+    q: Access
+    k: Access
+    v: Access
+    score: "Expr"
+    acc_dtype: DType
+    stores: tuple[Store, ...]
+    kind: str = "attention"
+
+
+Kernel = Union[LoopKernel, MatmulKernel, ConvKernel, PoolKernel, AttentionKernel]
 
 
 # -- building expressions ---------------------------------------------------------------

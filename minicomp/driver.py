@@ -419,9 +419,10 @@ def _run_passes(graph: Graph, target: str, passes, options: dict[str, Any], dump
         return graph, None
     pass_opts = {k: v for k, v in options.items() if k not in _DRIVER_OPTIONS}
     ctx = PassContext(options={"target": "gpu" if target in _GPU_TARGETS else "cpu", **pass_opts})
-    if target == "cpu" and "kn_weight" not in ctx.options:  # the backend's layout preference
-        from minicomp.codegen.llvm import kn_weight
-        ctx.options["kn_weight"] = kn_weight
+    if target == "cpu":  # what the backend prefers (layout) and has (an attention kernel)
+        from minicomp.codegen.llvm import attention_fits, kn_weight
+        ctx.options.setdefault("kn_weight", kn_weight)
+        ctx.options.setdefault("attention_kernel", attention_fits)
     pipeline = default_pipeline(ctx.options["target"], pass_opts) if passes is None else list(passes)
     if not pipeline:
         return graph, ctx

@@ -15,7 +15,7 @@ from minicomp.passes.manager import (Decision, Pass, PassContext, PassManager, P
                                      stats_table)
 from minicomp.passes.rewrite import RewritePattern, Rewriter, apply_patterns
 from minicomp.passes.explain import explain
-from minicomp.passes import canonicalize, decompose, fusion, layout, memory  # noqa: F401  (register passes)
+from minicomp.passes import attention, canonicalize, decompose, fusion, layout, memory  # noqa: F401  (register passes)
 from minicomp.passes.memory import plan_memory
 
 __all__ = ["Pass", "PassContext", "PassManager", "PassStats", "Decision", "default_pipeline", "get_pass",

@@ -127,7 +127,7 @@ def pass_names() -> list[str]:
 
 
 def _load_builtin() -> None:
-    from minicomp.passes import canonicalize, decompose, fusion, layout, memory  # noqa: F401
+    from minicomp.passes import attention, canonicalize, decompose, fusion, layout, memory  # noqa: F401
 
 
 def default_pipeline(target: str = "cpu", options: dict[str, Any] | None = None) -> list[Pass]:
@@ -137,7 +137,7 @@ def default_pipeline(target: str = "cpu", options: dict[str, Any] | None = None)
     if options.get("layout", True):
         names.append("layout")
     if options.get("fuse", True):
-        names.append("fuse")
+        names += ["fuse", "fuse-attention"]
     names.append("dce")
     if options.get("plan_memory", True):
         names.append("plan-memory")

@@ -86,12 +86,15 @@ def main() -> None:
         us = median_us(lambda fn=fn, ptrs=ptrs: fn(*ptrs))
         total += us
         extra = ""
-        if hasattr(k, "m"):
-            batch = 1
-            for d in k.batch:
-                batch *= d
+        batch = 1
+        for d in getattr(k, "batch", ()):
+            batch *= d
+        if k.kind == "matmul":
             flops = 2 * batch * k.m * k.n * k.k
             extra = f"{batch}x{k.m}x{k.n}x{k.k}: {flops / us / 1e3:.0f} GFLOP/s"
+        elif k.kind == "attention":  # the two products (softmax not counted)
+            flops = 2 * batch * k.m * k.n * (k.d + k.e)
+            extra = f"{batch}x{k.m}x{k.n}, d={k.d}, e={k.e}: {flops / us / 1e3:.0f} GFLOP/s"
         print(f"{k.name:<28} {k.kind:<10} {paths.get(k.name, '-'):<6} {us:8.1f}  {extra}")
     print(f"{'sum of kernels':<46} {total:8.1f}")
     arr = native._args_array()

@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from minicomp.ir.dtypes import DType, round_to_dtype
-from minicomp.ir.kernel import (Cast, Const, ConvKernel, Load, LoopKernel, MatmulKernel, Op, PoolKernel, Program,
+from minicomp.ir.kernel import (AttentionKernel, Cast, Const, ConvKernel, Load, LoopKernel, MatmulKernel, Op, PoolKernel, Program,
                                 Reduce, Ref, Store, Var)
 
 _ERF = np.vectorize(math.erf, otypes=[np.float64])
@@ -167,8 +167,26 @@ def _gather(acc, buf_dt, ext):
     return _read(buf, dt, np.broadcast_to(np.asarray(idx, np.int64), ext))
 
 
+def _attention(k: AttentionKernel, ins):
+    """softmax(score(Q @ K^T)) @ V by the kernel's definition, all in its accumulator dtype."""
+    acc_np = k.acc_dtype.np
+    q = _gather(k.q, ins[k.q.buf], (*k.batch, k.m, k.d)).astype(acc_np)
+    kt = _gather(k.k, ins[k.k.buf], (*k.batch, k.d, k.n)).astype(acc_np)
+    v = _gather(k.v, ins[k.v.buf], (*k.batch, k.n, k.e)).astype(acc_np)
+    with np.errstate(all="ignore"):
+        dots = np.matmul(q, kt) if k.d else np.zeros((*k.batch, k.m, k.n), acc_np)
+        env = {"vars": _grid((*k.batch, k.m, k.n)), "bufs": ins, "refs": {0: dots}}
+        s = np.broadcast_to(np.asarray(evaluate(k.score, env), acc_np), dots.shape)
+        e = np.exp(s - np.max(s, axis=-1, keepdims=True, initial=-np.inf))
+        p = e / np.sum(e, axis=-1, keepdims=True)
+        out = np.matmul(p, v) if k.n else np.zeros((*k.batch, k.m, k.e), acc_np)
+    return out.astype(acc_np), (*k.batch, k.m, k.e)
+
+
 def _contract(k, ins):
     acc_np = k.acc_dtype.np
+    if isinstance(k, AttentionKernel):
+        return _attention(k, ins)
     if isinstance(k, MatmulKernel):
         a = _gather(k.a, ins[k.a.buf], (*k.batch, k.m, k.k)).astype(acc_np)
         b = _gather(k.b, ins[k.b.buf], (*k.batch, k.k, k.n)).astype(acc_np)

@@ -11,8 +11,11 @@ Public API:
   generation: the image is loaded with ``ExecutionEngine.add_object_file``.
 * :func:`kn_weight`: the backend's answer to the layout pass (store a linear's constant
   weight as ``[k, n]``?), handed to the passes by the driver as option ``kn_weight``.
+* :func:`attention_fits`: whether this backend has an attention kernel for given sizes,
+  handed to the passes as option ``attention_kernel`` (the ``fuse-attention`` pass).
 """
+from minicomp.codegen.llvm.attention import attention_fits
 from minicomp.codegen.llvm.matmul import kn_weight
 from minicomp.codegen.llvm.module import LLVMModule, compile_program, emit_object
 
-__all__ = ["LLVMModule", "compile_program", "emit_object", "kn_weight"]
+__all__ = ["LLVMModule", "attention_fits", "compile_program", "emit_object", "kn_weight"]

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 from llvmlite import ir
 
+from minicomp.codegen.llvm.attention import emit_attention_kernel
 from minicomp.codegen.llvm.conv import emit_conv_kernel
 from minicomp.codegen.llvm.intrinsics import declare
 from minicomp.codegen.llvm.loops import emit_loop_kernel
 from minicomp.codegen.llvm.matmul import emit_matmul_kernel
 from minicomp.codegen.llvm.pool import emit_pool_kernel
 from minicomp.codegen.llvm.types import I8, I32, I64, PTR, VOID
-from minicomp.ir.kernel import ConvKernel, Kernel, LoopKernel, MatmulKernel, PoolKernel, Program
+from minicomp.ir.kernel import AttentionKernel, ConvKernel, Kernel, LoopKernel, MatmulKernel, PoolKernel, Program
 from minicomp.ir.lowering.inplace import call_aliases
 
 _EMITTERS = {LoopKernel: emit_loop_kernel, MatmulKernel: emit_matmul_kernel,
-             ConvKernel: emit_conv_kernel, PoolKernel: emit_pool_kernel}
+             ConvKernel: emit_conv_kernel, PoolKernel: emit_pool_kernel, AttentionKernel: emit_attention_kernel}
 
 
 def kernel_symbol(program_name: str, index: int, kernel: Kernel) -> str:

@@ -9,7 +9,7 @@ the epilogue) and the expression of its own result in terms of ``Ref(0)``.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,9 +70,38 @@ def _matmul_core(b, a, w, transpose_b: bool, out_dt: DType):
         batch_w = sw[:-2] if len(sw) >= 2 else ()
         from minicomp.ir.types import broadcast_shapes
         batch = broadcast_shapes(tuple(batch_a), tuple(batch_w))
-    # Batch dims may be split into finer loops (dim = c*outer + inner) when that makes
-    # an operand's index affine: attention heads merged into one bmm batch dim are
-    # two strides in the buffer. ``bmap[d]`` is batch dim d as {loop: coefficient}.
+    tail_a = (lambda nb: [Var(nb), Var(nb + 1)]) if len(sa) >= 2 else (lambda nb: [Var(nb + 1)])
+    if transpose_b:
+        spec_w = (w, (), lambda nb: [Var(nb + 1), Var(nb)], (k, n))
+    else:
+        spec_w = (w, tuple(batch_w), (lambda nb: [Var(nb), Var(nb + 1)]) if len(sw) >= 2 else (lambda nb: [Var(nb)]),
+                  (k, n))
+    (acc_a, acc_b), bexpr, bext = batched_accesses(b, batch, [(a, tuple(batch_a), tail_a, (m, k)), spec_w])
+    nb = len(bext)
+    out_index = list(bexpr)
+    if len(sa) >= 2:
+        out_index.append(Var(nb))
+    if transpose_b or len(sw) >= 2:
+        out_index.append(Var(nb + 1))
+    fields = dict(batch=bext, m=m, n=n, k=k, a=acc_a, b=acc_b, acc_dtype=acc_dtype(out_dt))
+    return fields, out_index, (*bext, m, n)
+
+
+#: An operand of a batched product: (value, its batch dims (a suffix of the product's, size-1
+#: dims broadcast), its trailing index given the number of batch loops, its trailing extents).
+OperandSpec = tuple[Any, tuple[int, ...], Callable[[int], list[Expr]], tuple[int, ...]]
+
+
+def batched_accesses(b, batch: Sequence[int], operands: Sequence[OperandSpec]
+                     ) -> tuple[list[Access], list[Expr], tuple[int, ...]]:
+    """The accesses of a batched product's operands over loops (batch loops..., trailing loops),
+    the batch index of each batch dim in those loops, and the batch loops' extents.
+
+    Batch dims may be split into finer loops (dim = c*outer + inner) when that makes an
+    operand's index affine: attention heads merged into one bmm batch dim are two strides
+    in the buffer. ``bmap[d]`` is batch dim d as {loop: coefficient}.
+    """
+    batch = tuple(batch)
     bmap: list[dict[int, int]] = [{d: 1} for d in range(len(batch))]
     bext = list(batch)
     for _ in range(4):
@@ -83,34 +112,17 @@ def _matmul_core(b, a, w, transpose_b: bool, out_dt: DType):
             lead = len(batch) - len(sub_batch)
             return [ix.c64(0) if s == 1 and batch[lead + d] != 1 else bexpr[lead + d] for d, s in enumerate(sub_batch)]
 
-        ia = bidx(batch_a) + ([Var(nb), Var(nb + 1)] if len(sa) >= 2 else [Var(nb + 1)])
-        if transpose_b:
-            iw = [Var(nb + 1), Var(nb)]
-        else:
-            iw = bidx(batch_w) + ([Var(nb), Var(nb + 1)] if len(sw) >= 2 else [Var(nb)])
-        ext_a, ext_b = (*bext, m, k), (*bext, k, n)
-        split = None
         try:
-            acc_a = _access(b, a, ia, ext_a)
-            acc_b = _access(b, w, iw, ext_b)
+            accs = [_access(b, v, bidx(sub) + tail(nb), (*bext, *text)) for v, sub, tail, text in operands]
+            return accs, bexpr, tuple(bext)
         except NeedMaterialize as e:
             split = _batch_split(b, e, bext)
             if split is None:
                 raise
-        if split is None:
-            break
         loop, c = split
         bext[loop:loop + 1] = [bext[loop] // c, c]
         bmap = [_refine(t, loop, c) for t in bmap]
-    else:
-        raise NeedMaterialize(a)
-    out_index = list(bexpr)
-    if len(sa) >= 2:
-        out_index.append(Var(nb))
-    if transpose_b or len(sw) >= 2:
-        out_index.append(Var(nb + 1))
-    fields = dict(batch=tuple(bext), m=m, n=n, k=k, a=acc_a, b=acc_b, acc_dtype=acc_dtype(out_dt))
-    return fields, out_index, (*bext, m, n)
+    raise NeedMaterialize(operands[0][0])
 
 
 def _refine(terms: dict[int, int], loop: int, c: int) -> dict[int, int]:

@@ -1,7 +1,8 @@
 """One group of nodes -> one kernel description.
 
 :func:`lower_group` picks the template by the group's contents: a contraction
-(matmul/conv/pool kernel with the rest as its epilogue), reductions sharing one
+(matmul/conv/pool kernel with the rest as its epilogue), attention (two products around
+a softmax, :mod:`.attention`), reductions sharing one
 loop space (a LoopKernel with Reduce stages), or only elementwise and movement
 ops (a pointwise LoopKernel, kind "copy" when it only moves data).
 """
@@ -12,7 +13,7 @@ from collections.abc import Callable, Sequence
 from minicomp.ir.graph import Node, Value
 from minicomp.ir.kernel import (Buffer, ConvKernel, E, Kernel, LoopKernel, MatmulKernel, PoolKernel, Store,
                                 Var)
-from minicomp.ir.lowering import contractions, reductions
+from minicomp.ir.lowering import attention, contractions, reductions
 from minicomp.ir.lowering import indexing as ix
 from minicomp.ir.lowering.builder import CannotFuse, KernelBuilder, is_view
 from minicomp.ir.ops import Category
@@ -44,6 +45,8 @@ def lower_group(nodes: Sequence[Node], outputs: Sequence[Value], canon: Callable
     out_bufs = tuple(Buffer(f"out{i}_{v.name}", v.type) for i, v in enumerate(outputs))
     contr = [n for n in nodes if n.op in contractions.CONTRACTIONS]
     reds = [n for n in nodes if _is_reduction(n)]
+    if attention.matches(nodes):
+        return attention.attention_kernel(b, name, nodes, outputs, out_bufs), b.inputs
     if len(contr) > 1 or (contr and reds):
         raise CannotFuse("more than one contraction/reduction template in one kernel")
     if contr:
