@@ -148,6 +148,15 @@ def test_not_fused_where_another_kernel_reads_the_probabilities():
         torch.testing.assert_close(got, want)
 
 
+def test_rows_too_long_for_the_stack_blocks_keep_three_kernels():
+    torch.manual_seed(11)
+    q, k, v = torch.randn(1, 1, 8, 32), torch.randn(1, 1, 600, 32), torch.randn(1, 1, 600, 32)
+    assert not attention_fits(8, 600, 32, 32, minicomp.ir.DType.f32)
+    cm = minicomp.compile(sdpa, (q, k, v), cache=False)
+    assert "attention" not in _kinds(cm)
+    torch.testing.assert_close(cm(q, k, v), sdpa(q, k, v))
+
+
 def test_half_precision_is_not_fused_and_stays_correct():
     torch.manual_seed(9)
     q, k, v = (torch.randn(1, 2, 16, 8, dtype=torch.bfloat16) for _ in range(3))

@@ -41,8 +41,10 @@ NV = 2
 #: Query rows per parallel item: one copy of K^T serves them (the copy costs about as
 #: much as 8 rows of scores).
 ROWS_PER_ITEM = 32
-#: Bound on the stack blocks of one thread (K^T, scores, output tile).
-MAX_SCRATCH_BYTES = 192 << 10
+#: Bound on the stack blocks of one thread (K^T, scores, output tile), small beside a
+#: default thread stack (8 MiB with glibc). f32 with d = 32 fits about 400 keys; longer
+#: rows keep three kernels.
+MAX_SCRATCH_BYTES = 64 << 10
 
 
 def _lanes(dtype: DType) -> int:
