@@ -1,4 +1,5 @@
-"""Dynamically scheduled matmul paths (GEMV, dot tiles, row tiles): threads claim grains of items.
+"""Dynamically scheduled kernels (GEMV, dot tiles, row tiles, attention, loop kernels): threads claim
+grains of items.
 
 Every grain must run exactly once whatever the thread count (pooled pair, pthreads for 3+),
 item count (not a multiple of the grain, fewer items than threads) or contention (several
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 import minicomp
-from minicomp.codegen.llvm.matmul_dynamic import GRAINS_PER_THREAD
+from minicomp.codegen.llvm.parallel import GRAINS_PER_THREAD
 
 
 def _linear_gelu(n: int, k: int, dtype=torch.float32):
@@ -69,3 +70,19 @@ def test_concurrent_callers_get_every_grain_once():
 
     with ThreadPoolExecutor(3) as ex:
         list(ex.map(work, range(3)))  # re-raises a worker's failure
+
+
+@pytest.mark.parametrize("threads", [2, 3, 4])
+@pytest.mark.parametrize("rows", [257, 4099])  # neither a multiple of any grain count
+def test_loop_kernels_match_for_any_thread_count(threads, rows):
+    torch.manual_seed(2)
+    x = torch.randn(rows, 512)
+    ln = torch.nn.LayerNorm(512).eval()
+    cases = [ln, lambda x: torch.softmax(x, -1), lambda x: torch.sigmoid(2 * x + 1) * torch.tanh(x) - x.abs()]
+    with torch.no_grad():
+        for f in cases:
+            many = minicomp.compile(f, (x,), cache=False, threads=threads)
+            one = minicomp.compile(f, (x,), cache=False, threads=1)
+            assert "atomicrmw add" in many.source("llvm-unopt")  # split into claimed grains
+            torch.testing.assert_close(many(x), f(x))
+            assert torch.equal(many(x), one(x))  # each row is one thread's work either way

@@ -28,9 +28,8 @@ from minicomp.codegen.llvm.jit import host_vector_bits
 from minicomp.codegen.llvm.kernelfn import buffer_table, emit_store, kernel_function
 from minicomp.codegen.llvm.mathlib import math_call
 from minicomp.codegen.llvm.matmul_common import batch_vars, c64, offset, smin
-from minicomp.codegen.llvm.matmul_dynamic import dynamic_for
 from minicomp.codegen.llvm.matmul_tiles import RT_ROWS, _masked_load
-from minicomp.codegen.llvm.parallel import PARALLEL_MIN_WORK
+from minicomp.codegen.llvm.parallel import PARALLEL_MIN_WORK, dynamic_for
 from minicomp.codegen.llvm.scalar import ExprEmitter
 from minicomp.codegen.llvm.types import register_type
 from minicomp.ir.dtypes import DType

@@ -2,14 +2,14 @@
 
 Every kernel becomes ``void NAME(ptr in0, ..., ptr out0, ...)`` (buffers in the
 order inputs then outputs). Its work is a body over an outer range [0, total),
-run on one thread or split across ``threads`` (see :mod:`.parallel`).
+run on one thread or claimed in grains by ``threads`` threads (:func:`.parallel.dynamic_for`).
 """
 from __future__ import annotations
 
 from llvmlite import ir
 
 from minicomp.codegen.llvm import convert
-from minicomp.codegen.llvm.parallel import PARALLEL_MIN_WORK, BodyEmitter, make_body, parallel_for
+from minicomp.codegen.llvm.parallel import PARALLEL_MIN_WORK, BodyEmitter, dynamic_for
 from minicomp.codegen.llvm.scalar import ExprEmitter
 from minicomp.codegen.llvm.types import I64, PTR, VOID, storage_type
 from minicomp.ir.dtypes import DType
@@ -28,11 +28,10 @@ def kernel_function(module: ir.Module, name: str, nptrs: int, noalias: bool) -> 
 def define_kernel(module: ir.Module, name: str, nptrs: int, noalias: bool, total: int, work: int,
                   threads: int, emit: BodyEmitter) -> ir.Function:
     """Define kernel ``name``; ``emit(builder, ptrs, begin, end)`` writes the body for [begin, end)."""
-    body = make_body(module, f"{name}.body", nptrs, noalias, emit)
     fn = kernel_function(module, name, nptrs, noalias)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     if total > 0:
-        parallel_for(b, body, list(fn.args), total, threads if work >= PARALLEL_MIN_WORK else 1)
+        dynamic_for(b, f"{name}.body", list(fn.args), noalias, emit, total, threads if work >= PARALLEL_MIN_WORK else 1)
     b.ret_void()
     return fn
 

@@ -21,13 +21,12 @@ from llvmlite import ir
 from minicomp.codegen.llvm import matmul_gemv, matmul_simple
 from minicomp.codegen.llvm.kernelfn import kernel_function
 from minicomp.codegen.llvm.matmul_common import GemmInfo
-from minicomp.codegen.llvm.matmul_dynamic import dynamic_for
 from minicomp.codegen.llvm.matmul_packed import MR, emit_packed
 from minicomp.codegen.llvm.matmul_simple import SIMPLE_ROW_LIMIT
 from minicomp.codegen.llvm.matmul_tiles import (DT_COLS, DT_MAX_SHARED_ROWS, DT_ROWS, RT_MAX_B_BYTES, RT_ROWS,
                                                  dot_tile_body, dot_tiles_apply, row_tile_body, row_tile_items,
                                                  row_tiles_apply)
-from minicomp.codegen.llvm.parallel import PARALLEL_MIN_WORK, make_body, parallel_for
+from minicomp.codegen.llvm.parallel import PARALLEL_MIN_WORK, dynamic_for, make_body, parallel_for
 from minicomp.ir.dtypes import DType
 from minicomp.ir.kernel import MatmulKernel
 
