@@ -140,22 +140,31 @@ class _Body:
             for j in range(k.n, self.npad):
                 b.store(zero, self._at(self.kt, b.add(row, c64(j))))
 
-    def _tiles(self, name: str, length: int, total: int, full: int, step_fn, store_fn) -> None:
-        """Register tiles of RT_ROWS rows over ``total`` vectors of columns, each accumulated
-        over ``length`` steps: runs of NV vectors in a loop over the first ``full`` vectors
-        (whole ones), then the rest at constant columns (where a lane mask can apply).
+    def _tiles(self, name: str, length: int, total: int, full: int, vectors, scalar, block, row_len: int) -> None:
+        """Register tiles: ``block[r, vector column col + c] = sum_p scalar(r, p) * vectors(p, col, nvec)[c]``
+        for the RT_ROWS rows (``block`` has rows of ``row_len``), over ``total`` vectors of
+        columns and ``length`` steps: runs of NV vectors in a loop over the first ``full``
+        vectors (whole ones), then the rest at constant columns (``col`` a Constant there,
+        where a lane mask can apply)."""
+        b, R, vt = self.b, RT_ROWS, self.vt
+        zero = ir.Constant(vt, [convert.constant(0, self.k.acc_dtype)] * self.W)
 
-        ``step_fn(p, col, nvec, accs)`` is step ``p`` of the tile at vector column ``col``
-        (an i64 value, a Constant for the rest), ``store_fn(col, nvec, accs)`` writes the
-        finished tile; ``accs[r * nvec + c]``."""
-        b, R = self.b, RT_ROWS
-        zero = ir.Constant(self.vt, [convert.constant(0, self.k.acc_dtype)] * self.W)
+        def step(p, col, nvec, accs):
+            vs = vectors(p, col, nvec)
+            new = []
+            for r in range(R):
+                x = splat(b, scalar(r, p), vt)
+                new += [call(b, "llvm.fma", x, vs[c], accs[r * nvec + c]) for c in range(nvec)]
+            return new
 
         def tile(col, nvec):
             accs = [zero] * (R * nvec)
             if length > 0:
-                accs = carried_loop(b, name, length, 1, accs, lambda p, a: step_fn(p, col, nvec, a))
-            store_fn(col, nvec, accs)
+                accs = carried_loop(b, name, length, 1, accs, lambda p, a: step(p, col, nvec, a))
+            for r in range(R):
+                for c in range(nvec):
+                    at = self._at(block, b.add(c64(r * row_len), b.mul(b.add(col, c64(c)), c64(self.W))))
+                    b.store(accs[r * nvec + c], at, align=self.esize)
         runs = full // NV
         if runs:
             with for_range(b, 0, runs, name=f"{name}.cb") as cb:
@@ -165,26 +174,19 @@ class _Body:
 
     def _scores(self, bvars, i0) -> None:
         """scores[r, :] = Q[b, i0 + r, :] @ K^T (unscaled dots) for the RT_ROWS rows."""
-        b, k, R, W, vt = self.b, self.k, RT_ROWS, self.W, self.vt
+        b, k, W = self.b, self.k, self.W
         qptr = self.tab[k.q.buf][0]
-        qbases = [offset(b, k.q, bvars + [smin(b, b.add(i0, c64(r)), c64(k.m - 1)), c64(0)]) for r in range(R)]
-        sqd = k.q.strides[-1]
+        qbases = [offset(b, k.q, bvars + [smin(b, b.add(i0, c64(r)), c64(k.m - 1)), c64(0)])
+                  for r in range(RT_ROWS)]
 
-        def step(p, col, nvec, accs):
-            kv = [b.load(self._at(self.kt, b.add(b.mul(p, c64(self.npad)), b.mul(b.add(col, c64(c)), c64(W)))),
-                         typ=vt, align=self.esize) for c in range(nvec)]
-            new = []
-            for r in range(R):
-                x = b.load(self._at(qptr, b.add(qbases[r], b.mul(p, c64(sqd)))), typ=self.T)
-                new += [call(b, "llvm.fma", splat(b, x, vt), kv[c], accs[r * nvec + c]) for c in range(nvec)]
-            return new
+        def kt_row(p, col, nvec):
+            row = b.mul(p, c64(self.npad))
+            return [b.load(self._at(self.kt, b.add(row, b.mul(b.add(col, c64(c)), c64(W)))), typ=self.vt,
+                           align=self.esize) for c in range(nvec)]
 
-        def store(col, nvec, accs):
-            for r in range(R):
-                for c in range(nvec):
-                    at = self._at(self.s, b.add(c64(r * self.npad), b.mul(b.add(col, c64(c)), c64(W))))
-                    b.store(accs[r * nvec + c], at, align=self.esize)
-        self._tiles("qk", k.d, self.npad // W, self.npad // W, step, store)
+        def q_elem(r, p):
+            return b.load(self._at(qptr, b.add(qbases[r], b.mul(p, c64(k.q.strides[-1])))), typ=self.T)
+        self._tiles("qk", k.d, self.npad // W, self.npad // W, kt_row, q_elem, self.s, self.npad)
 
     def _softmax(self, bvars, i0, nrows) -> None:
         """Row r of the scores becomes exp(score - max) (unnormalized); rinv[r] = 1 / its sum.
@@ -260,29 +262,19 @@ class _Body:
 
     def _weighted_sum(self, bvars) -> None:
         """otile[r, :] = sum_j P[r, j] V[b, j, :] for the RT_ROWS rows (P unnormalized)."""
-        b, k, R, W, vt = self.b, self.k, RT_ROWS, self.W, self.vt
+        b, k, W = self.b, self.k, self.W
         vptr = self.tab[k.v.buf][0]
         vbase = offset(b, k.v, bvars + [c64(0), c64(0)])
 
-        def step(j, col, nvec, accs):
+        def v_row(j, col, nvec):
             base = b.add(vbase, b.mul(j, c64(k.v.strides[-2])))
-            vs = []
-            for c in range(nvec):
-                first = b.mul(b.add(col, c64(c)), c64(W))
-                lanes = max(0, min(W, k.e - (col.constant + c) * W)) if isinstance(col, ir.Constant) else W
-                vs.append(self._v_vector(vptr, base, first, lanes))
-            new = []
-            for r in range(R):
-                x = b.load(self._at(self.s, b.add(c64(r * self.npad), j)), typ=self.T)
-                new += [call(b, "llvm.fma", splat(b, x, vt), vs[c], accs[r * nvec + c]) for c in range(nvec)]
-            return new
+            lanes = [max(0, min(W, k.e - (col.constant + c) * W)) if isinstance(col, ir.Constant) else W
+                     for c in range(nvec)]
+            return [self._v_vector(vptr, base, b.mul(b.add(col, c64(c)), c64(W)), lanes[c]) for c in range(nvec)]
 
-        def store(col, nvec, accs):
-            for r in range(R):
-                for c in range(nvec):
-                    at = self._at(self.o, b.add(c64(r * self.epad), b.mul(b.add(col, c64(c)), c64(W))))
-                    b.store(accs[r * nvec + c], at, align=self.esize)
-        self._tiles("pv", k.n, self.epad // W, k.e // W, step, store)
+        def p_elem(r, j):
+            return b.load(self._at(self.s, b.add(c64(r * self.npad), j)), typ=self.T)
+        self._tiles("pv", k.n, self.epad // W, k.e // W, v_row, p_elem, self.o, self.epad)
 
     def _epilogue(self, bvars, i0, nrows) -> None:
         """The stores of rows i0 .. i0 + nrows: Ref(0) = otile[r, c] / row sum."""
