@@ -48,6 +48,7 @@ def _check(fn, *inputs, kinds=("attention",)):
     (1, 2, RT_ROWS + 1, 17, 8, 33),    # one row past a tile, masked key and value tails
     (3, 1, 5, 130, 64, 8),             # more keys than a row of vectors, short values
     (1, 1, 200, 7, 3, 70),             # several items of rows, long values
+    (1, 2, 40, 41, 20, 16),            # K^T copied by whole 16 x 16 blocks and by elements past them
 ])
 def test_matches_eager(b, h, m, n, d, e):
     torch.manual_seed(0)

@@ -82,6 +82,23 @@ def emit_attention_kernel(module: ir.Module, name: str, k: AttentionKernel, noal
     return fn
 
 
+def _transpose(b: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
+    """The columns of the W x W matrix whose rows are ``rows`` (W vectors of W lanes, W a power
+    of 2): log2(W) rounds of shuffles, round t swapping the t x t blocks off the diagonal of
+    every 2t x 2t block (row i keeps lanes with bit t clear and takes row i + t's, and back)."""
+    w = len(rows)
+    v = list(rows)
+    t = 1
+    while t < w:
+        lo = ir.Constant(ir.VectorType(ir.IntType(32), w), [lane if not lane & t else w + lane - t for lane in range(w)])
+        hi = ir.Constant(ir.VectorType(ir.IntType(32), w), [lane + t if not lane & t else w + lane for lane in range(w)])
+        for i in range(w):
+            if not i & t:
+                v[i], v[i + t] = b.shuffle_vector(v[i], v[i + t], lo), b.shuffle_vector(v[i], v[i + t], hi)
+        t *= 2
+    return v
+
+
 def _rows_per_item() -> int:
     return -(-ROWS_PER_ITEM // RT_ROWS) * RT_ROWS
 
@@ -127,16 +144,37 @@ class _Body:
         return self.b.gep(base, [index], inbounds=True, source_etype=self.T)
 
     def _copy_kt(self, bvars: list[ir.Value]) -> None:
-        """kt[p * npad + j] = K^T[b, p, j]; columns n .. npad are zero."""
-        b, k = self.b, self.k
+        """kt[p * npad + j] = K^T[b, p, j]; columns n .. npad are zero.
+
+        Where K's rows are unit stride along p (K stored [n, d], as attention's heads are),
+        whole W x W blocks are read as W vectors along p and transposed in registers; the
+        rest (and every element of other layouts) is copied one element at a time, which
+        LLVM vectorizes with gathers: 4 heads of 64 x 32 took 2.4 us of the kernel that way."""
+        b, k, W = self.b, self.k, self.W
         kptr = self.tab[k.k.buf][0]
+        sp, sj = k.k.strides[-2], k.k.strides[-1]
+        jv, pv = (k.n // W, k.d // W) if sp == 1 else (0, 0)
+
+        def scalar_copy(p_lo, p_hi, j_lo, j_hi, name):
+            with for_range(b, p_lo, p_hi, name=f"{name}p") as p:
+                src, row = offset(b, k.k, bvars + [p, c64(0)]), b.mul(p, c64(self.npad))
+                with for_range(b, j_lo, j_hi, name=f"{name}j") as j:
+                    x = b.load(self._at(kptr, b.add(src, b.mul(j, c64(sj)))), typ=self.T)
+                    b.store(x, self._at(self.kt, b.add(row, j)))
+        if jv and pv:
+            with for_range(b, 0, jv, name="ktbj") as jb:
+                with for_range(b, 0, pv, name="ktbp") as pb:
+                    j0, p0 = b.mul(jb, c64(W)), b.mul(pb, c64(W))
+                    rows = [b.load(self._at(kptr, offset(b, k.k, bvars + [p0, b.add(j0, c64(i))])), typ=self.vt,
+                                   align=self.esize) for i in range(W)]
+                    for c, col in enumerate(_transpose(b, rows)):
+                        at = self._at(self.kt, b.add(b.mul(b.add(p0, c64(c)), c64(self.npad)), j0))
+                        b.store(col, at, align=self.esize)
+        scalar_copy(0, pv * W, jv * W, k.n, "ktr")   # keys past the last whole block
+        scalar_copy(pv * W, k.d, 0, k.n, "ktc")      # q/k columns past it (all of them without blocks)
         zero = convert.constant(0, k.acc_dtype)
-        with for_range(b, 0, k.d, name="ktp") as p:
-            src = offset(b, k.k, bvars + [p, c64(0)])
+        with for_range(b, 0, k.d, name="ktz") as p:
             row = b.mul(p, c64(self.npad))
-            with for_range(b, 0, k.n, name="ktj") as j:
-                x = b.load(self._at(kptr, b.add(src, b.mul(j, c64(k.k.strides[-1])))), typ=self.T)
-                b.store(x, self._at(self.kt, b.add(row, j)))
             for j in range(k.n, self.npad):
                 b.store(zero, self._at(self.kt, b.add(row, c64(j))))
 
