@@ -450,6 +450,9 @@ def _run_passes(graph: Graph, target: str, passes, options: dict[str, Any], dump
         from minicomp.codegen.llvm import attention_fits, kn_weight
         ctx.options.setdefault("kn_weight", kn_weight)
         ctx.options.setdefault("attention_kernel", attention_fits)
+    elif target in _GPU_TARGETS:
+        from minicomp.codegen.triton import attention_fits as gpu_attention_fits
+        ctx.options.setdefault("attention_kernel", gpu_attention_fits)
     pipeline = default_pipeline(ctx.options["target"], pass_opts) if passes is None else list(passes)
     if not pipeline:
         return graph, ctx

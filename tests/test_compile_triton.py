@@ -53,7 +53,7 @@ def test_example_matches_eager_and_aot_compiles(name):
     text = cm.source("triton")
     assert "@triton.jit" in text and "def run(*args)" in text
     for k in cm.kernels:
-        assert k.kind in ("loop", "reduction", "matmul", "conv", "pool") and "@triton.jit" in k.source
+        assert k.kind in ("loop", "reduction", "matmul", "conv", "pool", "attention") and "@triton.jit" in k.source
     assert "triton" in cm.summary() and f"{len(cm.kernels)} kernel(s)" in cm.summary()
 
 

@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from minicomp.ir.dtypes import DType
-from minicomp.ir.kernel import ConvKernel, LoopKernel, MatmulKernel, PoolKernel, Program
+from minicomp.ir.kernel import AttentionKernel, ConvKernel, LoopKernel, MatmulKernel, PoolKernel, Program
 from minicomp.codegen.triton import ops
+from minicomp.codegen.triton.attention import emit_attention
 from minicomp.codegen.triton.contraction import emit_conv, emit_matmul, emit_pool
 from minicomp.codegen.triton.launch import MAX_RBLOCK, KernelSource
 from minicomp.codegen.triton.loops import emit_loop_kernel
@@ -70,6 +71,8 @@ def emit_kernel(kernel, name: str, max_rblock: int = MAX_RBLOCK) -> KernelSource
         return emit_conv(kernel, name)
     if isinstance(kernel, PoolKernel):
         return emit_pool(kernel, name)
+    if isinstance(kernel, AttentionKernel):
+        return emit_attention(kernel, name)
     raise TypeError(f"not a kernel description: {type(kernel).__name__}")
 
 
