@@ -8,8 +8,8 @@ backend computes each block of rows of P in its own scratch memory and never sto
 (as FlashAttention does, here with the whole row of scores at once).
 
 It applies where the backend has the kernel: option ``attention_kernel``, a predicate
-``(m, n, d, e, dtype) -> bool`` the driver takes from the CPU backend (queries, keys,
-q/k dim, v dim). Without it (the GPU, ``minicomp opt``) the pass changes nothing.
+``(m, n, d, e, dtype) -> bool`` (queries, keys, q/k dim, v dim) the driver takes from the
+target's backend. Without it (``minicomp opt``, the interpreter target) the pass changes nothing.
 
 Matched chain (every link the only use of the value it reads):
 
