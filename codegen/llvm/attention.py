@@ -7,8 +7,8 @@ padded), then for each register tile of RT_ROWS query rows:
 1. scores: RT_ROWS x 2-vector register tiles over K^T's columns (a broadcast of Q[i, p]
    times a vector of K^T's row p), written to a stack block of RT_ROWS rows;
 2. softmax along each row: ``score`` (the kernel's pointwise expression of the dot
-   product) and the row maximum, then ``exp(s - max)`` and its sum (two unit-stride
-   loops LLVM vectorizes; NaN propagates through ``llvm.maximum``);
+   product), then ``exp(s - max)`` (unit-stride loops LLVM vectorizes); the row maxima
+   and sums are vector reductions over all RT_ROWS rows at once (see ``_softmax`` for NaN);
 3. ``P @ V``: register tiles of RT_ROWS rows x 2 vectors of V's columns (masked past e),
    over all n keys; each output element is its sum times ``1 / row sum``, then the epilogue.
 
