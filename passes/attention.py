@@ -15,7 +15,8 @@ Matched chain (every link the only use of the value it reads):
 
 * a ``matmul`` fused node whose root is ``matmul`` (any epilogue), result [*B, m, n];
 * a ``reduction`` fused node whose root is ``softmax`` along the last dim, reading that
-  result through pointwise ops (the score: scale, mask); output: the softmax only;
+  result (of the softmax's own shape: no broadcast) through pointwise ops (the score: scale,
+  mask, even one computed by another product); output: the softmax only;
 * a ``matmul`` fused node whose root ``matmul`` takes the softmax result itself as its
   left operand, right operand V [*B, n, e] (any epilogue).
 
@@ -67,11 +68,27 @@ def _match(graph: Graph, f3: Node):
     for n in f2.attrs["body"].nodes:  # the score: pointwise ops and views only
         if n is not sm and n.op not in VIEW_OPS and n.opdef.category.value != "elementwise":
             return None
-    f1 = next((_fused_producer(o) for o in f2.operands if _fused_producer(o) is not None
-               and _root(_fused_producer(o), "matmul", "matmul") is not None), None)
-    if f1 is None or not _only_use(graph, f1.results[0], f2):
-        return None
-    return f1, f2, mm2
+    scores = _ancestors(sm.operands[0])
+    for inner, outer in zip(f2.attrs["body"].inputs, f2.operands):
+        f1 = _fused_producer(outer)
+        if (f1 is not None and any(v is inner for v in scores) and _root(f1, "matmul", "matmul") is not None
+                and outer.type.shape == sm.results[0].type.shape and _only_use(graph, outer, f2)):
+            return f1, f2, mm2
+    return None
+
+
+def _ancestors(v: Value) -> list[Value]:
+    """``v`` and every value it is computed from inside its graph."""
+    out, todo, seen = [], [v], set()
+    while todo:
+        x = todo.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        out.append(x)
+        if x.producer is not None:
+            todo.extend(x.producer.operands)
+    return out
 
 
 def _sizes(f1: Node, mm2: Node) -> tuple[int, int, int, int]:

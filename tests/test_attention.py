@@ -217,3 +217,14 @@ def test_fused_graph_prints_parses_interprets_and_lowers():
     torch.testing.assert_close(torch.from_numpy(kernel_eval.run_program(program, arrays)[0]), sdpa(*ins))
     text, arrays_out = program_to_json(program)
     assert program_from_json(text, arrays_out).kernels == program.kernels
+
+
+def test_bias_from_another_product_is_not_mistaken_for_the_scores():
+    torch.manual_seed(12)
+    q, k, v = torch.randn(1, 2, 16, 8), torch.randn(1, 2, 16, 8), torch.randn(1, 2, 16, 8)
+    a, b = torch.randn(16, 4), torch.randn(4, 16)
+
+    def f(a, b, q, k, v):  # the mask is a product too, made before the scores
+        return torch.softmax(a @ b + q @ k.transpose(-2, -1), dim=-1) @ v
+    cm = _check(f, a, b, q, k, v, kinds=("matmul", "attention"))  # a @ b stays a kernel of its own
+    assert "lowering:" not in cm.explain()  # the attention node lowered as one kernel, not split
