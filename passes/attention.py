@@ -53,8 +53,9 @@ def _only_use(graph: Graph, v: Value, user: Node) -> bool:
     return all(n is user for n in graph.uses(v)) and all(o is not v for o in graph.outputs)
 
 
-def _match(graph: Graph, f3: Node):
-    """(f1, f2) when fused node ``f3`` ends an attention chain (see the module docstring)."""
+def _match(graph: Graph, f3: Node) -> tuple[Node, Node, Node, Node] | None:
+    """(f1, f2, mm1, mm2) when fused node ``f3`` ends an attention chain (see the module docstring):
+    the first two fused nodes of the chain and the two products in their bodies."""
     mm2 = _root(f3, "matmul", "matmul")
     if mm2 is None or mm2.operands[0].producer is not None:
         return None  # the left operand must be a body input itself (no view)
@@ -71,9 +72,10 @@ def _match(graph: Graph, f3: Node):
     scores = _ancestors(sm.operands[0])
     for inner, outer in zip(f2.attrs["body"].inputs, f2.operands):
         f1 = _fused_producer(outer)
-        if (f1 is not None and any(v is inner for v in scores) and _root(f1, "matmul", "matmul") is not None
+        mm1 = _root(f1, "matmul", "matmul") if f1 is not None else None
+        if (mm1 is not None and any(v is inner for v in scores)
                 and outer.type.shape == sm.results[0].type.shape and _only_use(graph, outer, f2)):
-            return f1, f2, mm2
+            return f1, f2, mm1, mm2
     return None
 
 
@@ -91,8 +93,8 @@ def _ancestors(v: Value) -> list[Value]:
     return out
 
 
-def _sizes(f1: Node, mm2: Node) -> tuple[int, int, int, int]:
-    mm1 = _root(f1, "matmul", "matmul")
+def _sizes(mm1: Node, mm2: Node) -> tuple[int, int, int, int]:
+    """(m, n, d, e): queries, keys, q/k columns, v columns."""
     q, kt = mm1.operands[0].type.shape, mm1.operands[1].type.shape
     return q[-2], kt[-1], q[-1], mm2.operands[1].type.shape[-1]
 
@@ -104,7 +106,7 @@ def _merged(f1: Node, f2: Node, f3: Node) -> tuple[Graph, list[Value]]:
     outer_to_inner: dict[int, Value] = {}
     produced = {id(f1.results[0]): None, id(f2.results[0]): None}
 
-    def inline(node: Node) -> Value:
+    def inline(node: Node) -> list[Value]:
         b: Graph = node.attrs["body"]
         local: dict[int, Value] = {}
         for inner, outer in zip(b.inputs, node.operands):
@@ -145,9 +147,8 @@ class FuseAttention(Pass):
             found = _match(graph, f3)
             if found is None:
                 continue
-            f1, f2, mm2 = found
-            m, n, d, e = _sizes(f1, mm2)
-            mm1 = _root(f1, "matmul", "matmul")
+            f1, f2, mm1, mm2 = found
+            m, n, d, e = _sizes(mm1, mm2)
             dtype = mm2.results[0].type.dtype
             if any(v.type.dtype is not dtype for v in (*mm1.operands, mm1.results[0], mm2.operands[1])):
                 continue
@@ -156,9 +157,9 @@ class FuseAttention(Pass):
                            f"the backend has no attention kernel for m={m}, n={n}, d={d}, e={e}, {dtype.name}")
                 continue
             body, operands = _merged(f1, f2, f3)
+            names = [r.name.removesuffix("_f") + "_attn" for r in f3.results]
             node = graph.add("fused", operands, {"kind": "attention", "body": body},
-                             types=[r.type for r in f3.results], names=[r.name.removesuffix("_f") + "_attn" for r in f3.results],
-                             before=f3, loc=f3.loc)
+                             types=[r.type for r in f3.results], names=names, before=f3, loc=f3.loc)
             for old, new in zip(f3.results, node.results):
                 graph.replace_uses(old, new)
             ctx.record("fused", f"attention[%{node.results[0].name}: {m}x{n} scores, d={d}, e={e}]",

@@ -56,7 +56,7 @@ def test_matches_eager(b, h, m, n, d, e):
     _check(sdpa, q, k, v)
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", [2, 3])  # against one thread (threads=1 there could not fail)
 def test_thread_count_gives_the_same_bits(threads):
     torch.manual_seed(1)
     q, k, v = torch.randn(4, 2, 150, 32), torch.randn(4, 2, 90, 32), torch.randn(4, 2, 90, 32)

@@ -88,10 +88,11 @@ def _transpose(b: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
     every 2t x 2t block (row i keeps lanes with bit t clear and takes row i + t's, and back)."""
     w = len(rows)
     v = list(rows)
+    mask_t = ir.VectorType(ir.IntType(32), w)
     t = 1
     while t < w:
-        lo = ir.Constant(ir.VectorType(ir.IntType(32), w), [lane if not lane & t else w + lane - t for lane in range(w)])
-        hi = ir.Constant(ir.VectorType(ir.IntType(32), w), [lane + t if not lane & t else w + lane for lane in range(w)])
+        lo = ir.Constant(mask_t, [lane if not lane & t else w + lane - t for lane in range(w)])
+        hi = ir.Constant(mask_t, [lane + t if not lane & t else w + lane for lane in range(w)])
         for i in range(w):
             if not i & t:
                 v[i], v[i + t] = b.shuffle_vector(v[i], v[i + t], lo), b.shuffle_vector(v[i], v[i + t], hi)

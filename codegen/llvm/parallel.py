@@ -28,7 +28,7 @@ from collections.abc import Callable
 from llvmlite import ir
 
 from minicomp.codegen.llvm import threadpool
-from minicomp.codegen.llvm.control import entry_alloca
+from minicomp.codegen.llvm.control import as_i64, entry_alloca
 from minicomp.codegen.llvm.intrinsics import declare
 from minicomp.codegen.llvm.types import I32, I64, PTR, VOID
 
@@ -125,10 +125,6 @@ def parallel_for(b: ir.IRBuilder, body: ir.Function, ptrs: list[ir.Value], total
             b.call(join, [b.load(tid, typ=I64), ir.Constant(PTR, None)])
 
 
-def _c64(v: int) -> ir.Constant:
-    return ir.Constant(I64, v)
-
-
 def _smin(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
     return b.select(b.icmp_signed("<", x, y), x, y)
 
@@ -161,16 +157,16 @@ def dynamic_for(b: ir.IRBuilder, name: str, ptrs: list[ir.Value], noalias: bool,
         done = bb.append_basic_block("grain.done")
         bb.branch(loop)
         bb.position_at_end(loop)
-        g = bb.atomic_rmw("add", counter, _c64(1), "monotonic")
-        bb.cbranch(bb.icmp_signed(">=", g, _c64(ngrains)), done, work)
+        g = bb.atomic_rmw("add", counter, as_i64(1), "monotonic")
+        bb.cbranch(bb.icmp_signed(">=", g, as_i64(ngrains)), done, work)
         bb.position_at_end(work)
-        lo = bb.mul(g, _c64(grain))
-        emit(bb, args[:nptrs], lo, _smin(bb, bb.add(lo, _c64(grain)), _c64(total)))
+        lo = bb.mul(g, as_i64(grain))
+        emit(bb, args[:nptrs], lo, _smin(bb, bb.add(lo, as_i64(grain)), as_i64(total)))
         bb.branch(loop)
         bb.position_at_end(done)
 
     body = make_body(b.module, name, nptrs + 1, noalias, claiming)
     counter = entry_alloca(b, I64, "grains")
-    b.store(_c64(0), counter)
+    b.store(as_i64(0), counter)
     n = min(threads, ngrains)
     parallel_for(b, body, list(ptrs) + [counter], n, n)

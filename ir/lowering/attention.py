@@ -16,14 +16,14 @@ from minicomp.ir.graph import Node, Value
 from minicomp.ir.kernel import AttentionKernel, Buffer, E, Ref, Store, Var
 from minicomp.ir.lowering import indexing as ix
 from minicomp.ir.lowering.builder import CannotFuse
-from minicomp.ir.lowering.contractions import acc_dtype, batched_accesses
+from minicomp.ir.lowering.contractions import CONTRACTIONS, acc_dtype, batched_accesses
 from minicomp.ir.ops import Category
 
 
 def matches(nodes: Sequence[Node]) -> bool:
     """The group has the attention template's ops: two matmuls and one softmax (other reductions: no)."""
     reds = [n for n in nodes if n.opdef.category is Category.REDUCTION and n.op != "batch_norm"]
-    mms = [n for n in nodes if n.op in ("matmul", "linear", "addmm", "conv2d", "max_pool2d", "avg_pool2d")]
+    mms = [n for n in nodes if n.op in CONTRACTIONS]
     return len(mms) == 2 and all(n.op == "matmul" for n in mms) and [n.op for n in reds] == ["softmax"]
 
 
