@@ -130,6 +130,16 @@ class Graph:
                 node.operands = [new if o is old else o for o in node.operands]
         self.outputs = [new if o is old else o for o in self.outputs]
 
+    def replace_uses_many(self, mapping: dict[Value, Value]) -> None:
+        """:meth:`replace_uses` for every ``old -> new`` of ``mapping`` in one sweep over the graph
+        (a pass merging thousands of values would otherwise sweep once per value)."""
+        if not mapping:
+            return
+        for node in self.nodes:
+            if any(o in mapping for o in node.operands):
+                node.operands = [mapping.get(o, o) for o in node.operands]
+        self.outputs = [mapping.get(o, o) for o in self.outputs]
+
     def remove(self, node: Node) -> None:
         """Delete a node whose results are no longer used."""
         for r in node.results:

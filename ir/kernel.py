@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Union
 
+from minicomp.ir import expr_walk
 from minicomp.ir.dtypes import DType
 from minicomp.ir.types import TensorType
 
@@ -37,7 +38,15 @@ PRIMITIVES: dict[str, int] = {
     "and": 2, "or": 2, "xor": 2, "not": 1,
     # select
     "where": 3,
+    # run-time check: check(ok, value, code) is value; where ok is false the kernel records
+    # ``code`` (a CHECK_* bit, an i32 Const) in its program's error word (see E.check)
+    "check": 3,
 }
+
+#: Error bits a program reports from its kernels' ``check`` primitives (bit 0, value 1, is the
+#: CPU entry's failed arena allocation). :func:`check_failure` turns them into eager's exception.
+CHECK_ZERO_DIVISION = 2  # an integer division or remainder by zero
+CHECK_INDEX = 4          # a data-dependent index (embedding id) outside its dimension
 
 
 @dataclass(frozen=True)
@@ -95,6 +104,8 @@ class Ref:
 
 
 Expr = Union[Var, Const, Load, Op, Cast, Ref]
+# ==, hash and repr of the inner nodes without recursion (expressions can be thousands deep).
+expr_walk.install(Op, Cast, Load)
 
 
 @dataclass(frozen=True)
@@ -213,7 +224,7 @@ class ConvKernel:
 class PoolKernel:
     """2-d max or average pooling over windows of x[n, c, ih, iw]; loop vars (n, c, oh, ow).
 
-    ``op`` is "max" or "avg". For avg, ``divisor`` > 0 overrides the count;
+    ``op`` is "max" or "avg". For avg, a nonzero ``divisor`` (negative too) overrides the count;
     otherwise the count includes padding iff ``count_include_pad`` (padding is
     clipped to the padded input as in PyTorch).
     """
@@ -276,7 +287,7 @@ Kernel = Union[LoopKernel, MatmulKernel, ConvKernel, PoolKernel, AttentionKernel
 def result_dtype(op: str, args: tuple[Expr, ...]) -> DType:
     if op in ("lt", "le", "gt", "ge", "eq", "ne", "isnan", "and", "or", "xor", "not"):
         return DType.bool
-    if op == "where":
+    if op in ("where", "check"):
         return args[1].dtype
     return args[0].dtype
 
@@ -328,6 +339,56 @@ def _binary(name):
 
 def _unary(name):
     return staticmethod(lambda a: E.op(name, a))
+
+
+def _check(ok: Expr, value: Expr, code: int) -> Op:
+    """``value``, recording error bit ``code`` (CHECK_*) in the program's error word where ``ok``
+    (bool) is false: the call then raises :func:`check_failure`'s exception, as eager would."""
+    if code not in (CHECK_ZERO_DIVISION, CHECK_INDEX):
+        raise ValueError(f"unknown check code {code}")
+    return Op("check", (ok, value, Const(code, DType.i32)), value.dtype)
+
+
+E.check = staticmethod(_check)
+
+
+def check_failure(code: int) -> Exception:
+    """The exception eager PyTorch raises for error word ``code`` (CHECK_* bits; an integer
+    division by zero first, when several are set)."""
+    if code & CHECK_ZERO_DIVISION:
+        return RuntimeError("ZeroDivisionError (integer division or remainder by zero in a compiled kernel)")
+    if code & CHECK_INDEX:
+        return IndexError("index out of range in self (an embedding or index_select id in a compiled kernel)")
+    return RuntimeError(f"compiled kernel reported unknown error code {code}")
+
+
+def kernel_checks(kernel: Kernel) -> bool:
+    """True when some expression of ``kernel`` holds a ``check`` (it then needs an error word)."""
+    todo = [kernel]
+    seen: set[int] = set()
+    while todo:  # iterative: expression trees may be thousands of nodes deep
+        x = todo.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        if isinstance(x, Op):
+            if x.op == "check":
+                return True
+            todo.extend(x.args)
+        elif isinstance(x, (Cast,)):
+            todo.append(x.arg)
+        elif isinstance(x, Load):
+            todo.append(x.index)
+        elif isinstance(x, (Store, Reduce)):
+            todo.append(x.value)
+            if isinstance(x, Store):
+                todo.append(x.index)
+        elif isinstance(x, (LoopKernel, MatmulKernel, ConvKernel, PoolKernel, AttentionKernel)):
+            todo.extend(getattr(x, "stages", ()) or ())
+            todo.extend(getattr(x, "stores", ()) or ())
+            if isinstance(x, AttentionKernel):
+                todo.append(x.score)
+    return False
 
 
 for _name, _n in PRIMITIVES.items():

@@ -28,6 +28,7 @@ import numpy as np
 
 from minicomp.ir import kernel as K
 from minicomp.ir.dtypes import DType
+from minicomp.ir.expr_walk import post_order
 from minicomp.ir.types import TensorType
 
 FORMAT = "minicomp.program/1"
@@ -74,9 +75,13 @@ class _Encoder:
     def expr(self, e: Any) -> int:
         idx = self._index.get(id(e))
         if idx is None:
-            rec = self.record(e)  # children first: their indices are smaller
-            idx = self._index[id(e)] = len(self.exprs)
-            self.exprs.append(rec)
+            # children first (their indices are smaller), without recursion: post_order lists the
+            # nodes not yet in the table, operands before users, so record() finds each operand's index
+            for n in post_order(e, lambda n: id(n) in self._index):
+                rec = self.record(n)
+                self._index[id(n)] = len(self.exprs)
+                self.exprs.append(rec)
+            idx = self._index[id(e)]
         return idx
 
 
@@ -104,6 +109,24 @@ def program_to_json(program: K.Program) -> tuple[str, list[np.ndarray]]:
     text = json.dumps({"format": FORMAT, "exprs": enc.exprs, "program": body, "constants": meta},
                       separators=(",", ":"), allow_nan=False)
     return text, arrays
+
+
+def program_text(program: K.Program) -> str:
+    """A deterministic text of everything in ``program`` that determines its machine code: the
+    JSON of :func:`program_to_json` with the constants' dtypes and shapes but not their data.
+
+    A subexpression shared by several parents is written once, so the text grows linearly with
+    the expression DAG (a ``repr`` of the kernels writes it once per use: exponential for a
+    chain of ``x * sigmoid(x)``).
+    """
+    enc = _Encoder()
+    body = {"$": "Program"}
+    for f in dataclasses.fields(program):
+        if f.name != "constants":
+            body[f.name] = enc.value(getattr(program, f.name))
+    meta = [{"dtype": np.asarray(c).dtype.str, "shape": list(np.shape(c))} for c in program.constants]
+    return json.dumps({"format": FORMAT, "exprs": enc.exprs, "program": body, "constants": meta},
+                      separators=(",", ":"), allow_nan=False)
 
 
 class _Decoder:

@@ -1,59 +1,282 @@
-"""On-disk cache of compiled object code.
+"""The on-disk cache: a private directory of verified, size-bounded entries.
 
-Entries live in a private directory (``$MINICOMP_CACHE_DIR`` or
-``~/.cache/minicomp``, created with mode 0o700) under the sha256 of everything
-that affects the machine code (:func:`cache_key`: the program, target, options,
-host CPU name and features, the backend's source files, and the versions of
-minicomp, llvmlite and Python). Each file is::
+Where: ``$MINICOMP_CACHE_DIR``, else ``$XDG_CACHE_HOME/minicomp``, else
+``~/.cache/minicomp`` (created with mode 0o700). What lives there, one file per
+entry named ``KEY.KIND`` (KEY: 64 hex digits): object code of a program (``.obj``,
+keyed by :func:`cache_key`), compiled-model records and their final graph text
+(``.model``, ``.graph``: :mod:`minicomp.program_cache`), the thread pool's object
+code (``.pool``, :func:`install_pool`) and the shared GEMM library's (``.lib``).
 
-    b"MCOBJ1\\n" + sha256(payload) as 64 hex digits + b"\\n" + len(payload) as 16 digits + b"\\n" + payload
+Trust (docs/reliability.md, "The caches and their threat model"): the directory is
+used only if it is a directory owned by this user and writable by nobody else; an
+entry is read only if it is a regular file owned by this user, opened with
+``O_NOFOLLOW`` (a symbolic link is refused) and ``O_NONBLOCK`` (a FIFO cannot
+hang the open), and its header verifies. Anything else costs the cache, never
+the compile: a warning (once per problem per process, :class:`CacheWarning`) and
+a compile without it. Nothing is ever unpickled.
 
-written to a temporary file and moved into place with ``os.replace`` (readers
-never see half an entry). :func:`load` verifies magic, length and hash; an entry
-that fails is deleted and ``None`` returned, so the caller recompiles: corrupt
-code is never executed. Nothing is pickled.
+Each entry is ``header + payload``; the header is one line::
 
-Besides object code (``KEY.obj``) the directory holds compiled-model entries
-(``KEY.model`` + ``KEY.graph``, same framing) keyed by
-:func:`minicomp.model_key.model_key`: :func:`lookup_model` returns everything a
-compile needs (Program, object code, output structure) without tracing; and the
-thread pool's object code (``KEY.pool``, :func:`install_pool`), so a fresh process
-does not JIT-compile the pool; and the shared GEMM library's (``KEY.lib``, keyed by
-:func:`library_key`), which :func:`install_pool` lets the code generator read and write.
+    b"MCENT2 " + kind (6 chars) + " " + key + " " + len(payload) (16 digits) + " " + sha256 + b"\\n"
+
+where the sha256 covers everything before it plus the payload. An entry is valid
+only under its own key and kind: a file copied or renamed to another key fails the
+check, is deleted and reads as a miss. Writes go to a temporary file moved into
+place with ``os.replace`` (readers never see half an entry). A hit touches the
+entry's modification time; after each write the least recently used entries are
+deleted until the directory holds at most ``$MINICOMP_CACHE_MAX_MB`` MiB
+(:data:`DEFAULT_MAX_MB` by default; an entry larger than that alone stays until the next
+write), tolerating other processes deleting too.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import json
 import os
+import re
+import secrets
 import stat
 import sys
-import tempfile
-import zlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-MAGIC = b"MCOBJ1\n"
-#: Entry kinds (file suffixes): object code, compiled-model records (:func:`store_model`), their graph
-#: text, the thread pool's object code (:func:`install_pool`) and the shared GEMM library's.
-_SUFFIXES = (".obj", ".model", ".graph", ".pool", ".lib")
-_HEADER = len(MAGIC) + 65 + 17
-
-
-def cache_dir() -> Path:
-    """The cache directory, created private (0o700) if missing."""
-    path = Path(os.environ.get("MINICOMP_CACHE_DIR") or Path.home() / ".cache" / "minicomp")
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = path.stat()
-    if st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) & 0o077:
-        os.chmod(path, 0o700)
-    return path
+MAGIC = b"MCENT2 "
+#: Entry kinds (file suffixes).
+KINDS = ("obj", "model", "graph", "pool", "lib")
+#: The size bound when ``$MINICOMP_CACHE_MAX_MB`` is not set.
+DEFAULT_MAX_MB = 1024
+_HEADER = len(MAGIC) + 6 + 1 + 64 + 1 + 16 + 1 + 64 + 1
+_ENTRY_NAME = re.compile(r"[0-9a-f]{64}\.(obj|model|graph|pool|lib)\Z")
+_TMP_PREFIX = ".tmp-"
+_STALE_TMP_S = 3600  # a temporary file older than this was left by a process that died mid-write
+#: Problems already reported in this process (each warns once).
+_WARNED: set[str] = set()
 
 
+class CacheWarning(UserWarning):
+    """The cache directory or an entry cannot be trusted or used; the compile goes on without it."""
+
+
+def _uid() -> int:
+    """The user whose files the cache trusts (a function so tests can pose as another user)."""
+    return os.getuid()
+
+
+def warn_once(problem: str) -> None:
+    """Warn about a cache problem the first time this process meets it."""
+    if problem in _WARNED:
+        return
+    _WARNED.add(problem)
+    warnings.warn(f"minicomp cache: {problem}; compiling without it", CacheWarning, stacklevel=3)
+
+
+def cache_path() -> Path | None:
+    """Where the cache lives (not created, not checked); None when no location can be named."""
+    env = os.environ.get("MINICOMP_CACHE_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "minicomp"
+    try:
+        return Path.home() / ".cache" / "minicomp"
+    except (RuntimeError, KeyError):
+        warn_once("no home directory to keep a cache in (set MINICOMP_CACHE_DIR)")
+        return None
+
+
+def cache_dir() -> Path | None:
+    """The cache directory, created private (0o700) if missing; None (after a warning) if unusable."""
+    with _directory() as fd:
+        return None if fd is None else cache_path()
+
+
+@contextlib.contextmanager
+def _directory() -> Iterator[int | None]:
+    """A file descriptor of the checked cache directory, or None (warned) when it cannot be trusted."""
+    path = cache_path()
+    fd = None
+    if path is not None:
+        try:
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as err:
+            warn_once(f"cannot use {path} as the cache directory ({err.strerror or err})")
+        if fd is not None and not _trusted_dir(fd, path):
+            os.close(fd)
+            fd = None
+    try:
+        yield fd
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _trusted_dir(fd: int, path: Path) -> bool:
+    st = os.fstat(fd)
+    if st.st_uid != _uid():
+        warn_once(f"{path} is owned by uid {st.st_uid}, not by this user (uid {_uid()})")
+        return False
+    if st.st_mode & 0o022:
+        warn_once(f"{path} is writable by other users (mode {stat.S_IMODE(st.st_mode):o})")
+        return False
+    if st.st_mode & 0o055:
+        try:
+            os.fchmod(fd, 0o700)  # readable by others: ours, so made private
+        except OSError:
+            pass
+    return True
+
+
+def _name(key: str, suffix: str) -> str:
+    if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+        raise ValueError(f"bad cache key {key!r}")
+    if suffix[:1] != "." or suffix[1:] not in KINDS:
+        raise ValueError(f"bad cache entry kind {suffix!r}")
+    return key + suffix
+
+
+def _header(key: str, kind: str, payload: bytes) -> bytes:
+    prefix = MAGIC + f"{kind:<6} {key} {len(payload):016d} ".encode()
+    h = hashlib.sha256(prefix)
+    h.update(payload)
+    return prefix + h.hexdigest().encode() + b"\n"
+
+
+def _verify(data: bytes, key: str, kind: str) -> bytes | None:
+    payload = data[_HEADER:]
+    if len(data) < _HEADER or data[:_HEADER] != _header(key, kind, payload):
+        return None
+    return payload
+
+
+def load(key: str, suffix: str = ".obj") -> bytes | None:
+    """The payload stored under ``key`` as an entry of kind ``suffix`` (".obj", ".model", ".graph",
+    ".pool" or ".lib"), or None: missing, untrusted (warned), or invalid (then deleted)."""
+    name = _name(key, suffix)
+    with _directory() as dfd:
+        if dfd is None:
+            return None
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+        except FileNotFoundError:
+            return None
+        except OSError as err:  # ELOOP: a symbolic link
+            warn_once(f"refusing entry {name} ({err.strerror or err})")
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != _uid():
+                warn_once(f"refusing entry {name}: " + ("not a regular file" if not stat.S_ISREG(st.st_mode)
+                                                       else f"owned by uid {st.st_uid}"))
+                return None
+            data = _read_all(fd, st.st_size)
+            payload = _verify(data, key, suffix[1:])
+            if payload is None:
+                _unlink(dfd, name)  # corrupt, truncated, or valid under another key or kind
+            else:
+                with contextlib.suppress(OSError):
+                    os.utime(fd)  # most recently used now (the eviction order)
+            return payload
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    chunks, left = [], size
+    while left > 0:
+        chunk = os.read(fd, left)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def store(key: str, payload: bytes, suffix: str = ".obj") -> bool:
+    """Write ``payload`` under ``key`` (entry kind ``suffix``) atomically, then evict past the size bound.
+
+    Returns False (after a warning) when the cache cannot be written: a read-only or full
+    disk only costs the next compile.
+    """
+    name = _name(key, suffix)
+    with _directory() as dfd:
+        if dfd is None:
+            return False
+        tmp = f"{_TMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}{suffix}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                         dir_fd=dfd)
+            try:
+                with os.fdopen(fd, "wb", closefd=False) as f:
+                    f.write(_header(key, suffix[1:], payload))
+                    f.write(payload)
+            finally:
+                os.close(fd)
+            os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except OSError as err:
+            _unlink(dfd, tmp)
+            warn_once(f"cannot write to {cache_path()} ({err.strerror or err})")
+            return False
+        evict(dfd, keep=name)
+        return True
+
+
+def max_bytes() -> int:
+    """The size bound in bytes: ``$MINICOMP_CACHE_MAX_MB`` MiB (a bad value warns and uses the default)."""
+    text = os.environ.get("MINICOMP_CACHE_MAX_MB")
+    if text:
+        try:
+            mb = float(text)
+            if mb >= 0:
+                return int(mb * (1 << 20))
+        except ValueError:
+            pass
+        warn_once(f"MINICOMP_CACHE_MAX_MB={text!r} is not a size in MiB; using {DEFAULT_MAX_MB}")
+    return DEFAULT_MAX_MB << 20
+
+
+def evict(dfd: int, keep: str | None = None) -> None:
+    """Delete least recently used entries (by modification time) until the directory holds at most
+    :func:`max_bytes`, or only ``keep`` (the entry just written, never deleted here). Entries another
+    process deletes meanwhile are skipped, and so are files not owned by this user."""
+    limit, uid, now = max_bytes(), _uid(), time.time()
+    entries, total = [], 0
+    with os.scandir(dfd) as it:
+        for e in it:
+            try:
+                st = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != uid:
+                continue
+            if e.name.startswith(_TMP_PREFIX):
+                if now - st.st_mtime > _STALE_TMP_S:
+                    _unlink(dfd, e.name)
+                continue
+            if _ENTRY_NAME.match(e.name):
+                total += st.st_size
+                if e.name != keep:
+                    entries.append((st.st_mtime_ns, e.name, st.st_size))
+    if total <= limit:
+        return
+    for _, name, size in sorted(entries):
+        if total <= limit:
+            break
+        _unlink(dfd, name)
+        total -= size
+
+
+def _unlink(dfd: int, name: str) -> None:
+    with contextlib.suppress(OSError):  # already gone (another process evicted it) or not ours to remove
+        os.unlink(name, dir_fd=dfd)
+
+
+# -- keys ----------------------------------------------------------------------------------------
 def host_description() -> str:
     """CPU name and features of this host (what the object code was tuned for)."""
     import llvmlite.binding as llvm
@@ -73,19 +296,24 @@ def backend_fingerprint() -> str:
     return h.hexdigest()
 
 
+def hash_parts(*parts: str | bytes) -> str:
+    """sha256 hex of length-framed ``parts`` (so ("ab", "c") and ("a", "bc") differ)."""
+    h = hashlib.sha256()
+    for p in parts:
+        data = p if isinstance(p, bytes) else p.encode()
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()
+
+
 def cache_key(*parts: str) -> str:
     """sha256 over ``parts`` plus the host CPU, the backend's source and the versions of
     minicomp, llvmlite and Python."""
     import llvmlite
 
     import minicomp
-    h = hashlib.sha256()
-    for p in (*parts, host_description(), backend_fingerprint(), minicomp.__version__, llvmlite.__version__,
-              sys.version):
-        data = p.encode()
-        h.update(len(data).to_bytes(8, "little"))
-        h.update(data)
-    return h.hexdigest()
+    return hash_parts(*parts, host_description(), backend_fingerprint(), minicomp.__version__,
+                      llvmlite.__version__, sys.version)
 
 
 def pool_key(ir_text: str) -> str:
@@ -107,12 +335,7 @@ def library_key(ir_text: str) -> str:
 def _runtime_key(domain: str, ir_text: str) -> str:
     import llvmlite
     import llvmlite.binding as llvm
-    h = hashlib.sha256()
-    for p in (domain, ir_text, llvmlite.__version__, repr(llvm.llvm_version_info), host_description()):
-        data = p.encode()
-        h.update(len(data).to_bytes(8, "little"))
-        h.update(data)
-    return h.hexdigest()
+    return hash_parts(domain, ir_text, llvmlite.__version__, repr(llvm.llvm_version_info), host_description())
 
 
 def _store_library(ir_text: str, object_code: bytes) -> None:
@@ -123,10 +346,11 @@ def install_pool() -> None:
     """Load the per-process thread pool from cached object code (compiling and caching it on a miss).
 
     A fresh process serving a compile from the cache then skips the pool's LLVM
-    compile. A corrupt entry is deleted by :func:`load` and recompiled; a
-    read-only or full cache directory only costs the compile. No-op once installed.
-    Also points the shared GEMM library (:mod:`minicomp.codegen.llvm.library`) at ``KEY.lib``
-    entries, so its functions too are compiled once per cache, not once per process.
+    compile. The ``.pool`` entry passes the same checks as every entry (owner, regular
+    file, key and kind in the verified header): a planted or corrupt one is never
+    loaded. No-op once installed. Also points the shared GEMM library
+    (:mod:`minicomp.codegen.llvm.library`) at ``KEY.lib`` entries, so its functions too
+    are compiled once per cache, not once per process.
     """
     from minicomp.codegen.llvm import library, threadpool
     library.use_disk_cache(lambda text: load(library_key(text), ".lib"), _store_library)
@@ -137,216 +361,5 @@ def install_pool() -> None:
     obj = load(key, ".pool")
     if obj is None:
         obj = threadpool.compile_object(text)
-        try:
-            store(key, obj, ".pool")
-        except OSError:
-            pass
+        store(key, obj, ".pool")
     threadpool.load_object(obj)
-
-
-def _path(key: str, suffix: str = ".obj") -> Path:
-    if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
-        raise ValueError(f"bad cache key {key!r}")
-    if suffix not in _SUFFIXES:
-        raise ValueError(f"bad cache entry kind {suffix!r}")
-    return cache_dir() / f"{key}{suffix}"
-
-
-def load(key: str, suffix: str = ".obj") -> bytes | None:
-    """The payload stored under ``key`` (an entry of kind ``suffix``: ".obj", ".model", ".graph",
-    ".pool" or ".lib"), or None (missing, or corrupt and now deleted)."""
-    path = _path(key, suffix)
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return None
-    payload = _verify(data)
-    if payload is None:
-        try:
-            path.unlink()
-        except OSError:
-            pass
-    return payload
-
-
-def _verify(data: bytes) -> bytes | None:
-    if len(data) < _HEADER or not data.startswith(MAGIC):
-        return None
-    digest = data[len(MAGIC):len(MAGIC) + 64].decode("ascii", "replace")
-    try:
-        length = int(data[len(MAGIC) + 65:len(MAGIC) + 81])
-    except ValueError:
-        return None
-    payload = data[_HEADER:]
-    if len(payload) != length or hashlib.sha256(payload).hexdigest() != digest:
-        return None
-    return payload
-
-
-def store(key: str, payload: bytes, suffix: str = ".obj") -> None:
-    """Write ``payload`` under ``key`` (entry kind ``suffix``) atomically (temp file + os.replace)."""
-    path = _path(key, suffix)
-    header = MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + f"{len(payload):016d}".encode() + b"\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(header + payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-# -- compiled-model entries ------------------------------------------------------------------
-# A ".model" entry lets a compile skip tracing, passes, lowering and LLVM IR construction
-# (see :func:`lookup_model`). Its payload is an 8-byte little-endian length, a JSON header
-# of that length, then raw blobs the header points to as [offset, length] (offsets from the
-# end of the header): the Program JSON (:mod:`minicomp.ir.kernel_io`), each constant's raw
-# bytes, and the zlib-compressed unoptimized LLVM IR. The object code is NOT copied: the
-# header names its ".obj" entry, which must load and verify too (one copy on disk, and a
-# corrupt object entry still forces a full recompile). The final graph's text lives in a
-# ".graph" entry under the same key, read only when asked for (:meth:`CachedModel.load_graph`).
-MODEL_FORMAT = "minicomp.model/1"
-
-
-@dataclass
-class CachedModel:
-    """What :func:`lookup_model` found: everything the driver needs to run without compiling."""
-
-    key: str
-    program: Any                     # minicomp.ir.kernel.Program, constants included
-    object_code: bytes
-    name: str                        # entry symbol
-    symbols: list[str]               # kernel symbols, in Program order
-    unopt_ir: str                    # unoptimized LLVM IR text (for sources)
-    threads: int
-    opt_level: int
-    out_spec: str | None             # torch pytree treespec_dumps text (None: a flat list)
-    notes: list[str] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def unflatten(self) -> Callable[[list], Any]:
-        """Flat outputs -> the traced model's output structure (a single tensor for a leaf)."""
-        if self.out_spec is None:
-            return list
-        import torch.utils._pytree as pytree
-        spec = pytree.treespec_loads(self.out_spec)
-        if spec.is_leaf():
-            return lambda outs: outs[0]
-        return lambda outs: pytree.tree_unflatten(list(outs), spec)
-
-    def load_module(self):
-        """The loaded :class:`~minicomp.codegen.llvm.LLVMModule` (object code mapped; no IR built)."""
-        from minicomp.codegen.llvm import LLVMModule
-        from minicomp.codegen.llvm.module import pipeline_level
-        install_pool()
-        return LLVMModule(self.name, self.unopt_ir, list(self.symbols), self.object_code, None,
-                          pipeline_level(self.program, self.opt_level))
-
-    def load_graph(self):
-        """The final IR graph (after passes), parsed from its ".graph" entry; None if that is gone."""
-        payload = load(self.key, ".graph")
-        if payload is None:
-            return None
-        from minicomp.ir.parser import parse
-        return parse(zlib.decompress(payload).decode())
-
-
-def store_model(key: str, *, program: Any, module: Any, obj_key: str, threads: int, opt_level: int,
-                out_spec: Any = None, graph: Any = None, notes: Sequence[str] = (),
-                extra: dict[str, Any] | None = None) -> bool:
-    """Record a compiled model under ``key`` (from :func:`minicomp.model_key.model_key`).
-
-    ``module`` is the :class:`LLVMModule` of ``program`` whose object code is (or is now)
-    stored under ``obj_key``; ``out_spec`` a torch ``TreeSpec`` (or its
-    ``treespec_dumps`` text, or None for a flat list); ``graph`` the final IR graph;
-    ``extra`` JSON-serializable driver data. Returns False, storing nothing, when the
-    output structure or the program cannot be serialized (e.g. an unregistered
-    namedtuple). OSError from a read-only or full disk propagates.
-    """
-    from minicomp.ir.kernel_io import program_to_json
-    if out_spec is not None and not isinstance(out_spec, str):
-        import torch.utils._pytree as pytree
-        try:
-            out_spec = pytree.treespec_dumps(out_spec)
-        except (NotImplementedError, TypeError, ValueError):
-            return False
-    try:
-        program_json, constants = program_to_json(program)
-    except TypeError:
-        return False
-    blobs: list[bytes] = []
-    offset = 0
-
-    def add(data: bytes) -> list[int]:
-        nonlocal offset
-        blobs.append(data)
-        offset += len(data)
-        return [offset - len(data), len(data)]
-
-    header = {"format": MODEL_FORMAT, "obj_key": obj_key, "name": module.name, "symbols": list(module.symbols),
-              "threads": int(threads), "opt_level": int(opt_level), "out_spec": out_spec, "notes": list(notes),
-              "extra": extra or {}, "program": add(program_json.encode()),
-              "constants": [[*add(c.tobytes()), c.dtype.str, list(c.shape)] for c in constants],
-              "unopt_ir": add(zlib.compress(module.source("llvm-unopt").encode(), 1))}
-    head = json.dumps(header, separators=(",", ":")).encode()
-    if graph is not None:
-        from minicomp.ir.printer import print_graph
-        store(key, zlib.compress(print_graph(graph).encode(), 1), ".graph")
-    if not _path(obj_key).exists():
-        store(obj_key, module.object_code)
-    store(key, len(head).to_bytes(8, "little") + head + b"".join(blobs), ".model")
-    return True
-
-
-def lookup_model(key: str) -> CachedModel | None:
-    """The model stored under ``key``, or None: missing, corrupt (the entry is then deleted),
-    written by another format version, or its object-code entry missing or corrupt."""
-    payload = load(key, ".model")
-    if payload is None:
-        return None
-    try:
-        return _decode_model(key, payload)
-    except (ValueError, KeyError, TypeError, IndexError, zlib.error, UnicodeDecodeError):
-        _discard(key, ".model")  # verified bytes we cannot read: an older or foreign format
-        return None
-
-
-def _decode_model(key: str, payload: bytes) -> CachedModel | None:
-    from minicomp.ir.kernel_io import program_from_json
-    n = int.from_bytes(payload[:8], "little")
-    header = json.loads(payload[8:8 + n])
-    if header.get("format") != MODEL_FORMAT:
-        raise ValueError("unknown model entry format")
-    data = memoryview(payload)[8 + n:]
-
-    def blob(ref: list[int]) -> memoryview:
-        start, length = ref
-        if start < 0 or length < 0 or start + length > len(data):
-            raise ValueError("blob out of range")
-        return data[start:start + length]
-
-    constants = []
-    for start, length, dtype, shape in header["constants"]:
-        # A writable copy: the runtime hands these to torch.from_numpy.
-        arr = np.frombuffer(blob([start, length]), dtype=np.dtype(dtype)).copy()
-        constants.append(arr.reshape(shape))
-    program = program_from_json(bytes(blob(header["program"])).decode(), constants)
-    object_code = load(header["obj_key"])
-    if object_code is None:
-        return None
-    return CachedModel(key, program, object_code, header["name"], list(header["symbols"]),
-                       zlib.decompress(blob(header["unopt_ir"])).decode(), header["threads"], header["opt_level"],
-                       header["out_spec"], list(header["notes"]), dict(header["extra"]))
-
-
-def _discard(key: str, suffix: str) -> None:
-    try:
-        _path(key, suffix).unlink()
-    except OSError:
-        pass

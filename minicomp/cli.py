@@ -1,19 +1,25 @@
 """The ``minicomp`` command line (also ``python -m minicomp``).
 
 Commands: ``demo``, ``compile``, ``opt``, ``explain``, ``bench``. A user error
-(missing file, no ``model()``, unsupported op) prints one line and exits with
-status 2; ``--verbose`` shows the traceback.
+(missing file, no ``model()``, a ``model()`` that raises, an unwritable output path, a
+non-UTF-8 ``.mcir``, an unsupported op) prints one line and exits with status 2;
+``--verbose`` shows the traceback. Every argument and output path is checked before
+any long work starts, and an error raised by the user's own file is reported at that
+file's line.
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import traceback
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, TracebackType
+from typing import Any
 
 EXIT_USER_ERROR = 2
 
@@ -41,6 +47,80 @@ def load_model_file(path: str) -> ModuleType:
     return module
 
 
+def model_and_inputs(path: str) -> tuple[Any, tuple[Any, ...]]:
+    """``model()`` and ``example_inputs()`` of FILE.py, checked: a module (or a function) and a
+    tuple of tensors. Anything else, or either function raising, is a UserError naming the file."""
+    import torch
+    module = load_model_file(path)
+    model = _call_user(module.model, path)
+    if not (isinstance(model, torch.nn.Module) or callable(model)):
+        raise UserError(f"{path}: model() returned a {type(model).__name__}; expected a torch.nn.Module "
+                        f"(or a function of tensors)")
+    inputs = _call_user(module.example_inputs, path)
+    if isinstance(inputs, torch.Tensor):
+        inputs = (inputs,)
+    if not isinstance(inputs, (tuple, list)):
+        raise UserError(f"{path}: example_inputs() returned a {type(inputs).__name__}; expected a tuple "
+                        f"or list of tensors")
+    for i, t in enumerate(inputs):
+        if not isinstance(t, torch.Tensor):
+            raise UserError(f"{path}: example_inputs() item {i} is a {type(t).__name__}; expected tensors")
+    return model, tuple(inputs)
+
+
+def _call_user(fn: Any, path: str) -> Any:
+    """``fn()`` from the user's file; what it raises becomes a UserError at the file's line."""
+    try:
+        return fn()
+    except Exception as exc:
+        raise UserError(f"{_where_in(exc.__traceback__, path) or path}: {fn.__name__}() raised "
+                        f"{type(exc).__name__}: {exc}") from exc
+
+
+def _where_in(tb: TracebackType | None, path: str) -> str | None:
+    """``path:LINE`` of the innermost traceback frame in the file ``path``, or None."""
+    want, where = os.path.realpath(path), None
+    while tb is not None:
+        if os.path.realpath(tb.tb_frame.f_code.co_filename) == want:
+            where = f"{path}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return where
+
+
+# -- output paths: checked before the work starts -----------------------------------------
+def writable_dir(path: str, flag: str) -> Path:
+    """Directory ``path`` (created if missing) after checking that a file can be written there."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UserError(f"{flag} {path}: exists and is not a directory")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=p):
+            pass
+    except OSError as exc:
+        raise UserError(f"{flag} {path}: cannot write there: {exc.strerror or exc}") from None
+    return p
+
+
+def writable_file(path: str, flag: str) -> Path:
+    """File ``path`` after checking that it can be written (an existing file is left as it is)."""
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{flag} {path}: is a directory; expected a file name")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"{flag} {path}: {parent} is not an existing directory")
+    existed = p.exists()
+    try:
+        with open(p, "a"):
+            pass
+    except OSError as exc:
+        raise UserError(f"{flag} {path}: cannot write: {exc.strerror or exc}") from None
+    if not existed:
+        p.unlink()
+    return p
+
+
 def _progress(msg: str) -> None:
     print(f"... {msg}", file=sys.stderr, flush=True)
 
@@ -56,9 +136,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
     arch = _aot_arch(args.aot) if args.aot else None
     if arch is not None and args.target not in ("triton", "cuda"):
         raise UserError("--aot needs --target triton")
-    module = load_model_file(args.file)
-    m, inputs = module.model(), tuple(module.example_inputs())
-    dump = Path(args.dump_dir) if args.dump_dir else None
+    _check_exists(args.file)
+    dump = writable_dir(args.dump_dir, "--dump-dir") if args.dump_dir else None
+    m, inputs = model_and_inputs(args.file)
     _progress(f"compiling {args.file} for {args.target}")
     cm = minicomp.compile(m, inputs, target=args.target, dump_dir=dump,
                           print_ir_after_all=args.print_ir_after_all)
@@ -86,40 +166,64 @@ def _aot_arch(text: str) -> int:
 
 
 def cmd_opt(args: argparse.Namespace) -> int:
-    from minicomp.ir.parser import parse
     from minicomp.passes.manager import PassManager, get_pass
-    path = Path(args.file)
-    if not path.is_file():
-        raise UserError(f"{args.file}: no such file")
-    graph = parse(path.read_text())
+    _check_exists(args.file)
     names = [p for p in args.passes.split(",") if p]
     try:
         passes = [get_pass(n) for n in names]
     except KeyError as exc:
         raise UserError(str(exc.args[0])) from exc
+    graph = read_ir_file(args.file)
     pm = PassManager(passes, verify=True, print_after_all=args.print_ir_after_all)
     graph = pm.run(graph)
     print(str(graph), end="")
     return 0
 
 
+def read_ir_file(path: str):
+    """The verified graph in the text IR file ``path``; every problem is a UserError at ``path``."""
+    from minicomp.ir.parser import ParseError, parse
+    from minicomp.ir.verifier import VerifyError, verify
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
+    try:
+        graph = parse(text)
+    except ParseError as exc:
+        raise UserError(f"{path}:{exc.line}:{exc.col}: {exc.detail}") from exc
+    try:
+        verify(graph)
+    except VerifyError as exc:
+        raise UserError(f"{path}: invalid IR: {exc}") from exc
+    return graph
+
+
+def _check_exists(path: str) -> None:
+    if not Path(path).is_file():
+        raise UserError(f"{path}: no such file")
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     import minicomp
     from minicomp.ir.dot import to_dot_compare
-    module = load_model_file(args.file)
-    model, inputs = module.model(), tuple(module.example_inputs())
+    _check_exists(args.file)
+    dot_path = writable_file(args.dot, "--dot") if args.dot else None
+    svg_path = writable_file(args.svg, "--svg") if args.svg else None
+    exe = shutil.which("dot") if args.svg else None
+    if args.svg and exe is None:
+        raise UserError("--svg needs Graphviz's 'dot' program (apt-get install graphviz); use --dot instead")
+    model, inputs = model_and_inputs(args.file)
     _progress(f"compiling {args.file}")
     cm = minicomp.compile(model, inputs, target="cpu")
     print(cm.explain())
     dot = to_dot_compare(minicomp.trace(model, inputs), cm.graph, title=Path(args.file).stem)
-    if args.dot:
-        Path(args.dot).write_text(dot)
+    if dot_path is not None:
+        dot_path.write_text(dot)
         print(f"wrote {args.dot}")
-    if args.svg:
-        exe = shutil.which("dot")
-        if exe is None:
-            raise UserError("--svg needs Graphviz's 'dot' program (apt-get install graphviz); use --dot instead")
-        proc = subprocess.run([exe, "-Tsvg", "-o", args.svg], input=dot, text=True, capture_output=True)
+    if svg_path is not None:
+        proc = subprocess.run([exe, "-Tsvg", "-o", str(svg_path)], input=dot, text=True, capture_output=True)
         if proc.returncode != 0:
             raise UserError(f"dot failed: {proc.stderr.strip()}")
         print(f"wrote {args.svg}")
@@ -128,6 +232,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from minicomp.bench import run_bench
+    if args.repeat is not None and args.repeat < 1:
+        raise UserError(f"--repeat {args.repeat}: expected at least 1 timed run per case")
+    if args.json:
+        writable_file(args.json, "--json")
+    if args.plot:
+        writable_file(args.plot, "--plot")
+    elif args.json:
+        writable_file(os.path.splitext(args.json)[0] + ".png", "--json (its plot beside it)")
     return run_bench(cases=args.cases, json_path=args.json, plot_path=args.plot, repeat=args.repeat,
                      progress=_progress)
 
@@ -175,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.verbose:  # a model's own error is one line; torch's fake-tensor log repeats it with a traceback
+        import logging
+        logging.getLogger("torch._subclasses.fake_tensor").setLevel(logging.CRITICAL)
     try:
         return args.fn(args)
     except KeyboardInterrupt:
@@ -183,6 +298,13 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         from minicomp.errors import MinicompError
         user = isinstance(exc, (UserError, MinicompError))
+        where = None if user else _raised_by_user_file(exc, getattr(args, "file", None))
+        if where is not None:  # the user's model raised it (a shape mismatch in forward, ...)
+            if args.verbose:
+                traceback.print_exc()
+            first = (str(exc).strip().splitlines() or [""])[0]
+            print(f"minicomp: error: {where}: {type(exc).__name__}: {first}", file=sys.stderr)
+            return EXIT_USER_ERROR
         if args.verbose or not user and not _is_ir_error(exc):
             traceback.print_exc()
         if user or _is_ir_error(exc):
@@ -191,6 +313,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"minicomp: internal error: {type(exc).__name__}: {exc} (please report; --verbose for details)",
               file=sys.stderr)
         return 1
+
+
+def _raised_by_user_file(exc: Exception, path: str | None) -> str | None:
+    """``path:LINE`` when ``exc`` was raised by the user's model file ``path`` (directly or by the
+    torch call it made there), else None: raised inside minicomp, it is minicomp's error."""
+    if not path or not path.endswith(".py"):
+        return None
+    import torch
+
+    from minicomp.frontend.capture import SKIP_DIRS
+    torch_dir = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append((os.path.abspath(tb.tb_frame.f_code.co_filename), tb.tb_lineno))
+        tb = tb.tb_next
+    frames.reverse()  # innermost first
+    if not frames or frames[0][0].startswith(SKIP_DIRS) and not frames[0][0].startswith(torch_dir):
+        return None
+    for filename, line in frames:
+        if not filename.startswith(SKIP_DIRS) and not filename.startswith("<"):
+            return f"{path}:{line}" if filename == os.path.abspath(path) else None
+    return None
 
 
 def _is_ir_error(exc: Exception) -> bool:

@@ -25,7 +25,6 @@ import contextlib
 import gc
 import re
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,13 +35,18 @@ from minicomp import guards
 from minicomp.errors import CompileError, GuardError, UnsupportedOpError
 from minicomp.ir.graph import Graph
 from minicomp.ir.lowering import LoweringError, lower_graph
+from minicomp.grad import Differentiable
+from minicomp.calls import CallPath
+from minicomp.weights import FrozenWeights, WeightPlan
+from minicomp.threads import compile_threads
+from minicomp.options import validate as validate_options
 
 TARGETS = ("cpu", "interpret", "triton", "cuda")
 _GPU_TARGETS = ("triton", "cuda")
 #: Targets where ``fallback=True`` partitions (elsewhere the whole model falls back to eager).
 _PARTITION_TARGETS = ("cpu", "interpret")
 #: Options read by the driver and the backends, never handed to the passes.
-_DRIVER_OPTIONS = ("threads", "opt_level", "cache", "verify", "autotune", "max_rblock")
+_DRIVER_OPTIONS = ("threads", "opt_level", "cache", "verify", "autotune", "max_rblock", "freeze")
 
 
 @dataclass(frozen=True)
@@ -72,9 +76,15 @@ class _Entry:
     compile_s: float = 0.0
     graph_loader: Any = None       # model-cache hit: reads the final graph on first use
     parts: list[tuple[Any, Any]] = field(default_factory=list)  # partitioned: (program, module) per native part
+    n_user: int = 0                # the user's inputs; ``shapes`` may go on with weights and tensor attributes
+    lifted: bool = False           # run takes [user inputs, weights, attrs] (else the user inputs only)
+    attrs: tuple = ()              # tensors read by attribute, passed after the weights (lifted)
+    rest_types: tuple = ()         # (shape, dtype) of each weight and attribute tensor (lifted)
+    frozen: Any = None             # freeze=True: minicomp.weights.FrozenWeights, checked on every call
+    grad: Any = None               # minicomp.grad.Differentiable: the call when autograd is needed
 
 
-class CompiledModel:
+class CompiledModel(CallPath):
     """A compiled model or function. Call it with torch tensors (or numpy arrays) on ``device``."""
 
     def __init__(self, model_or_fn: Any, target: str, fallback: bool, passes: Any, options: dict[str, Any]):
@@ -87,6 +97,7 @@ class CompiledModel:
         self._dump_dir = options.pop("dump_dir", None)
         self._print_ir = bool(options.pop("print_ir_after_all", False))
         self._options = options
+        self._options["threads"] = compile_threads(options)  # fixed now: part of the code and cache keys
         self._gpu = target in _GPU_TARGETS
         if self._gpu:
             from minicomp.triton_runtime import choose_device
@@ -98,46 +109,13 @@ class CompiledModel:
         self._entries: dict[guards.Signature, _Entry] = {}
         self._last: _Entry | None = None
         self._lock = threading.Lock()
+        self._freeze = bool(options.get("freeze", False))
+        self._plan = None if isinstance(model_or_fn, Graph) else WeightPlan.of(model_or_fn)
+        self._nargs: int | None = None  # the user's inputs per call (set by compile)
+        self._builds = 0
 
-    # -- calling ----------------------------------------------------------------------------
-    def __call__(self, *args: Any) -> Any:
-        e = self._last
-        if e is not None and len(args) == len(e.shapes):
-            for a, shape, dt in zip(args, e.shapes, e.dtypes):
-                if not (isinstance(a, torch.Tensor) and a.dtype is dt and a.shape == shape
-                        and (a.is_cuda if self._cuda else a.is_cpu)):
-                    break
-            else:
-                return e.unflatten(e.run(args))
-        tensors = self._as_tensors(args, len(e.shapes) if e is not None else None)
-        entry = self._entry_for(tensors)
-        self._last = entry
-        return entry.unflatten(entry.run(tensors))
-
-    def _as_tensors(self, args: Sequence[Any], expected: int | None, device: torch.device | None = None):
-        if not self._gpu:
-            return guards.as_tensors(args, expected)
-        from minicomp.triton_runtime import as_device_tensors
-        return as_device_tensors(args, device or self.device, expected)
-
-    def _entry_for(self, tensors: Sequence[torch.Tensor]) -> _Entry:
-        sig = guards.Signature.of(tensors)
-        entry = self._entries.get(sig)
-        if entry is not None:
-            return entry
-        with self._lock:
-            if sig in self._entries:
-                return self._entries[sig]
-            if self._entries and not self._recompile:
-                old = next(iter(self._entries))
-                raise GuardError(f"{guards.mismatch(old, tensors)}; recompilation is off (recompile=False)")
-            if len(self._entries) >= self._limit:
-                raise GuardError(f"more than {self._limit} input signatures; last: {sig}")
-            start = time.perf_counter()
-            entry = _build(self, tensors)
-            entry.compile_s = time.perf_counter() - start
-            self._entries[sig] = entry
-            return entry
+    def _build_for(self, tensors: Sequence[torch.Tensor], weights: Sequence[torch.Tensor]) -> _Entry:
+        return _build(self, tensors, weights)
 
     # -- inspection -------------------------------------------------------------------------
     def _current(self) -> _Entry:
@@ -167,6 +145,12 @@ class CompiledModel:
     def fallbacks(self) -> list[str]:
         """Why parts ran in eager PyTorch (empty when everything runs natively)."""
         return list(self._current().fallbacks)
+
+    @property
+    def threads(self) -> int:
+        """Threads the compiled CPU code runs on: the caller plus up to ``threads - 1`` pool workers
+        (the ``threads`` option, else ``$MINICOMP_NUM_THREADS``, else the cores; :mod:`minicomp.threads`)."""
+        return self._options["threads"]
 
     @property
     def kernels(self) -> list[KernelInfo]:
@@ -269,7 +253,10 @@ def compile(model_or_fn: Any, example_inputs: Any, target: str = "cpu", *, fallb
     this process with a warning). Calls take tensors on the model's ``device``; for
     the GPU targets the example inputs may also be CPU tensors (tracing then runs on
     the CPU). ``passes``: None for the default pipeline, or a list of pass
-    names/objects ([] runs none). Options: ``threads`` (2), ``opt_level`` (3),
+    names/objects ([] runs none). Options: ``threads`` (the ``threads`` option, else
+    ``$MINICOMP_NUM_THREADS``, else the cores this process may run on; pass
+    ``threads=torch.get_num_threads()`` to follow torch's setting; see :mod:`minicomp.threads`
+    and ``.threads``), ``opt_level`` (3),
     ``cache`` (True: on-disk object cache, CPU), ``autotune`` (False) and
     ``max_rblock`` (Triton), ``recompile`` (True), ``recompile_limit`` (8),
     ``verify`` (False: verify IR after each pass), ``dump_dir`` (None: write the IR
@@ -278,13 +265,15 @@ def compile(model_or_fn: Any, example_inputs: Any, target: str = "cpu", *, fallb
     """
     if target not in TARGETS:
         raise CompileError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
+    validate_options(options, passes, fallback)  # one OptionError naming the option (minicomp.options)
     inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     cm = CompiledModel(model_or_fn, target, fallback, passes, dict(options))
     on_cpu = all(not isinstance(t, torch.Tensor) or t.is_cpu for t in inputs)
     if cm._gpu and on_cpu:
         cm._trace_device = torch.device("cpu")
     tensors = cm._as_tensors(inputs, None, cm._trace_device)
-    entry = cm._entry_for(tensors)
+    cm._nargs = len(tensors)
+    entry = cm._entry_for(tensors, cm._weights())
     cm._last = entry
     return cm
 
@@ -310,18 +299,32 @@ def _collector_paused():
             gc.enable()
 
 
-def _build(cm: CompiledModel, tensors: Sequence[torch.Tensor]) -> _Entry:
+def _build(cm: CompiledModel, tensors: Sequence[torch.Tensor], weights: Sequence[torch.Tensor]) -> _Entry:
+    """Compile for these inputs and weights, then set how the entry is called (see minicomp.weights)."""
+    found: dict[str, Any] = {}
     with _collector_paused():
-        return _build_entry(cm, tensors)
+        entry = _build_entry(cm, tensors, weights, found)
+    attrs, names = tuple(found.get("attrs", ())), cm._plan.names if cm._plan is not None else []
+    entry.n_user = len(tensors)
+    if entry.eager:
+        return entry
+    entry.lifted = not cm._freeze
+    if entry.lifted:
+        entry.attrs = attrs
+        sig = guards.Signature.of([*tensors, *weights, *attrs])
+        entry.shapes, entry.dtypes = sig.shapes, sig.dtypes
+        entry.rest_types = tuple(zip(sig.shapes[len(tensors):], sig.dtypes[len(tensors):]))
+    elif weights or attrs:
+        entry.frozen = FrozenWeights(names, weights, attrs)
+    if not isinstance(cm._fn, Graph):
+        entry.grad = Differentiable(cm._fn, len(tensors), names, entry.run, entry.lifted)
+    return entry
 
 
-def _build_entry(cm: CompiledModel, tensors: Sequence[torch.Tensor]) -> _Entry:
+def _build_entry(cm: CompiledModel, tensors: Sequence[torch.Tensor], weights: Sequence[torch.Tensor],
+                 found: dict[str, Any]) -> _Entry:
+    """The entry for one signature; ``found["attrs"]``: the tensors the traced program reads by attribute."""
     sig = guards.Signature.of(tensors)
-    mkey = _model_key(cm, tensors)
-    if mkey is not None:
-        hit = _from_model_cache(mkey, sig)
-        if hit is not None:
-            return hit
     if isinstance(cm._fn, Graph):
         _check_graph_inputs(cm._fn, tensors)
         graph, unflatten = cm._fn.copy(), list
@@ -329,13 +332,20 @@ def _build_entry(cm: CompiledModel, tensors: Sequence[torch.Tensor]) -> _Entry:
         from minicomp.frontend import trace_with_spec
         try:
             traced = trace_with_spec(cm._fn, tuple(t.to(cm._trace_device) for t in tensors),
-                                     fallback=cm._fallback and cm.target in _PARTITION_TARGETS)
+                                     fallback=cm._fallback and cm.target in _PARTITION_TARGETS,
+                                     lift_weights=not cm._freeze,
+                                     weights=list(zip(cm._plan.names, weights)) if cm._plan is not None else None)
         except UnsupportedOpError as err:
             if not cm._fallback:
                 raise
             return _eager(cm, sig, [f"unsupported op '{err.op}'" + (f" at {err.where}" if err.where else "")])
         graph = traced.graph
         unflatten = (lambda outs: outs[0]) if traced.out_spec.is_leaf() else traced.unflatten
+        found["attrs"] = traced.tensor_attrs
+    mkey = _model_key(cm, graph, None if isinstance(cm._fn, Graph) else traced.out_spec)
+    hit = _from_model_cache(cm, mkey, graph, sig, unflatten) if mkey is not None else None
+    if hit is not None:
+        return hit
     graph, ctx = _run_passes(graph, cm.target, cm._passes, cm._options, cm._dump_dir, cm._print_ir)
     if any(n.op == "external" for n in graph.nodes):
         return _partitioned(cm, sig, graph, unflatten, ctx)
@@ -359,14 +369,8 @@ def _build_entry(cm: CompiledModel, tensors: Sequence[torch.Tensor]) -> _Entry:
     from minicomp.runtime import NativeProgram
     native = NativeProgram(program, module.entry_address, keepalive=module)
     if mkey is not None:
-        from minicomp import cache
-        threads, opt = int(cm._options.get("threads", 2)), int(cm._options.get("opt_level", 3))
-        obj_key = cache.cache_key(program_text(program), "cpu", module.name, f"threads={threads}", f"opt={opt}")
-        try:
-            cache.store_model(mkey, program=program, module=module, obj_key=obj_key, threads=threads,
-                              opt_level=opt, out_spec=traced.out_spec, graph=graph, notes=notes)
-        except OSError:
-            pass  # a read-only or full cache directory only costs the next compile
+        from minicomp.program_cache import store_model
+        store_model(mkey, program, module.name, graph, notes)
     return _Entry(sig.shapes, sig.dtypes, native, unflatten, graph, program, module, ctx, notes=notes)
 
 
@@ -398,25 +402,26 @@ def _partitioned(cm: CompiledModel, sig, graph: Graph, unflatten, ctx) -> _Entry
                   parts=parts)
 
 
-def _model_key(cm: CompiledModel, tensors: Sequence[torch.Tensor]) -> str | None:
-    """The model-cache key, or None when this compile must not use (or fill) the model cache."""
+def _model_key(cm: CompiledModel, graph: Graph, out_spec) -> str | None:
+    """The program-cache key of the traced ``graph`` (:mod:`minicomp.program_cache`), or None when this
+    compile must not use (or fill) the cache."""
     if (cm.target != "cpu" or not cm._options.get("cache", True) or isinstance(cm._fn, Graph)
             or cm._dump_dir is not None or cm._print_ir):
         return None
-    from minicomp.model_key import model_key
-    return model_key(cm._fn, tensors, cm.target, {**cm._options, "passes": cm._passes, "fallback": cm._fallback})
+    from minicomp.program_cache import graph_key
+    return graph_key(graph, out_spec, cm.target, cm._options, cm._passes, cm._fallback)
 
 
-def _from_model_cache(key: str, sig) -> _Entry | None:
-    """An entry built from a model-cache hit: no tracing, passes, lowering or LLVM IR construction."""
-    from minicomp import cache
+def _from_model_cache(cm: CompiledModel, key: str, graph: Graph, sig, unflatten) -> _Entry | None:
+    """An entry from a program-cache hit that fits the traced ``graph``: no passes, lowering or LLVM."""
+    from minicomp.program_cache import compile_cpu, lookup_model
     from minicomp.runtime import NativeProgram
-    hit = cache.lookup_model(key)
+    hit = lookup_model(key, graph)
     if hit is None:
         return None
-    module = hit.load_module()
+    module = compile_cpu(hit.program, hit.name, cm._options)
     native = NativeProgram(hit.program, module.entry_address, keepalive=module)
-    return _Entry(sig.shapes, sig.dtypes, native, hit.unflatten(), None, hit.program, module,
+    return _Entry(sig.shapes, sig.dtypes, native, unflatten, None, hit.program, module,
                   notes=hit.notes, graph_loader=hit.load_graph)
 
 
@@ -435,7 +440,8 @@ def _eager(cm: CompiledModel, sig, reasons: list[str]) -> _Entry:
     fn = cm._fn
     if isinstance(fn, Graph):
         return _Entry(sig.shapes, sig.dtypes, _interpreter(fn.copy()), list, fallbacks=reasons, eager=True)
-    return _Entry(sig.shapes, sig.dtypes, lambda ts: fn(*ts), lambda out: out, fallbacks=reasons, eager=True)
+    return _Entry(sig.shapes, sig.dtypes, lambda ts: fn(*ts[:len(sig.shapes)]), lambda out: out, fallbacks=reasons,
+                  eager=True)
 
 
 def _run_passes(graph: Graph, target: str, passes, options: dict[str, Any], dump_dir=None,
@@ -480,30 +486,12 @@ def _symbol(name: str) -> str:
 
 
 def _compile_cpu(program, graph_name: str, options: dict[str, Any]):
-    from minicomp.codegen.llvm import compile_program
-    threads = int(options.get("threads", 2))
-    opt_level = int(options.get("opt_level", 3))
-    name = _symbol(graph_name)
-    if not options.get("cache", True):
-        return compile_program(program, name=name, threads=threads, opt_level=opt_level)
-    from minicomp import cache
-    cache.install_pool()  # the thread pool's object code from the cache, not a per-process JIT
-    key = cache.cache_key(program_text(program), "cpu", name, f"threads={threads}", f"opt={opt_level}")
-    obj = cache.load(key)
-    if obj is not None:
-        return compile_program(program, name=name, threads=threads, opt_level=opt_level, object_code=obj)
-    module = compile_program(program, name=name, threads=threads, opt_level=opt_level)
-    try:
-        cache.store(key, module.object_code)
-    except OSError:
-        pass  # a read-only or full cache directory only costs the next compile
-    return module
+    from minicomp.program_cache import compile_cpu
+    return compile_cpu(program, _symbol(graph_name), options)
 
 
 def program_text(program) -> str:
-    """A deterministic text of everything in a Program that determines its machine code.
-
-    Constant *values* are excluded: the native code receives them as pointers.
-    """
-    return repr((program.kernels, program.slots, program.calls, program.arena_bytes, program.num_inputs,
-                 program.num_outputs, program.aliases))
+    """A deterministic text of everything in a Program that determines its machine code
+    (:func:`minicomp.program_cache.program_text`)."""
+    from minicomp.program_cache import program_text as text
+    return text(program)

@@ -4,31 +4,46 @@ The entry point ``minicomp = "minicomp.dynamo:minicomp_backend"`` (pyproject) le
 Dynamo find the backend by name. Dynamo hands over each captured subgraph (one per
 graph break) as an FX ``GraphModule``; :func:`minicomp_backend` returns a callable
 that compiles it on first use for the concrete shapes it is called with and
-caches one compiled program per (shapes, dtypes, integer arguments) key, so
-Dynamo's symbolic shapes become static ones (a recompilation per new shape).
+caches one compiled program per (shapes, dtypes, devices, integer arguments) key,
+so Dynamo's symbolic shapes become static ones (a recompilation per new shape).
 
-Parameters that Dynamo passes as graph inputs (``nn.Parameter`` arguments) are
-frozen into the program as constants; the cache key holds their identity and
-version counter, so an in-place weight update compiles afresh.
+Weights: Dynamo passes a module's parameters and buffers as graph inputs, read from
+the module on every call; they are ordinary tensor inputs of the compiled program
+here, so any update (in place, through ``.data``, or a new ``nn.Parameter``) is seen
+by the next call. Nothing is keyed on object identity.
+
+Autograd: when grad mode is on and an example input (a parameter included) requires
+grad, the graph goes through ``aot_autograd``: minicomp compiles its forward and
+backward graphs, each on first use; a graph minicomp cannot compile runs as the FX
+graph in eager PyTorch, with the reason in the backend's ``fallbacks`` and a warning
+once per graph, so gradients are always eager's.
 
 For another target use ``make_backend(target="interpret")`` (the reference
 interpreter, no code generation) and pass the result as ``backend=``.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.fx as fx
 
-from minicomp.frontend.capture import clean_name
+from minicomp.errors import MinicompError
 
 __all__ = ["minicomp_backend", "make_backend"]
 
 
 def minicomp_backend(gm: fx.GraphModule, example_inputs: Sequence[Any], *, target: str = "cpu") -> Callable:
     """Dynamo backend: a callable with ``gm``'s signature and results, running minicomp code."""
+    if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in example_inputs):
+        from torch._dynamo.backends.common import aot_autograd
+        from torch._functorch.aot_autograd import make_boxed_func
+
+        def compiler(graph: fx.GraphModule, _inputs: Sequence[Any]) -> Callable:
+            return make_boxed_func(_Specializing(graph, target, eager_fallback=True))
+        return aot_autograd(fw_compiler=compiler, bw_compiler=compiler)(gm, example_inputs)
     return _Specializing(gm, target)
 
 
@@ -40,11 +55,17 @@ def make_backend(target: str = "cpu") -> Callable:
 
 
 class _Specializing:
-    """Compiles ``gm`` once per concrete call signature and runs the cached program."""
+    """Compiles ``gm`` once per concrete call signature and runs the cached program.
 
-    def __init__(self, gm: fx.GraphModule, target: str):
+    ``eager_fallback``: a graph minicomp cannot compile runs as the FX graph itself
+    (the reason is appended to :attr:`fallbacks`); otherwise the error propagates.
+    """
+
+    def __init__(self, gm: fx.GraphModule, target: str, eager_fallback: bool = False):
         self.gm = gm
         self.target = target
+        self.eager_fallback = eager_fallback
+        self.fallbacks: list[str] = []
         self.cache: dict[tuple, tuple[list[int], Callable]] = {}
 
     def __call__(self, *args: Any) -> Any:
@@ -56,7 +77,7 @@ class _Specializing:
         return fn(*[args[i] for i in tensor_positions])
 
     def _compile(self, args: Sequence[Any]) -> tuple[list[int], Callable]:
-        """Bind ints and parameters of this call into a copy of the graph, then compile it."""
+        """Bind the integer arguments of this call into a copy of the graph, then compile it."""
         root = torch.nn.Module()
         for name, mod in self.gm.named_children():
             root.add_module(name, mod)
@@ -68,11 +89,7 @@ class _Specializing:
         tensor_positions: list[int] = []
         for i, node in enumerate(placeholders):
             arg = args[i]
-            if isinstance(arg, torch.nn.Parameter):
-                name = _free_name(root, clean_name(str(node.target)))
-                root.register_buffer(name, arg.detach())
-                env[node] = graph.get_attr(name)
-            elif isinstance(arg, torch.Tensor):
+            if isinstance(arg, torch.Tensor):  # parameters too: read on every call like any input
                 env[node] = graph.placeholder(node.name)
                 env[node].meta = dict(node.meta)
                 tensor_positions.append(i)
@@ -86,17 +103,25 @@ class _Specializing:
                 setattr(root, name, value)
         specialized = fx.GraphModule(root, graph)
         inputs = [args[i] for i in tensor_positions]
-        return tensor_positions, _compile_graph(specialized, inputs, self.target)
+        if not self.eager_fallback:
+            return tensor_positions, _compile_graph(specialized, inputs, self.target)
+        try:
+            return tensor_positions, _compile_graph(specialized, inputs, self.target, fallback=True)
+        except MinicompError as err:
+            self.fallbacks.append(f"{type(err).__name__}: {err}")
+            warnings.warn(f"minicomp could not compile a graph of torch.compile(backend='minicomp') and runs it "
+                          f"in eager PyTorch: {err}", RuntimeWarning, stacklevel=2)
+            return tensor_positions, specialized
 
 
-def _compile_graph(gm: fx.GraphModule, inputs: list[torch.Tensor], target: str) -> Callable:
+def _compile_graph(gm: fx.GraphModule, inputs: list[torch.Tensor], target: str, fallback: bool = False) -> Callable:
     if target != "interpret":
         try:
             from minicomp.driver import compile as driver_compile
         except ImportError:  # the driver is optional; the interpreter always works
             driver_compile = None
         if driver_compile is not None:
-            return driver_compile(gm, inputs, target=target)
+            return driver_compile(gm, inputs, target=target, fallback=fallback)
     return interpreted(gm, inputs)
 
 
@@ -104,6 +129,7 @@ def interpreted(model_or_fn: Any, example_inputs: Sequence[torch.Tensor]) -> Cal
     """Trace once and return a callable running the graph on minicomp's reference interpreter.
 
     The callable takes and returns torch tensors, nested like the traced program's output.
+    Tensors the program reads by attribute are constants (a snapshot).
     """
     from minicomp.frontend import trace_with_spec
     from minicomp.frontend.tensors import to_numpy, to_torch
@@ -121,16 +147,6 @@ def interpreted(model_or_fn: Any, example_inputs: Sequence[torch.Tensor]) -> Cal
 
 
 def _arg_key(arg: Any) -> Any:
-    if isinstance(arg, torch.nn.Parameter):
-        return ("param", id(arg), arg._version, tuple(arg.shape), arg.dtype)
     if isinstance(arg, torch.Tensor):
         return ("tensor", tuple(arg.shape), arg.dtype, arg.device.type)
     return ("value", type(arg).__name__, arg)
-
-
-def _free_name(root: torch.nn.Module, name: str) -> str:
-    candidate, k = name, 0
-    while hasattr(root, candidate):
-        k += 1
-        candidate = f"{name}_{k}"
-    return candidate

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from minicomp.errors import CompileError
 from minicomp.ir.graph import Graph, Node, Value
 
 Runner = Callable[[Sequence[torch.Tensor]], list[torch.Tensor]]
@@ -123,6 +124,12 @@ def _segment(graph: Graph, nodes: list[Node], needed_later: dict[int, bool], nam
     return seg
 
 
+def _shares_storage(t: torch.Tensor, others: Sequence[torch.Tensor]) -> bool:
+    """True when ``t`` lies in the storage of one of ``others`` (a result that is a view of an operand)."""
+    ptr = t.untyped_storage().data_ptr()
+    return any(o.untyped_storage().data_ptr() == ptr for o in others)
+
+
 class PartitionedProgram:
     """Runs partition steps: ``runners[i]`` computes segment ``i``; externals call PyTorch ops.
 
@@ -132,7 +139,7 @@ class PartitionedProgram:
 
     def __init__(self, graph: Graph, steps: Sequence[Segment | Node], runners: Sequence[Runner],
                  device: torch.device):
-        from minicomp.frontend.external import resolve
+        from minicomp.frontend.external import check_call, resolve
         self.graph = graph
         self._inputs = [id(v) for v in graph.inputs]
         self._outputs = [id(v) for v in graph.outputs]
@@ -144,13 +151,19 @@ class PartitionedProgram:
                 plan.append(("native", next(seg_runners), [id(v) for v in step.inputs],
                              [id(v) for v in step.outputs]))
                 continue
-            op = resolve(step.attrs["target"])
+            types = [r.type for r in step.results]
+            try:
+                op = resolve(step.attrs["target"])
+                check_call(op, step.attrs["args"], [o.type for o in step.operands], types)
+            except ValueError as e:
+                raise CompileError(f"external node {describe(step)}: {e}") from None
             aliases = any(r.alias_info is not None for r in op._schema.returns)
             plan.append(("torch", op, [self._operand(v, device) for v in step.operands],
-                         [id(r) for r in step.results], step.attrs["args"], aliases))
+                         [id(r) for r in step.results], step.attrs["args"], aliases, types, describe(step)))
         for v in graph.outputs:
             self._operand(v, device)
         self._plan = plan
+        self._device = device
 
     def _operand(self, v: Value, device: torch.device) -> int:
         """id(v), remembering a torch tensor for a constant so externals and outputs can read it."""
@@ -161,7 +174,7 @@ class PartitionedProgram:
         return id(v)
 
     def __call__(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        from minicomp.frontend.external import decode_args
+        from minicomp.frontend.external import check_results, decode_args
         env: dict[int, torch.Tensor] = dict(self._consts)
         env.update(zip(self._inputs, inputs))
         for step in self._plan:
@@ -169,10 +182,13 @@ class PartitionedProgram:
                 _, run, ins, outs = step
                 env.update(zip(outs, run([env[i].contiguous() for i in ins])))
                 continue
-            _, op, ins, outs, text, aliases = step
-            args, kwargs = decode_args(text, [env[i] for i in ins])
-            res = op(*args, **kwargs)
-            res = [res] if isinstance(res, torch.Tensor) else list(res)
-            env.update(zip(outs, (r.clone() if aliases else r for r in res)))
+            _, op, ins, outs, text, aliases, types, what = step
+            operands = [env[i] for i in ins]
+            args, kwargs = decode_args(text, operands)
+            try:
+                res = check_results(op(*args, **kwargs), types, self._device)
+            except ValueError as e:
+                raise CompileError(f"external node {what}: {e}") from None
+            env.update(zip(outs, (r.clone() if aliases or _shares_storage(r, operands) else r for r in res)))
         fresh = set(self._inputs) | set(self._consts)
         return [env[i].clone() if i in fresh else env[i] for i in self._outputs]

@@ -5,6 +5,14 @@ must be CPU tensors (numpy arrays are converted) of exactly these shapes and
 dtypes. Any strides are accepted: the runtime makes non-contiguous inputs
 contiguous before the native call (the compiled code assumes dense row-major
 buffers), which costs one copy for such inputs and nothing for the common case.
+
+Tensor kinds: only dense (strided) tensors with data are inputs. Sparse, MKL-DNN,
+nested, quantized and meta tensors, and numpy arrays in a non-native byte order,
+get one :class:`GuardError` naming the input and how to convert it
+(:func:`check_kind`). Lazy flags are resolved: a tensor with the negative or
+conjugate bit set (``z.conj().imag``, ``t._neg_view()``) is a view whose memory
+holds the un-negated values, so it is materialized (``resolve_neg``/``resolve_conj``)
+before native code reads its memory (:func:`resolved`).
 """
 from __future__ import annotations
 
@@ -44,15 +52,58 @@ def as_tensors(args: Sequence[object], expected: int | None = None) -> list[torc
     out = []
     for i, a in enumerate(args):
         if isinstance(a, np.ndarray):
-            a = torch.from_numpy(np.ascontiguousarray(a))
+            a = from_numpy(f"input {i}", a)
         if not isinstance(a, torch.Tensor):
             raise GuardError(f"input {i} is a {type(a).__name__}, expected a torch.Tensor or numpy array")
         check_device(i, a)
+        a = resolved(f"input {i}", a)
         if a.dtype not in IR_DTYPE:
             raise GuardError(f"input {i} has dtype {a.dtype}, which minicomp does not support "
                              f"(supported: {', '.join(str(d) for d in IR_DTYPE)})")
         out.append(a)
     return out
+
+
+def from_numpy(label: str, a: np.ndarray) -> torch.Tensor:
+    """A tensor sharing ``a``'s memory (made C-contiguous); GuardError for arrays torch cannot take."""
+    if not a.dtype.isnative:
+        raise GuardError(f"{label} is a numpy array in non-native byte order ({a.dtype.str}); convert it with "
+                         "a.astype(a.dtype.newbyteorder('='))")
+    try:
+        return torch.from_numpy(np.ascontiguousarray(a))
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise GuardError(f"{label} is a numpy array of dtype {a.dtype}, which torch cannot take: {err}") from None
+
+
+def check_kind(label: str, t: torch.Tensor) -> None:
+    """GuardError unless ``t`` is a dense tensor with data (what native code can read)."""
+    if t.is_nested:
+        raise GuardError(f"{label} is a nested tensor; minicomp takes dense tensors (pad it with "
+                         "torch.nested.to_padded_tensor)")
+    if t.layout is not torch.strided:
+        kind = "an MKL-DNN" if t.layout is torch._mkldnn else "a sparse"
+        raise GuardError(f"{label} is {kind} tensor (layout {t.layout}); minicomp takes dense tensors "
+                         "(convert it with .to_dense())")
+    if t.is_quantized:
+        raise GuardError(f"{label} is a quantized tensor ({t.dtype}); minicomp takes float and integer tensors "
+                         "(convert it with .dequantize())")
+    if t.is_meta:
+        raise GuardError(f"{label} is a meta tensor (on device 'meta': a shape without data); pass a tensor that "
+                         "holds values")
+
+
+def resolved(label: str, t: torch.Tensor) -> torch.Tensor:
+    """``t`` checked by :func:`check_kind`, with a pending negation or conjugation applied.
+
+    Such a view's memory holds the values before negation/conjugation, and native code
+    reads memory: it gets a materialized copy (for such inputs only).
+    """
+    check_kind(label, t)
+    if t.is_neg():
+        t = t.resolve_neg()
+    if t.is_conj():
+        t = t.resolve_conj()
+    return t
 
 
 def check_device(i: int, t: torch.Tensor) -> None:

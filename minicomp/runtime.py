@@ -23,7 +23,7 @@ import torch
 
 from minicomp.guards import TORCH_DTYPE
 from minicomp.ir.dtypes import DType
-from minicomp.ir.kernel import Program
+from minicomp.ir.kernel import Program, check_failure
 
 _ENTRY = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)
 #: Outputs of at least this many bytes are backed by transparent huge pages (see :func:`huge_pages`).
@@ -133,8 +133,11 @@ class NativeProgram:
                 arr[i] = t.data_ptr()
             for k, t in zip(self._out_pos, outs):
                 arr[k] = t.data_ptr()
-            if self._entry(arr) != 0:
-                raise MemoryError(f"could not allocate the {self.program.arena_bytes}-byte kernel arena")
+            code = self._entry(arr)
+            if code != 0:
+                if code == 1:
+                    raise MemoryError(f"could not allocate the {self.program.arena_bytes}-byte kernel arena")
+                raise check_failure(code)  # a kernel's run-time check: eager's exception
         if not self._aliases:
             return outs
         result: list[torch.Tensor | None] = [None] * self.program.num_outputs

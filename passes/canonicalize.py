@@ -71,19 +71,20 @@ class CommonSubexpressionElimination(Pass):
     def run(self, graph: Graph, ctx: PassContext) -> None:
         seen: dict[Any, Node] = {}
         merged = 0
+        replaced: dict[Value, Value] = {}  # applied in one sweep at the end (one per merge is quadratic)
         for node in list(graph.nodes):
             if node.op == "fused":
                 continue
-            key = (node.op, tuple(id(o) for o in node.operands),
+            key = (node.op, tuple(id(replaced.get(o, o)) for o in node.operands),
                    tuple(sorted((k, _freeze(v)) for k, v in node.attrs.items())),
                    tuple(str(r.type) for r in node.results))
             other = seen.get(key)
             if other is None:
                 seen[key] = node
                 continue
-            for old, new in zip(node.results, other.results):
-                graph.replace_uses(old, new)
+            replaced.update(zip(node.results, other.results))
             merged += 1
+        graph.replace_uses_many(replaced)
         if merged:
             remove_dead(graph)
             ctx.record("rewrite", f"{merged} duplicate nodes", "same op, operands and attributes")
@@ -111,7 +112,10 @@ class ConstantFold(Pass):
                 continue
             if sum(r.type.numel for r in node.results) > limit:
                 continue
-            arrays = _evaluate(node)
+            try:
+                arrays = _evaluate(node)
+            except (ZeroDivisionError, IndexError):  # integer division by zero, id out of range:
+                continue  # left to run, where the kernel raises eager's error at call time
             new_values = []
             for r, arr in zip(node.results, arrays):
                 v = constant(graph, np.asarray(arr).reshape(r.type.shape), r.type.dtype)

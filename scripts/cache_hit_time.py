@@ -1,16 +1,18 @@
-"""Time a compile served from the on-disk model cache in a FRESH process (not a test).
+"""Time a compile served from the on-disk program cache in a FRESH process (not a test).
 
 For each example: one child process compiles it (filling an empty cache
 directory), then a second fresh child compiles it again and reports, in ms:
 
 * ``imports``: ``import minicomp.driver`` plus the modules a hit uses (runtime,
-  cache, model key, CPU backend, llvmlite): paid once per process, before compiling;
-* ``compile``: the ``minicomp.compile(model, inputs)`` call (what the goal of
-  <50 ms is about; until the driver consults the model cache this is a full compile);
-* the parts of a model-cache hit done by hand in a third fresh child: the key
-  (``model_key``), reading + verifying the entry, decoding the Program, loading the
-  object code (``CachedModel.load_module``, which includes the per-process thread
-  pool's JIT compile), and building the runtime wrapper.
+  caches, CPU backend, llvmlite): paid once per process, before compiling;
+* ``tracer warm-up``: tracing a one-op function once, which pays the tracer's own
+  one-time imports (``make_fx`` loads much of torch._dynamo); paid once per process;
+* ``compile``: the ``minicomp.compile(model, inputs)`` call, a cache hit: it traces
+  the model, keys the traced graph and loads the stored program and object code;
+* the parts of that hit, timed in a third fresh child by wrapping the functions the
+  driver calls: tracing, the key (:func:`minicomp.program_cache.graph_key`), reading +
+  verifying + decoding the entry, and loading the object code (including the
+  per-process thread pool); ``total_hit`` is the whole compile call.
 
 Every compiled output is compared with eager PyTorch. The machine may be shared:
 compare figures of one run only.
@@ -47,8 +49,17 @@ def _imports() -> float:
     import minicomp.cache  # noqa: F401
     import minicomp.codegen.llvm  # noqa: F401
     import minicomp.driver  # noqa: F401
-    import minicomp.model_key  # noqa: F401
+    import minicomp.program_cache  # noqa: F401
     import minicomp.runtime  # noqa: F401
+    return time.perf_counter() - start
+
+
+def _warm_tracer() -> float:
+    import torch
+
+    import minicomp
+    start = time.perf_counter()
+    minicomp.trace(lambda a: a + 1, (torch.ones(2),))
     return time.perf_counter() - start
 
 
@@ -57,50 +68,50 @@ def child_compile(name: str) -> dict:
 
     import minicomp
     imports = _imports()
+    warm = _warm_tracer()
     model, inputs = _load_example(name)
     start = time.perf_counter()
     cm = minicomp.compile(model, inputs)
     compile_s = time.perf_counter() - start
+    hit = cm._last.graph_loader is not None  # a hit reads the final graph only when asked for
     with torch.no_grad():
         torch.testing.assert_close(cm(*inputs), model(*inputs))
-    return {"imports": imports * 1e3, "compile": compile_s * 1e3}
+    return {"imports": imports * 1e3, "warm": warm * 1e3, "compile": compile_s * 1e3, "hit": hit}
 
 
 def child_parts(name: str) -> dict:
+    """A hit through ``minicomp.compile`` with its steps timed by wrapping them where the driver calls them."""
+    import functools
+
     import torch
 
-    from minicomp import cache
-    from minicomp.model_key import model_key
-    from minicomp.runtime import NativeProgram
+    import minicomp
+    import minicomp.frontend
+    from minicomp import driver, program_cache
     imports = _imports()
+    _warm_tracer()
     model, inputs = _load_example(name)
     laps: dict[str, float] = {"imports": imports * 1e3}
-    t = time.perf_counter()
 
-    def lap(label: str) -> None:
-        nonlocal t
-        now = time.perf_counter()
-        laps[label] = (now - t) * 1e3
-        t = now
-
-    key = model_key(model, inputs, "cpu", {"passes": None, "fallback": False})  # as the driver keys it
-    lap("key")
-    if key is None:
-        return {**laps, "error": "model cannot be keyed"}
-    payload = cache.load(key, ".model")
-    lap("read+verify")
-    hit = cache._decode_model(key, payload) if payload is not None else None
-    lap("decode")
-    if hit is None:
-        return {**laps, "error": "no model entry (has the driver been taught to store one?)"}
-    module = hit.load_module()
-    lap("load_object")
-    native = NativeProgram(hit.program, module.entry_address, keepalive=module)
-    unflatten = hit.unflatten()
-    lap("runtime")
-    laps["total_hit"] = sum(v for k, v in laps.items() if k != "imports")
+    def timed(label: str, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                laps[label] = laps.get(label, 0.0) + (time.perf_counter() - start) * 1e3
+        return wrapper
+    minicomp.frontend.trace_with_spec = timed("trace", minicomp.frontend.trace_with_spec)
+    driver._model_key = timed("key", driver._model_key)
+    program_cache.lookup_model = timed("read+verify+decode", program_cache.lookup_model)
+    program_cache.compile_cpu = timed("load_object", program_cache.compile_cpu)
+    start = time.perf_counter()
+    cm = minicomp.compile(model, inputs)
+    laps["total_hit"] = (time.perf_counter() - start) * 1e3
+    laps["hit"] = cm._last.graph_loader is not None
     with torch.no_grad():
-        torch.testing.assert_close(unflatten(native(list(inputs))), model(*inputs))
+        torch.testing.assert_close(cm(*inputs), model(*inputs))
     return laps
 
 
@@ -120,8 +131,9 @@ def main(names: list[str]) -> None:
             warm = _run_child("compile", name, env)
             parts = _run_child("parts", name, env)
             print(f"{name}: cold compile {cold['compile']:.0f} ms; fresh-process compile {warm['compile']:.1f} ms "
-                  f"(imports before it: {warm['imports']:.0f} ms)")
-            print("  model-cache hit by hand: " + ", ".join(
+                  f"({'a cache hit' if warm['hit'] else 'NOT a cache hit'}) "
+                  f"(imports before it: {warm['imports']:.0f} ms, tracer warm-up {warm['warm']:.0f} ms)")
+            print("  program-cache hit, by step: " + ", ".join(
                 f"{k} {v:.1f} ms" if isinstance(v, float) else f"{k}: {v}" for k, v in parts.items()))
 
 

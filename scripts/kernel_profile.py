@@ -23,6 +23,7 @@ import torch
 
 import minicomp
 from minicomp.cli import load_model_file
+from minicomp.ir.kernel import kernel_checks
 from minicomp.runtime import constant_tensor
 from minicomp.guards import TORCH_DTYPE
 
@@ -77,11 +78,14 @@ def main() -> None:
         return keep[slot_id].data_ptr()
 
     paths = _paths(cm)
+    error_word = ctypes.c_int32(0)
     total = 0.0
     print(f"{'kernel':<28} {'kind':<10} {'path':<6} {'us':>8}  shape / rate")
     for call in prog.calls:
         k = prog.kernels[call.kernel]
         ptrs = [pointer(s) for s in call.args]
+        if kernel_checks(k):  # kernels with run-time checks take the error word last
+            ptrs.append(ctypes.addressof(error_word))
         fn = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * len(ptrs))(mod.kernel_address(call.kernel))
         us = median_us(lambda fn=fn, ptrs=ptrs: fn(*ptrs))
         total += us

@@ -12,7 +12,7 @@ import numpy as np
 
 from minicomp.ir.dtypes import DType, round_to_dtype
 from minicomp.ir.kernel import (AttentionKernel, Cast, Const, ConvKernel, Load, LoopKernel, MatmulKernel, Op,
-                                PoolKernel, Program, Reduce, Ref, Store, Var)
+                                PoolKernel, Program, Reduce, Ref, Store, Var, check_failure)
 
 _ERF = np.vectorize(math.erf, otypes=[np.float64])
 
@@ -72,6 +72,10 @@ def _prim(op: str, a: list, dt: DType):
         return np.floor_divide(a[0], a[1])
     if op == "where":
         return np.where(a[0], a[1], a[2])
+    if op == "check":  # a failed run-time check raises what the compiled program raises
+        if not np.all(a[0]):
+            raise check_failure(int(a[2]))
+        return a[1]
     raise NotImplementedError(op)
 
 

@@ -1,4 +1,6 @@
-"""The on-disk object-code cache: keys, privacy, atomic entries, corruption handling."""
+"""The on-disk object-code cache: keys, privacy, atomic entries, corruption handling, recency.
+
+Trust, size bound and odd locations: tests/test_cache_security.py."""
 from __future__ import annotations
 
 import os
@@ -69,10 +71,12 @@ def test_compile_uses_cache_and_recovers_from_corruption(cache_dir):
     x = torch.randn(16, 8)
     cm1 = minicomp.compile(fn, (x,))
     (path,) = entries(cache_dir)
-    mtime = path.stat().st_mtime_ns
-    cm2 = minicomp.compile(fn, (x,))        # hit: same entry, not rewritten
+    before = path.stat()
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns - 10**9))
+    cm2 = minicomp.compile(fn, (x,))        # hit: same entry, not rewritten, but touched (recently used)
     torch.testing.assert_close(cm2(x), fn(x))
-    assert path.stat().st_mtime_ns == mtime
+    after = path.stat()
+    assert after.st_ino == before.st_ino and after.st_mtime_ns >= before.st_mtime_ns
     # Corrupt the object code: the next compile must notice, recompile and rewrite it.
     data = bytearray(path.read_bytes())
     for i in range(200, min(len(data), 400)):
@@ -131,9 +135,9 @@ def test_thread_pool_object_code_is_cached_for_fresh_processes(cache_dir):
     assert _pool_child("fill", cache_dir) == "True"
     (pool,) = sorted(cache_dir.glob("*.pool"))
     assert pool.stem == cache.pool_key(threadpool.pool_ir())
-    mtime = pool.stat().st_mtime_ns
+    inode = pool.stat().st_ino
     assert _pool_child("hit", cache_dir) == "True"    # loaded, never compiled
-    assert pool.stat().st_mtime_ns == mtime
+    assert pool.stat().st_ino == inode                # (not rewritten)
     data = bytearray(pool.read_bytes())               # a corrupt entry is recompiled and rewritten
     data[-20] ^= 0xFF
     pool.write_bytes(bytes(data))

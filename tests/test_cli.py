@@ -160,3 +160,86 @@ def test_interleaved_medians_alternate_rounds_and_count_calls():
     # each round runs every function for its share (2 calls here), the order rotating
     assert timed == ["a"] * 2 + ["b"] * 2 + ["c"] * 2 + ["b"] * 2 + ["c"] * 2 + ["a"] * 2 \
         + ["c"] * 2 + ["a"] * 2 + ["b"] * 2
+
+
+# -- issue 14, point 15: every user mistake is one line and exit 2, checked before the work -------
+def _model_file(tmp_path: Path, name: str, model_body: str, inputs_body: str = "return (torch.randn(4),)") -> str:
+    f = tmp_path / name
+    f.write_text(f"import torch\n\n\ndef model():\n    {model_body}\n\n\ndef example_inputs():\n    {inputs_body}\n")
+    return str(f)
+
+
+def _one_line_exit_2(argv: list[str], capsys) -> str:
+    from minicomp.cli import main
+    assert main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("... ")]
+    assert len(err) == 1 and err[0].startswith("minicomp: error: ") and "Traceback" not in err[0], err
+    return err[0]
+
+
+def test_model_that_raises_is_reported_at_its_line(tmp_path, capsys):
+    f = _model_file(tmp_path, "raising.py", 'raise ValueError("no weights here")')
+    line = _one_line_exit_2(["compile", f], capsys)
+    assert f"{f}:5: model() raised ValueError: no weights here" in line
+
+
+def test_model_returning_a_non_module_exits_2(tmp_path, capsys):
+    f = _model_file(tmp_path, "nonmodule.py", "return 3")
+    assert "model() returned a int; expected a torch.nn.Module" in _one_line_exit_2(["compile", f], capsys)
+
+
+@pytest.mark.parametrize("inputs, words", [("return 5", "example_inputs() returned a int"),
+                                           ("return (torch.randn(4), 'x')", "item 1 is a str"),
+                                           ("raise KeyError('k')", "example_inputs() raised KeyError")])
+def test_bad_example_inputs_exit_2(tmp_path, capsys, inputs, words):
+    f = _model_file(tmp_path, "badinputs.py", "return torch.nn.ReLU()", inputs)
+    assert words in _one_line_exit_2(["explain", f], capsys)
+
+
+def test_error_raised_in_the_users_forward_names_the_file(tmp_path, capsys):
+    f = tmp_path / "shapes.py"
+    f.write_text("import torch\n\n\nclass M(torch.nn.Module):\n    def forward(self, x):\n"
+                 "        return x @ torch.ones(3, 3)\n\n\ndef model():\n    return M()\n\n\n"
+                 "def example_inputs():\n    return (torch.randn(4),)\n")
+    line = _one_line_exit_2(["compile", str(f)], capsys)
+    assert f"{f}:6: RuntimeError" in line
+
+
+def test_unwritable_dump_dir_is_refused_before_compiling(tmp_path, capsys):
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    f = _model_file(tmp_path, "never_loaded.py", "raise AssertionError('must not be loaded')")
+    assert "--dump-dir" in _one_line_exit_2(["compile", f, "--dump-dir", str(blocker)], capsys)
+    assert "cannot write" in _one_line_exit_2(["compile", f, "--dump-dir", str(blocker / "sub")], capsys)
+
+
+@pytest.mark.parametrize("flag", ["--dot", "--svg"])
+def test_unwritable_dot_or_svg_is_refused_before_compiling(tmp_path, capsys, flag):
+    f = _model_file(tmp_path, "never_loaded.py", "raise AssertionError('must not be loaded')")
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    assert flag in _one_line_exit_2(["explain", f, flag, str(blocker / "g.out")], capsys)
+    assert "is a directory" in _one_line_exit_2(["explain", f, flag, str(tmp_path)], capsys)
+
+
+def test_non_utf8_mcir_exits_2(tmp_path, capsys):
+    f = tmp_path / "binary.mcir"
+    f.write_bytes(b"graph @g() {\n\xff\xfe\n}\n")
+    assert f"{f}: not UTF-8 text (byte 0xff at offset 13)" in _one_line_exit_2(["opt", str(f), "--passes", "dce"],
+                                                                              capsys)
+
+
+def test_invalid_mcir_is_reported_against_the_file_not_a_pass(tmp_path, capsys):
+    f = tmp_path / "wrongtype.mcir"
+    f.write_text("graph @g(%x: f32[4]) {\n  %y = add %x, %x : f32[5]\n  return %y\n}\n")
+    line = _one_line_exit_2(["opt", str(f), "--passes", "dce"], capsys)
+    assert f"{f}: invalid IR" in line and "after pass" not in line
+    bad = tmp_path / "undefined.mcir"
+    bad.write_text("graph @g(%x: f32[4]) {\n  %y = add %x, %z : f32[4]\n  return %y\n}\n")
+    assert f"{bad}:2:" in _one_line_exit_2(["opt", str(bad), "--passes", "dce"], capsys)
+
+
+def test_bench_json_directory_and_repeat_zero_exit_2_before_measuring(tmp_path, capsys):
+    assert "--json" in _one_line_exit_2(["bench", "--json", str(tmp_path), "--cases", "none"], capsys)
+    assert "--repeat 0" in _one_line_exit_2(["bench", "--repeat", "0"], capsys)
+    assert "--repeat -3" in _one_line_exit_2(["bench", "--repeat", "-3"], capsys)

@@ -64,3 +64,23 @@ def test_console_blocks_run(text, tmp_path):
         assert proc.returncode == 0, f"`{cmd}` exited {proc.returncode}:\n{proc.stderr[-4000:]}"
     if skipped:
         pytest.skip(f"Graphviz 'dot' is not installed, so these were not run: {skipped}")
+
+
+_OPINFO_FIGURES = re.compile(
+    r"(?P<opinfos>[\d,]*\d) OpInfos of ops minicomp supports, (?P<pairs>[\d,]*\d) \(op, dtype\)\s+pairs.*?"
+    r"\*\*(?P<match>[\d,]*\d) of (?P<samples>[\d,]*\d) samples match eager\*\*.*?names the other (?P<failing>[\d,]*\d)"
+    r".*?(?P<raises>[\d,]*\d) raise.*?(?P<differs>[\d,]*\d) differs?\b", re.S)
+
+
+def test_readme_opinfo_figures_are_the_sweeps():
+    """The README's OpInfo sweep figures equal the sweep's totals now: the samples it runs,
+    ending as the ledger says (test_opinfo.ledger_totals, counted without running them; the
+    sweep fails wherever a sample ends otherwise, so the two cannot drift apart)."""
+    import test_opinfo  # tests/ is on sys.path; the module skips (this test too) without expecttest
+    t = test_opinfo.ledger_totals()
+    m = _OPINFO_FIGURES.search((ROOT / "README.md").read_text())
+    assert m, "README.md: the OpInfo sweep paragraph is not in the expected words"
+    quoted = {k: int(v.replace(",", "")) for k, v in m.groupdict().items()}
+    measured = dict(opinfos=t.opinfos, pairs=t.pairs, match=t.match, samples=t.samples,
+                    failing=t.raises + t.differs, raises=t.raises, differs=t.differs)
+    assert quoted == measured, f"README.md's OpInfo figures are stale: quoted {quoted}, sweep {measured}"

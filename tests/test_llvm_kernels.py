@@ -335,7 +335,7 @@ def test_elementwise_is_vectorized_and_threaded_matches():
     module = compile_program(program_of(k), threads=2)
     asm = module.source("asm")
     assert re.search(r"\b(v\w+ps)\s.*%[yz]mm", asm), "no packed SIMD instructions in the elementwise kernel"
-    assert "pthread_create" in module.source("llvm") or "minicomp_pool_submit" in module.source("llvm")
+    assert "pthread_create" in module.source("llvm") or "minicomp_pool_run" in module.source("llvm")
     inp = torch.randn(n) * 4
     out = torch.empty(n)
     call_entry(module, [inp, out])

@@ -1,9 +1,10 @@
 """Dynamically scheduled kernels (GEMV, dot tiles, row tiles, attention, loop kernels): threads claim
 grains of items.
 
-Every grain must run exactly once whatever the thread count (pooled pair, pthreads for 3+),
-item count (not a multiple of the grain, fewer items than threads) or contention (several
-Python threads calling at once, so the pooled helper is often busy and the caller runs alone).
+Every grain must run exactly once whatever the thread count (the caller and up to threads - 1
+pool workers), item count (not a multiple of the grain, fewer items than threads) or contention
+(several Python threads calling at once, so the pool is often busy and the caller runs alone).
+tests/test_threads.py covers every kernel kind and the pool itself.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def _linear_gelu(n: int, k: int, dtype=torch.float32):
     return lambda x: torch.nn.functional.gelu(lin(x))
 
 
-@pytest.mark.parametrize("threads", [2, 3, 4])
+@pytest.mark.parametrize("threads", [2, 3, 4, 8])
 @pytest.mark.parametrize("m,n,k", [(1, 1000, 300), (1, 256, 1024), (2, 9, 16), (64, 384, 128), (7, 5, 130),
                                    (3 * 2 * GRAINS_PER_THREAD + 1, 40, 64)])
 def test_linear_matches_for_any_thread_count(threads, m, n, k):
@@ -61,7 +62,7 @@ def test_concurrent_callers_get_every_grain_once():
     f = _linear_gelu(1024, 256)
     x = torch.randn(1, 256)
     with torch.no_grad():
-        cm = minicomp.compile(f, (x,), cache=False, threads=2)
+        cm = minicomp.compile(f, (x,), cache=False, threads=4)
         expect = f(x)
 
     def work(_):
@@ -72,7 +73,7 @@ def test_concurrent_callers_get_every_grain_once():
         list(ex.map(work, range(3)))  # re-raises a worker's failure
 
 
-@pytest.mark.parametrize("threads", [2, 3, 4])
+@pytest.mark.parametrize("threads", [2, 3, 4, 8])
 @pytest.mark.parametrize("rows", [257, 4099])  # neither a multiple of any grain count
 def test_loop_kernels_match_for_any_thread_count(threads, rows):
     torch.manual_seed(2)

@@ -90,8 +90,8 @@ def test_kernel_uses_dot_tiles():
 def test_constant_linear_weight_uses_row_tiles():
     lin = torch.nn.Linear(128, 384)
     x = torch.randn(64, 128)
-    with torch.no_grad():
-        cm = minicomp.compile(lin, (x,), cache=False)
+    with torch.no_grad():  # freeze=True: weights are constants the layout pass may store [k, n]
+        cm = minicomp.compile(lin, (x,), cache=False, freeze=True)
         torch.testing.assert_close(cm(x), lin(x))
     src = cm.source("llvm-unopt")
     assert ".rtile" in src and ".dtile" not in src and "mc.gemm.packb" not in src
@@ -138,8 +138,8 @@ def test_kn_weights_are_chosen_exactly_where_row_tiles_then_apply(rows, n, k):
     # kn_weight (the layout pass's predicate) restates row_tiles_apply's conditions: check they agree.
     lin = torch.nn.Linear(k, n)
     x = torch.randn(rows, k)
-    with torch.no_grad():
-        cm = minicomp.compile(lin, (x,), cache=False)
+    with torch.no_grad():  # freeze=True: weights are constants the layout pass may store [k, n]
+        cm = minicomp.compile(lin, (x,), cache=False, freeze=True)
         torch.testing.assert_close(cm(x), lin(x))
     stored_kn = "stored [k, n]" in cm.explain()
     assert stored_kn == (".rtile" in cm.source("llvm-unopt"))

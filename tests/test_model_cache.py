@@ -1,12 +1,11 @@
-"""The compiled-model cache: Program JSON round trips, model keys, stored model entries."""
+"""The compiled-program cache: Program JSON round trips, graph keys, stored entries, and the
+invariant that a cached program is only ever what a fresh compile would produce now."""
 from __future__ import annotations
 
 import importlib.util
 import math
 import struct
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +14,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import minicomp
 from minicomp import cache
 from minicomp.ir.dtypes import DType
 from minicomp.ir.kernel import Buffer, Call, Const, LoopKernel, Op, Program, Slot, Store, Var
 from minicomp.ir.kernel_io import program_from_json, program_to_json
 from minicomp.ir.lowering import lower_graph
 from minicomp.ir.types import TensorType
-from minicomp.model_key import model_key
+from minicomp import program_cache
+from minicomp.frontend import trace_with_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ("mlp", "lenet", "transformer_block")
@@ -133,141 +134,7 @@ def test_bad_documents_are_rejected(lowered):
         program_from_json(text.replace('"LoopKernel"', '"Evil"').replace('"MatmulKernel"', '"Evil"'), consts)
 
 
-# -- model keys --------------------------------------------------------------------------------
-NET_SOURCE = '''
-import torch
-from torch import nn
-
-SCALE = {scale}
-
-
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.fc = nn.Linear(8, 4)
-
-    def forward(self, x):
-        return torch.relu(self.fc(x)) * SCALE
-
-
-def fn(x):
-    return torch.tanh(x) + SCALE
-'''
-
-
-def _load_file(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-@pytest.fixture
-def netmod(tmp_path):
-    path = tmp_path / "mc_key_net.py"
-    path.write_text(NET_SOURCE.format(scale="2.0"))
-    return _load_file(path, "mc_key_net_a")
-
-
-def test_key_is_deterministic_and_sensitive_to_weights_and_inputs(netmod):
-    m, x = netmod.Net().eval(), torch.randn(3, 8)
-    key = model_key(m, (x,), "cpu", {})
-    assert key is not None and len(key) == 64
-    assert model_key(netmod.Net().eval(), (torch.randn(3, 8),), "cpu", {}) == key  # same weights, other values
-    m2 = netmod.Net().eval()
-    with torch.no_grad():
-        m2.fc.weight[1, 2] += 1e-6
-    assert model_key(m2, (x,), "cpu", {}) != key
-    assert model_key(m, (torch.randn(4, 8),), "cpu", {}) != key
-    assert model_key(m, (x.double(),), "cpu", {}) != key
-    assert model_key(m, (x.t().contiguous().t(),), "cpu", {}) != key  # strides
-    assert model_key(m, (x,), "interpret", {}) != key
-    assert model_key(m, (x,), "cpu", {"threads": 1}) != key
-    assert model_key(netmod.Net().train(), (x,), "cpu", {}) != key
-    m3 = netmod.Net().eval()
-    m3.register_buffer("extra", torch.zeros(2), persistent=False)
-    assert model_key(m3, (x,), "cpu", {}) != key
-    m4 = netmod.Net().eval()
-    m4.factor = 3  # a plain attribute forward might read
-    assert model_key(m4, (x,), "cpu", {}) != key
-
-
-def test_fx_graph_modules_are_keyed_by_code_and_weights(netmod):
-    x = torch.randn(3, 8)
-    m = netmod.Net().eval()
-    gm = torch.fx.symbolic_trace(m)
-    key = model_key(gm, (x,), "cpu", {})
-    assert key is not None and key == model_key(torch.fx.symbolic_trace(netmod.Net().eval()), (x,), "cpu", {})
-    other = torch.fx.symbolic_trace(m)
-    for node in other.graph.nodes:
-        if node.target is torch.relu:
-            node.target = torch.sigmoid
-    other.recompile()
-    assert model_key(other, (x,), "cpu", {}) != key
-
-
-def test_key_changes_with_class_source(tmp_path, netmod):
-    x = torch.randn(3, 8)
-    key = model_key(netmod.Net().eval(), (x,), "cpu", {})
-    path = tmp_path / "mc_key_net.py"
-    fn_key = model_key(netmod.fn, (x,), "cpu", {})
-    path.write_text(NET_SOURCE.format(scale="2.0").replace("torch.relu", "torch.sigmoid"))
-    edited = _load_file(path, "mc_key_net_b")
-    assert model_key(edited.Net().eval(), (x,), "cpu", {}) != key
-    # fn's code is unchanged, but its source file changed: conservatively a new key.
-    assert model_key(edited.fn, (x,), "cpu", {}) != fn_key
-    path.write_text(NET_SOURCE.format(scale="2.0"))
-    assert model_key(_load_file(path, "mc_key_net_a").Net().eval(), (x,), "cpu", {}) == key
-
-
-def test_function_keys_cover_globals_and_closures(netmod):
-    x = torch.randn(5)
-    key = model_key(netmod.fn, (x,), "cpu", {})
-    assert key is not None
-    netmod.SCALE = 3.0  # a global the function reads
-    assert model_key(netmod.fn, (x,), "cpu", {}) != key
-
-    def make(w):
-        return lambda t: t * w
-    w = torch.ones(5)
-    k1 = model_key(make(w), (x,), "cpu", {})
-    assert None is not model_key(torch.relu, (x,), "cpu", {}) != model_key(torch.tanh, (x,), "cpu", {})
-    assert k1 == model_key(make(w.clone()), (x,), "cpu", {})
-    assert k1 != model_key(make(w * 2), (x,), "cpu", {})
-
-
-def test_unkeyable_models_get_no_key(netmod):
-    import functools
-    x = torch.randn(3, 8)
-    assert model_key(functools.partial(netmod.fn), (x,), "cpu", {}) is None
-    m = netmod.Net().eval()
-    m.register_forward_hook(lambda *a: None)
-    assert model_key(m, (x,), "cpu", {}) is None
-    m2 = netmod.Net().eval()
-    m2.helper = object()
-    assert model_key(m2, (x,), "cpu", {}) is None
-    assert model_key(netmod.Net().eval(), (x.numpy(),), "cpu", {}) is None
-    assert model_key(netmod.fn, (x,), "cpu", {"passes": [object()]}) is None
-
-
-def test_key_is_the_same_in_a_fresh_process(tmp_path, netmod):
-    x = torch.arange(24, dtype=torch.float32).reshape(3, 8)
-    here = [model_key(netmod.Net().eval(), (x,), "cpu", {"threads": 2}), model_key(netmod.fn, (x,), "cpu", {})]
-    script = textwrap.dedent(f"""
-        import importlib.util, torch
-        from minicomp.model_key import model_key
-        spec = importlib.util.spec_from_file_location("mc_key_net_a", {str(tmp_path / 'mc_key_net.py')!r})
-        mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
-        x = torch.arange(24, dtype=torch.float32).reshape(3, 8)
-        print(model_key(mod.Net().eval(), (x,), "cpu", {{"threads": 2}}))
-        print(model_key(mod.fn, (x,), "cpu", {{}}))
-    """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
-    assert out.stdout.split() == here
-
-
-# -- model entries -----------------------------------------------------------------------------
+# -- a cached program is what a fresh compile gives now (issue 14, point 2) ------------------------
 @pytest.fixture
 def cache_dir(tmp_path, monkeypatch):
     d = tmp_path / "mc-cache"
@@ -275,103 +142,242 @@ def cache_dir(tmp_path, monkeypatch):
     return d
 
 
-def _store(lowered, name="mlp"):
-    import torch.utils._pytree as pytree
-
-    from minicomp.codegen.llvm import compile_program
-    m, x, graph, program = lowered[name]
-    module = compile_program(program, name="mc_test")
-    key = model_key(m, x, "cpu", {})
-    obj_key = cache.cache_key("test object", name)
-    spec = pytree.tree_structure((torch.ones(1), {"a": torch.ones(1)}))
-    assert cache.store_model(key, program=program, module=module, obj_key=obj_key, threads=2, opt_level=3,
-                             out_spec=spec, graph=graph, notes=["a note"], extra={"k": [1]})
-    return key, obj_key, module
+def fresh(model, x, **options):
+    """A compile whose program cannot come from the cache."""
+    return minicomp.compile(model, (x,), cache=False, **options)(x)
 
 
-@pytest.mark.parametrize("name", EXAMPLES)
-def test_model_entry_round_trip_runs(lowered, cache_dir, name):
-    from minicomp.ir.printer import print_graph
-    from minicomp.runtime import NativeProgram
-    m, x, graph, program = lowered[name]
-    key, obj_key, module = _store(lowered, name)
-    assert cache.load(obj_key) == module.object_code
-    hit = cache.lookup_model(key)
-    assert hit is not None
-    assert_same_program(hit.program, program)
-    assert hit.object_code == module.object_code and hit.symbols == module.symbols
-    assert (hit.name, hit.threads, hit.opt_level, hit.notes, hit.extra) == ("mc_test", 2, 3, ["a note"], {"k": [1]})
-    loaded = hit.load_module()
-    assert loaded.source("llvm-unopt") == module.source("llvm-unopt")
-    native = NativeProgram(hit.program, loaded.entry_address, keepalive=loaded)
+def cached(model, x, **options):
+    """A compile that may use the cache, always from this line: source locations (for ``torch.nn``
+    layers, the line that called compile) are part of the traced graph, so of the key."""
+    return minicomp.compile(model, (x,), **options)
+
+
+class ClassScaled(torch.nn.Module):
+    factor = 2.0   # a class attribute: forward reads it at trace time
+
+    def forward(self, x):
+        return x * self.factor
+
+
+def test_class_attribute_change_is_not_served_stale(cache_dir, monkeypatch):
+    x = torch.randn(4, 8)
+    m = ClassScaled()
+    torch.testing.assert_close(cached(m, x)(x), x * 2)
+    monkeypatch.setattr(ClassScaled, "factor", 3.0)
+    got = cached(m, x)(x)
+    torch.testing.assert_close(got, fresh(m, x))
+    torch.testing.assert_close(got, x * 3)
+
+
+class UsesHelper(torch.nn.Module):
+    def __init__(self, helpers):
+        super().__init__()
+        self.helpers = helpers  # another module; forward calls a function that reads its global
+
+    def forward(self, x):
+        return self.helpers.scaled(x)
+
+
+def test_other_modules_global_change_is_not_served_stale(cache_dir, tmp_path, monkeypatch):
+    path = tmp_path / "mc_helpers_mod.py"
+    path.write_text("SCALE = 2.0\n\n\ndef scaled(x):\n    return x * SCALE\n")
+    spec = importlib.util.spec_from_file_location("mc_helpers_mod", path)
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    monkeypatch.setitem(sys.modules, "mc_helpers_mod", helpers)
+    x = torch.randn(4, 8)
+    m = UsesHelper(helpers)
+    torch.testing.assert_close(cached(m, x)(x), x * 2)
+    helpers.SCALE = -1.5
+    got = cached(m, x)(x)
+    torch.testing.assert_close(got, fresh(m, x))
+    torch.testing.assert_close(got, x * -1.5)
+
+
+def add_ones(x):
+    return x + torch.ones(8)  # torch.ones takes the default dtype
+
+
+def test_default_dtype_change_is_not_served_stale(cache_dir):
+    x = torch.randn(4, 8)
+    torch.testing.assert_close(cached(add_ones, x)(x), x + 1)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        got = cached(add_ones, x)(x)
+        want = add_ones(x)
+        assert want.dtype == torch.float64
+        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(got, fresh(add_ones, x))
+    finally:
+        torch.set_default_dtype(old)
+
+
+def test_unchanged_model_is_a_hit_that_skips_passes_lowering_and_llvm(cache_dir, monkeypatch):
+    from minicomp import driver
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 4)).eval()
+    x = torch.randn(3, 8)
+    first = cached(m, x)
+    assert list(cache_dir.glob("*.model"))
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a hit must not run this")
+    monkeypatch.setattr(driver, "_run_passes", boom)
+    monkeypatch.setattr(driver, "lower_graph", boom)
+    monkeypatch.setattr("minicomp.codegen.llvm.module._object_code", boom)
+    second = cached(m, x)
     with torch.no_grad():
-        want = m(*x)
-    a, b = torch.ones(1), torch.ones(1)
-    assert hit.unflatten()([a, b]) == (a, {"a": b})
-    torch.testing.assert_close(native(list(x))[0], want)
-    assert print_graph(hit.load_graph()) == print_graph(graph)
+        torch.testing.assert_close(second(x), m(x))
+    assert second.graph is not None and str(second.graph) == str(first.graph)
+    assert [k.name for k in second.kernels] == [k.name for k in first.kernels]
 
 
-def test_corrupt_or_incomplete_entries_miss(lowered, cache_dir):
-    key, obj_key, _ = _store(lowered)
-    model_path = cache_dir / f"{key}.model"
-    data = bytearray(model_path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    model_path.write_bytes(bytes(data))
-    assert cache.lookup_model(key) is None
-    assert not model_path.exists()
-
-    key, obj_key, _ = _store(lowered)
-    (cache_dir / f"{obj_key}.obj").write_bytes(b"garbage")
-    assert cache.lookup_model(key) is None  # the object code must verify too
-
-    key, obj_key, _ = _store(lowered)
-    (cache_dir / f"{key}.graph").unlink()
-    hit = cache.lookup_model(key)
-    assert hit is not None and hit.load_graph() is None
-
-    # A verified entry of another format (e.g. a future version) is a miss, and is removed.
-    payload = cache.load(key, ".model")
-    n = int.from_bytes(payload[:8], "little")
-    head = payload[8:8 + n].replace(cache.MODEL_FORMAT.encode(), b"minicomp.model/0")
-    cache.store(key, len(head).to_bytes(8, "little") + head + payload[8 + n:], ".model")
-    assert cache.lookup_model(key) is None
-    assert not model_path.exists()
+def test_weights_of_the_traced_graph_are_in_the_key(cache_dir):
+    """Whatever the traced graph holds as constants (weights, or captured tensors) is hashed."""
+    x = torch.randn(3, 8)
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        m = torch.nn.Linear(8, 4).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(cached(m, x)(x), m(x))
+    w = torch.randn(8)
+    for scale in (1.0, 2.0):
+        captured = w * scale
+        torch.testing.assert_close(cached(lambda t: t + captured, x)(x), x + captured)
 
 
-def test_unserializable_output_structure_is_not_stored(lowered, cache_dir):
-    import collections
-
-    import torch.utils._pytree as pytree
-
-    from minicomp.codegen.llvm import compile_program
-    m, x, graph, program = lowered["mlp"]
-    pair = collections.namedtuple("pair", "a b")
-    spec = pytree.tree_structure(pair(torch.ones(1), torch.ones(1)))
-    key = model_key(m, x, "cpu", {})
-    assert not cache.store_model(key, program=program, module=compile_program(program), obj_key=key,
-                                 threads=2, opt_level=3, out_spec=spec)
-    assert cache.lookup_model(key) is None
+# -- graph keys ------------------------------------------------------------------------------------
+def _key(fn, x, target="cpu", options=None, passes=None, fallback=False):
+    traced = trace_with_spec(fn, (x,))
+    return program_cache.graph_key(traced.graph, traced.out_spec, target, options or {}, passes, fallback)
 
 
-def test_minicomp_fingerprint_follows_source_edits(tmp_path, monkeypatch):
-    """The fingerprint (path, size, modification time of every source file) changes on any edit."""
+def test_graph_key_is_deterministic_and_covers_every_input():
+    x = torch.randn(3, 8)
+    key = _key(torch.tanh, x)
+    assert key is not None and len(key) == 64 and key == _key(torch.tanh, torch.randn(3, 8))
+    others = [_key(torch.sigmoid, x), _key(torch.tanh, torch.randn(4, 8)), _key(torch.tanh, x.double()),
+              _key(torch.tanh, x, target="interpret"), _key(torch.tanh, x, options={"threads": 1}),
+              _key(torch.tanh, x, options={"fuse": False}), _key(torch.tanh, x, passes=["dce"]),
+              _key(torch.tanh, x, passes=[]), _key(torch.tanh, x, fallback=True),
+              _key(lambda t: (torch.tanh(t),), x), _key(lambda t: {"a": torch.tanh(t)}, x)]
+    assert None not in others and len({key, *others}) == len(others) + 1
+    assert _key(torch.tanh, x, options={"cache": False}) == key  # the switch itself is not a property
+
+
+def test_graph_key_hashes_constant_bytes_even_when_the_printer_elides_them():
+    w = torch.randn(64)
+    w2 = w.clone()
+    w2[37] = w2[37].item() + 1e-6
+    x = torch.randn(64)
+    assert _key(lambda t: t * w, x) == _key(lambda t: t * w.clone(), x)
+    assert _key(lambda t: t * w, x) != _key(lambda t: t * w2, x)
+
+
+def test_what_cannot_be_keyed_safely_gets_no_key():
+    from minicomp.passes.manager import get_pass
+    x = torch.randn(3, 8)
+
+    class MyPass:
+        name = "mine"
+
+        def run(self, graph, ctx):
+            return graph
+    assert _key(torch.tanh, x, passes=[MyPass()]) is None
+    assert _key(torch.tanh, x, passes=["no-such-pass"]) is None
+    assert _key(torch.tanh, x, options={"kn_weight": lambda *a: True}) is None
+    assert _key(torch.tanh, x, passes=[get_pass("dce"), "cse"]) is not None  # minicomp's own passes
+    m = torch.nn.Sequential(torch.nn.Linear(8, 8))
+    traced = trace_with_spec(lambda t: torch.sort(t).values, (x,), fallback=True)  # an external node
+    assert any(n.op == "external" for n in traced.graph.nodes)
+    assert program_cache.graph_key(traced.graph, traced.out_spec, "cpu", {}, None, True) is None
+    assert _key(m, x) is not None
+
+
+def test_user_registered_pass_name_gets_no_key(monkeypatch):
+    from minicomp.passes import manager
+    manager.get_pass("dce")  # the built-in passes are registered
+    monkeypatch.setitem(manager._PASSES, "mc-test-user-pass", lambda: manager.get_pass("dce"))
+    assert _key(torch.tanh, torch.randn(3), passes=["mc-test-user-pass"]) is None
+
+
+def test_minicomp_fingerprint_hashes_content_not_times(tmp_path, monkeypatch):
+    """An edit that keeps the file's size and modification time still changes the fingerprint."""
     import os
-
-    from minicomp import model_key as mk
     pkg = tmp_path / "mc_fp_pkg"
     (pkg / "sub").mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
     (pkg / "sub" / "a.py").write_text("x = 1\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(mk, "_PACKAGES", ("mc_fp_pkg",))
-    first = mk.minicomp_fingerprint()
-    assert mk.minicomp_fingerprint() == first
+    monkeypatch.setattr(program_cache, "_PACKAGES", ("mc_fp_pkg",))
+    first = program_cache.minicomp_fingerprint()
+    assert program_cache.minicomp_fingerprint() == first
     a = pkg / "sub" / "a.py"
     st = a.stat()
-    a.write_text("x = 2\n")                                   # same size: only the mtime differs
-    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
-    second = mk.minicomp_fingerprint()
+    a.write_text("x = 2\n")                                   # same size, and the same times restored
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns))
+    second = program_cache.minicomp_fingerprint()
     assert second != first
     (pkg / "sub" / "b.py").write_text("")                     # a new file
-    assert mk.minicomp_fingerprint() != second
+    assert program_cache.minicomp_fingerprint() != second
+
+
+# -- entries -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_model_entry_round_trip_runs(lowered, cache_dir, name):
+    from minicomp.ir.printer import print_graph
+    from minicomp.runtime import NativeProgram
+    m, x, graph, program = lowered[name]
+    key = cache.cache_key("test entry", name)
+    assert program_cache.store_model(key, program, "mc_test", graph, notes=["a note"])
+    hit = program_cache.lookup_model(key, graph)
+    assert hit is not None and (hit.name, hit.notes) == ("mc_test", ["a note"])
+    assert_same_program(hit.program, program)
+    module = program_cache.compile_cpu(hit.program, hit.name, {})
+    native = NativeProgram(hit.program, module.entry_address, keepalive=module)
+    with torch.no_grad():
+        torch.testing.assert_close(native(list(x))[0], m(*x))
+    assert print_graph(hit.load_graph()) == print_graph(graph)
+
+
+def test_corrupt_or_foreign_format_entries_miss_and_go(lowered, cache_dir):
+    m, x, graph, program = lowered["mlp"]
+    key = cache.cache_key("test entry")
+    assert program_cache.store_model(key, program, "mc_test", graph)
+    path = cache_dir / f"{key}.model"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert program_cache.lookup_model(key, graph) is None and not path.exists()
+
+    assert program_cache.store_model(key, program, "mc_test", graph)
+    (cache_dir / f"{key}.graph").unlink()
+    hit = program_cache.lookup_model(key, graph)
+    assert hit is not None and hit.load_graph() is None
+
+    payload = cache.load(key, ".model")  # a verified entry of another format (a future version)
+    n = int.from_bytes(payload[:8], "little")
+    head = payload[8:8 + n].replace(program_cache.MODEL_FORMAT.encode(), b"minicomp.model/0")
+    cache.store(key, len(head).to_bytes(8, "little") + head + payload[8 + n:], ".model")
+    assert program_cache.lookup_model(key, graph) is None and not path.exists()
+
+
+def test_entry_that_does_not_fit_the_call_is_never_run(cache_dir):
+    """Point 9: a program stored under a key is checked against the traced graph's input and
+    output types; one that does not fit is dropped and the model compiled afresh."""
+    x = torch.randn(4, 8)
+
+    def double(t):
+        return t * 2
+    traced = trace_with_spec(double, (x,))
+    key = program_cache.graph_key(traced.graph, traced.out_spec, "cpu", minicomp.compile(double, (x,))._options,
+                                  None, False)
+    assert (cache_dir / f"{key}.model").exists()
+    for other in (lambda t: t.sum(), lambda t: (t > 0), lambda t: t[:3] * 2):
+        wrong = lower_graph(trace_with_spec(other, (x,)).graph)
+        assert not program_cache.fits(wrong, traced.graph)
+        assert program_cache.store_model(key, wrong, "mc_double")
+        torch.testing.assert_close(minicomp.compile(double, (x,))(x), x * 2)
+    assert program_cache.fits(lower_graph(traced.graph), traced.graph)

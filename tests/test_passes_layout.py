@@ -317,7 +317,7 @@ def test_cpu_block_reads_kn_weights_with_row_tiles():
     ex = _block_example()
     model = ex.model()
     (x,) = ex.example_inputs(1, 64)
-    cm = minicomp.compile(model, (x,), cache=False)
+    cm = minicomp.compile(model, (x,), cache=False, freeze=True)  # constant weights: stored [k, n]
     explain = cm.explain()
     for w in ("qkv_weight", "proj_weight", "fc1_weight", "fc2_weight"):
         assert f"weight %{w} of linear" in explain, explain

@@ -3,7 +3,11 @@
 ``i32 ENTRY(ptr args)``: ``args`` points to ``[inputs..., outputs..., constants...]``
 data pointers. The entry allocates the arena (64-byte aligned, ``aligned_alloc``),
 runs each Call in order and frees the arena. It returns 0, or 1 without running
-anything when the arena cannot be allocated (callers may treat it as ``void``).
+anything when the arena cannot be allocated, or the CHECK_* bits of
+:mod:`minicomp.ir.kernel` that its kernels' run-time checks reported (integer division
+by zero, an index out of range) in the call's error word: an i32 in the entry's frame,
+so concurrent calls never share one; the caller raises
+:func:`~minicomp.ir.kernel.check_failure`.
 """
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ from minicomp.codegen.llvm.loops import emit_loop_kernel
 from minicomp.codegen.llvm.matmul import emit_matmul_kernel
 from minicomp.codegen.llvm.pool import emit_pool_kernel
 from minicomp.codegen.llvm.types import I8, I32, I64, PTR, VOID
-from minicomp.ir.kernel import AttentionKernel, ConvKernel, Kernel, LoopKernel, MatmulKernel, PoolKernel, Program
+from minicomp.ir.kernel import (AttentionKernel, ConvKernel, Kernel, LoopKernel, MatmulKernel, PoolKernel, Program,
+                                kernel_checks)
 from minicomp.ir.lowering.inplace import call_aliases
 
 _EMITTERS = {LoopKernel: emit_loop_kernel, MatmulKernel: emit_matmul_kernel,
@@ -34,6 +39,8 @@ def _emit_kernel(module: ir.Module, program: Program, index: int, sym: str, thre
     emit = _EMITTERS.get(type(k))
     if emit is None:
         raise TypeError(f"LLVM backend cannot compile kernel {type(k).__name__}")
+    if not isinstance(k, LoopKernel) and kernel_checks(k):  # lowering splits such groups
+        raise TypeError(f"kernel {k.name}: only loop kernels can hold run-time checks")
     aliases = call_aliases(program, index)  # None: some arguments may share bytes
     if aliases:  # legal in-place pairs (pointwise loop kernels only)
         fn = emit_loop_kernel(module, sym, k, True, threads, aliases)
@@ -76,6 +83,12 @@ def _entry(module: ir.Module, program: Program, name: str, symbols: list[str]) -
     fn = ir.Function(module, ir.FunctionType(I32, [PTR]), name=name)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     args = fn.args[0]
+    checks = [kernel_checks(k) for k in program.kernels]
+    error_word = None
+    if any(checks):
+        error_word = b.alloca(I32, name="errors")
+        error_word.type = PTR  # opaque pointer, as the kernels declare it
+        b.store(ir.Constant(I32, 0), error_word)
     arena = ir.Constant(PTR, None)
     if program.arena_bytes > 0:
         alloc = declare(module, "aligned_alloc", PTR, [I64, I64])
@@ -100,7 +113,7 @@ def _entry(module: ir.Module, program: Program, name: str, symbols: list[str]) -
 
     for c in program.calls:
         kfn = module.globals[symbols[c.kernel]]
-        b.call(kfn, [pointer(s) for s in c.args])
+        b.call(kfn, [pointer(s) for s in c.args] + ([error_word] if checks[c.kernel] else []))
     if program.arena_bytes > 0:
         b.call(declare(module, "free", VOID, [PTR]), [arena])
-    b.ret(ir.Constant(I32, 0))
+    b.ret(b.load(error_word, typ=I32) if error_word is not None else ir.Constant(I32, 0))

@@ -5,7 +5,8 @@ outer dim with extent >= 2 is the *split* dim (earlier dims have extent 1) and i
 the range a body runs over, so large kernels split it across threads.
 Accumulators live in entry-block allocas (promoted to registers by LLVM); the
 floating ``sum`` add carries the ``reassoc`` flag so LLVM vectorizes it with
-partial sums.
+partial sums. A floating sum over more inner points than one chunk sums chunk by chunk
+into a cascade (:mod:`.cascade`), so long rows stay as accurate as eager's.
 
 When a reduction's per-point value is costly (it calls a transcendental) and a later
 row store recomputes exactly that value into a float output of the same dtype, the
@@ -29,14 +30,14 @@ from math import prod
 
 from llvmlite import ir
 
-from minicomp.codegen.llvm import convert
+from minicomp.codegen.llvm import cascade, convert
 from minicomp.codegen.llvm.control import entry_alloca, for_range
 from minicomp.codegen.llvm.intrinsics import call
 from minicomp.codegen.llvm.kernelfn import buffer_table, define_kernel, emit_store
-from minicomp.codegen.llvm.scalar import ExprEmitter
+from minicomp.codegen.llvm.scalar import ExprEmitter, close_checks, open_checks
 from minicomp.codegen.llvm.types import I64, register_type, storage_type
 from minicomp.ir.dtypes import DType
-from minicomp.ir.kernel import Expr, LoopKernel, Op, Reduce, Store
+from minicomp.ir.kernel import Expr, LoopKernel, Op, Reduce, Store, kernel_checks
 from minicomp.ir.lowering.inplace import inplace_problem, one_to_one, same_expr, sub_exprs
 
 _REDUCE_OPS = ("sum", "prod", "max", "min", "argmax", "argmin")
@@ -119,6 +120,7 @@ class _LoopEmitter:
         self.spills = _spills(k) if noalias else {}
         self.spilled = {j: k.stages[s].value for s, j in self.spills.items()}
         self.split = next((d for d, n in enumerate(k.outer) if n >= 2), 0)
+        self.checks = kernel_checks(k)
         for st in k.stages:
             if isinstance(st, Reduce) and st.op not in _REDUCE_OPS:
                 raise ValueError(f"kernel {k.name}: unknown reduction {st.op!r}")
@@ -128,11 +130,15 @@ class _LoopEmitter:
         nin = len(k.inputs)
         in_ptrs = [ptrs[nin + self.aliases[i]] if i in self.aliases else p for i, p in enumerate(ptrs[:nin])]
         self.inputs = buffer_table(in_ptrs, k.inputs)
-        self.out_ptrs = ptrs[nin:]
+        self.out_ptrs = ptrs[nin:nin + len(k.outputs)]
+        if self.checks:  # the last pointer is the program's error word
+            open_checks(b)
         if not k.outer:
             self._point(b, [])
-            return
-        self._outer(b, [ir.Constant(I64, 0)] * self.split, begin, end)
+        else:
+            self._outer(b, [ir.Constant(I64, 0)] * self.split, begin, end)
+        if self.checks:
+            close_checks(b, ptrs[-1])
 
     def _outer(self, b, vars_, begin, end):
         d = len(vars_)
@@ -195,11 +201,20 @@ class _LoopEmitter:
 
         spill = self.k.stages[self.spills[stage]] if stage in self.spills else None
 
-        def step(vs, flat):
+        def value(vs):
             em = ExprEmitter(b, self.inputs, vs, refs)
             v = em.emit_as(st.value, vdt)
             if spill is not None:
                 emit_store(em, self.out_ptrs, self.k.outputs, Store(spill.buf, spill.index, st.value, True))
+            return v
+
+        chunks = cascade.plan(self.k.inner) if st.op == "sum" and vdt.is_float else None
+        if chunks is not None:  # a long float row: blocked and cascaded (see cascade.py)
+            return cascade.emit_sum(b, chunks, outer_vars, _init("sum", vdt), value,
+                                    lambda cur, v: _fold(b, "sum", vdt, cur, v))
+
+        def step(vs, flat):
+            v = value(vs)
             cur = b.load(acc, typ=register_type(vdt))
             if arg:
                 better = _better(b, st.op, vdt, v, cur)
@@ -242,10 +257,13 @@ def emit_loop_kernel(module: ir.Module, name: str, k: LoopKernel, noalias: bool,
 
     ``noalias``: the call passes buffers that share no bytes, except the legal in-place
     pairs ``aliases`` ({input number: output number}, each pair the same address).
+    A kernel with run-time checks (:func:`~minicomp.ir.kernel.kernel_checks`) takes one more
+    pointer after its buffers: the program's i32 error word.
     """
     emitter = _LoopEmitter(k, noalias, aliases)
     total = k.outer[emitter.split] if k.outer else 1
     work = _work(k, emitter.spills)
     if prod(k.outer) == 0:
         total = 0
-    return define_kernel(module, name, len(k.inputs) + len(k.outputs), noalias, total, work, threads, emitter)
+    nptrs = len(k.inputs) + len(k.outputs) + (1 if emitter.checks else 0)  # + the error word
+    return define_kernel(module, name, nptrs, noalias, total, work, threads, emitter)

@@ -1,25 +1,25 @@
-"""Splitting a kernel's outermost loop across threads with pthreads.
+"""Splitting a kernel's outermost loop across the threads of the process-wide pool.
 
 A parallel region is a *body* function ``void body(ptr p0, ..., ptr pk, i64 begin,
-i64 end)`` that runs iterations [begin, end) of a loop. :func:`parallel_for` emits,
-at the builder's position, code that runs ``body`` over [0, total) on ``threads``
-threads: threads 1.. are started with ``pthread_create`` on a generated worker
-``ptr worker(ptr ctx)`` (ctx holds the pointers and the range), the calling thread
-runs chunk 0, then all are joined. If ``pthread_create`` fails the chunk runs on the
-calling thread, so results never depend on thread availability. Two-way splits
-(the common case) use the persistent helper thread of :mod:`.threadpool` instead
-of creating a thread per call; when the helper has not started its chunk by the
-time the caller finishes its own, the caller cancels it and runs it too. ``pthread_create``
-and ``pthread_join`` are resolved from the process by MCJIT (glibc >= 2.34 has
-them in libc).
+i64 end)`` that runs iterations [begin, end) of a loop. The items [0, total) are cut
+into pieces of ``piece`` items; a generated *claiming* function ``ptr worker(ptr ctx)``
+takes the next piece with an atomic add on a counter in the kernel's frame and runs
+``body`` on it, until none is left. The kernel hands that function to
+``minicomp_pool_run`` (:mod:`.threadpool`), which runs it on the calling thread and on
+up to ``threads - 1`` pool workers at once and returns when all have left it.
 
-Fixed chunks make a thread that starts late (a busy machine) delay the whole kernel by
-its full chunk. :func:`dynamic_for` (what kernels use) instead splits the items into
-grains and lets every thread claim the next grain with an atomic add on a counter in the
-kernel's frame until none is left: a late helper takes fewer grains, and a helper that
-never starts (the pooled split cancels it) leaves them all to the caller. Every grain runs
-exactly once (the atomic add hands each number to one thread) and the kernel returns only
-after :func:`parallel_for` has joined its threads, so results are those of one thread.
+* :func:`parallel_for`: ``threads`` pieces of equal size (what the blocked GEMM and the
+  convolution tiles ask for: their items are already few and large).
+* :func:`dynamic_for` (what most kernels use): :data:`GRAINS_PER_THREAD` pieces ("grains")
+  per thread, so a thread that starts late (a busy machine) takes fewer grains instead of
+  delaying the kernel by a whole share.
+
+Every piece runs exactly once (the atomic add hands each number to one thread) and the
+kernel goes on only after every thread that entered has left, so the results are those
+of one thread running the pieces in any order: the same whether 1 or ``threads`` threads
+took part, and whether or not the pool was free (a caller that finds it busy runs every
+piece itself). Where the pool does not exist (:func:`.threadpool.supported`) the kernel
+calls the claiming function directly: one thread.
 """
 from __future__ import annotations
 
@@ -34,6 +34,12 @@ from minicomp.codegen.llvm.types import I32, I64, PTR, VOID
 
 #: Work (elements or multiply-adds) below which a kernel runs on one thread.
 PARALLEL_MIN_WORK = 1 << 18
+
+#: Grains per thread: enough for a late thread to catch up, few enough that claiming
+#: (one atomic add on a shared cache line each) stays cheap. Per-call medians on the
+#: shared 2-core machine, static split -> 16 grains per thread: mlp_b1 -5..-8%,
+#: block_b1 -7%; 4 grains per thread was slower than 8, 16 a little faster.
+GRAINS_PER_THREAD = 16
 
 BodyEmitter = Callable[[ir.IRBuilder, list[ir.Value], ir.Value, ir.Value], None]
 
@@ -51,122 +57,74 @@ def make_body(module: ir.Module, name: str, nptrs: int, noalias: bool, emit: Bod
     return fn
 
 
-def _worker(module: ir.Module, body: ir.Function, ctx_ty: ir.LiteralStructType, nptrs: int) -> ir.Function:
-    name = f"{body.name}.worker"
+def _ctx_type(nptrs: int) -> ir.LiteralStructType:
+    """The claiming function's context: the body's pointers, then counter, piece size and total."""
+    return ir.LiteralStructType([PTR] * nptrs + [I64, I64, I64])
+
+
+def _claiming(module: ir.Module, body: ir.Function, nptrs: int) -> ir.Function:
+    """``ptr body.claim(ptr ctx)``: run ``body`` on piece after piece claimed from ctx's counter."""
+    name = f"{body.name}.claim"
     existing = module.globals.get(name)
     if existing is not None:
         return existing
     fn = ir.Function(module, ir.FunctionType(PTR, [PTR]), name=name)
     fn.linkage = "internal"
+    ctx_ty = _ctx_type(nptrs)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    ctx = fn.args[0]
     zero = ir.Constant(I32, 0)
-    vals = [b.load(b.gep(ctx, [zero, ir.Constant(I32, i)], source_etype=ctx_ty), typ=ctx_ty.elements[i])
-            for i in range(nptrs + 2)]
-    b.call(body, vals)
+    field = [b.gep(fn.args[0], [zero, ir.Constant(I32, i)], source_etype=ctx_ty) for i in range(nptrs + 3)]
+    ptrs = [b.load(field[i], typ=PTR) for i in range(nptrs)]
+    counter = field[nptrs]
+    piece, total = b.load(field[nptrs + 1], typ=I64), b.load(field[nptrs + 2], typ=I64)
+    loop, work, done = (fn.append_basic_block(n) for n in ("claim", "run", "done"))
+    b.branch(loop)
+    b.position_at_end(loop)
+    lo = b.mul(b.atomic_rmw("add", counter, as_i64(1), "monotonic"), piece)
+    b.cbranch(b.icmp_signed(">=", lo, total), done, work)
+    b.position_at_end(work)
+    hi = b.add(lo, piece)
+    b.call(body, ptrs + [lo, b.select(b.icmp_signed("<", hi, total), hi, total)])
+    b.branch(loop)
+    b.position_at_end(done)
     b.ret(ir.Constant(PTR, None))
     return fn
 
 
-def _pooled_pair(b: ir.IRBuilder, body: ir.Function, ptrs: list[ir.Value], total: int) -> None:
-    """Two chunks: the second on the process's helper thread (:mod:`.threadpool`) when it is free."""
+def _run_pieces(b: ir.IRBuilder, body: ir.Function, ptrs: list[ir.Value], total: int, piece: int,
+                threads: int) -> None:
+    """Run ``body`` over [0, total) in pieces of ``piece`` items on up to ``threads`` threads."""
+    pieces = -(-total // piece) if total > 0 else 0
+    helpers = min(threads, pieces) - 1
+    if helpers <= 0:
+        b.call(body, list(ptrs) + [as_i64(0), as_i64(total)])
+        return
     nptrs = len(ptrs)
-    ctx_ty = ir.LiteralStructType([PTR] * nptrs + [I64, I64])
-    worker = _worker(b.module, body, ctx_ty, nptrs)
-    submit = declare(b.module, threadpool.SUBMIT, I32, [PTR, PTR])
-    join = declare(b.module, threadpool.JOIN, I32, [])
-    chunk = -(-total // 2)
+    ctx_ty = _ctx_type(nptrs)
+    ctx = entry_alloca(b, ctx_ty, name="pieces")
     zero = ir.Constant(I32, 0)
-    ctx = entry_alloca(b, ctx_ty, name="ctx1")
-    for i, v in enumerate(list(ptrs) + [ir.Constant(I64, chunk), ir.Constant(I64, total)]):
+    for i, v in enumerate(list(ptrs) + [as_i64(0), as_i64(piece), as_i64(total)]):
         b.store(v, b.gep(ctx, [zero, ir.Constant(I32, i)], source_etype=ctx_ty))
-    taken = b.icmp_signed("!=", b.call(submit, [worker, ctx]), zero)
-    b.call(body, list(ptrs) + [ir.Constant(I64, 0), ir.Constant(I64, chunk)])
-    helped = entry_alloca(b, ir.IntType(1), name="helped")
-    b.store(ir.Constant(ir.IntType(1), 0), helped)
-    with b.if_then(taken):  # join returns 0 when the helper had not started (busy machine)
-        b.store(b.icmp_signed("!=", b.call(join, []), zero), helped)
-    with b.if_then(b.not_(b.load(helped, typ=ir.IntType(1)))):
-        b.call(body, list(ptrs) + [ir.Constant(I64, chunk), ir.Constant(I64, total)])
+    claim = _claiming(b.module, body, nptrs)
+    if threadpool.supported():
+        run = declare(b.module, threadpool.RUN, VOID, [PTR, PTR, I32])
+        b.call(run, [claim, ctx, ir.Constant(I32, helpers)])
+    else:
+        b.call(claim, [ctx])
 
 
 def parallel_for(b: ir.IRBuilder, body: ir.Function, ptrs: list[ir.Value], total: int, threads: int) -> None:
-    """Run ``body(ptrs, begin, end)`` over [0, total), split in ``threads`` contiguous chunks."""
+    """Run ``body(ptrs, begin, end)`` over [0, total) in ``threads`` equal pieces, one per thread
+    while the pool has a worker free for each."""
     threads = max(1, min(threads, total))
-    if threads == 1:
-        b.call(body, list(ptrs) + [ir.Constant(I64, 0), ir.Constant(I64, total)])
-        return
-    module = b.module
-    if threads == 2 and threadpool.supported():
-        _pooled_pair(b, body, ptrs, total)
-        return
-    nptrs = len(ptrs)
-    ctx_ty = ir.LiteralStructType([PTR] * nptrs + [I64, I64])
-    worker = _worker(module, body, ctx_ty, nptrs)
-    create = declare(module, "pthread_create", I32, [PTR, PTR, PTR, PTR])
-    join = declare(module, "pthread_join", I32, [I64, PTR])
-    chunk = -(-total // threads)
-    zero = ir.Constant(I32, 0)
-    started = []
-    for t in range(1, threads):
-        lo, hi = min(t * chunk, total), min((t + 1) * chunk, total)
-        ctx = entry_alloca(b, ctx_ty, name=f"ctx{t}")
-        tid = entry_alloca(b, I64, name=f"tid{t}")
-        for i, v in enumerate(list(ptrs) + [ir.Constant(I64, lo), ir.Constant(I64, hi)]):
-            b.store(v, b.gep(ctx, [zero, ir.Constant(I32, i)], source_etype=ctx_ty))
-        rc = b.call(create, [tid, ir.Constant(PTR, None), worker, ctx])
-        failed = b.icmp_signed("!=", rc, zero)
-        with b.if_then(failed):  # no thread: run the chunk here
-            b.call(body, list(ptrs) + [ir.Constant(I64, lo), ir.Constant(I64, hi)])
-        started.append((failed, tid))
-    b.call(body, list(ptrs) + [ir.Constant(I64, 0), ir.Constant(I64, min(chunk, total))])
-    for failed, tid in started:
-        with b.if_then(b.not_(failed)):
-            b.call(join, [b.load(tid, typ=I64), ir.Constant(PTR, None)])
-
-
-def _smin(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
-    return b.select(b.icmp_signed("<", x, y), x, y)
-
-
-#: Grains per thread: enough for a late thread to catch up, few enough that claiming
-#: (one atomic add on a shared cache line each) stays cheap. Per-call medians on the
-#: shared 2-core machine, static split -> 16 grains per thread: mlp_b1 -5..-8%,
-#: block_b1 -7%; 4 grains per thread was slower than 8, 16 a little faster.
-GRAINS_PER_THREAD = 16
+    _run_pieces(b, body, ptrs, total, max(1, -(-total // threads)), threads)
 
 
 def dynamic_for(b: ir.IRBuilder, name: str, ptrs: list[ir.Value], noalias: bool, emit: BodyEmitter,
                 total: int, threads: int) -> None:
-    """Run ``emit``'s body over items [0, total) on ``threads`` threads at ``b`` (any total >= 0).
-
-    With one thread (or one grain) this is :func:`parallel_for` of a plain body named ``name``.
-    """
-    nptrs = len(ptrs)
-    grain = max(1, -(-total // (GRAINS_PER_THREAD * max(threads, 1))))
-    ngrains = -(-total // grain)
-    if threads <= 1 or ngrains <= 1:
-        parallel_for(b, make_body(b.module, name, nptrs, noalias, emit), ptrs, total, 1)
-        return
-
-    def claiming(bb: ir.IRBuilder, args: list[ir.Value], begin: ir.Value, end: ir.Value) -> None:
-        del begin, end  # the counter, not the chunk, says what to run
-        counter = args[nptrs]
-        loop = bb.append_basic_block("grain.claim")
-        work = bb.append_basic_block("grain.run")
-        done = bb.append_basic_block("grain.done")
-        bb.branch(loop)
-        bb.position_at_end(loop)
-        g = bb.atomic_rmw("add", counter, as_i64(1), "monotonic")
-        bb.cbranch(bb.icmp_signed(">=", g, as_i64(ngrains)), done, work)
-        bb.position_at_end(work)
-        lo = bb.mul(g, as_i64(grain))
-        emit(bb, args[:nptrs], lo, _smin(bb, bb.add(lo, as_i64(grain)), as_i64(total)))
-        bb.branch(loop)
-        bb.position_at_end(done)
-
-    body = make_body(b.module, name, nptrs + 1, noalias, claiming)
-    counter = entry_alloca(b, I64, "grains")
-    b.store(as_i64(0), counter)
-    n = min(threads, ngrains)
-    parallel_for(b, body, list(ptrs) + [counter], n, n)
+    """Run ``emit``'s body (a function named ``name``) over items [0, total) at ``b`` (any
+    total >= 0), in :data:`GRAINS_PER_THREAD` grains per thread claimed by ``threads`` threads."""
+    body = make_body(b.module, name, len(ptrs), noalias, emit)
+    threads = max(threads, 1)
+    grain = max(1, -(-total // (GRAINS_PER_THREAD * threads)))
+    _run_pieces(b, body, ptrs, total, grain, threads)

@@ -2,8 +2,8 @@
 
 max: NaN-propagating (``llvm.maximum``), padding never wins. avg: window clipped
 to the padded input for the count when ``count_include_pad``, else to the input;
-``divisor`` > 0 overrides the count. Loop vars of the epilogue are (n, c, oh, ow);
-``Ref(0)`` is the pooled value in ``acc_dtype``.
+a nonzero ``divisor`` (negative too, as in PyTorch) overrides the count. Loop vars
+of the epilogue are (n, c, oh, ow); ``Ref(0)`` is the pooled value in ``acc_dtype``.
 """
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ def emit_pool_kernel(module: ir.Module, name: str, k: PoolKernel, noalias: bool,
                         emit_store(em, ptrs[nin:], k.outputs, st)
 
     def _count(b, h0, w0, T_):
-        if k.divisor > 0:
+        if k.divisor != 0:
             cnt = _c(k.divisor)
         else:
             hend = _smin(b, b.add(h0, _c(KH)), _c(k.h + PH))

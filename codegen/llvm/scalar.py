@@ -9,6 +9,13 @@ SIGFPE; ``INT_MIN / -1`` wraps); ``max``/``min`` on floats use
 ``llvm.maximum``/``llvm.minimum`` (NaN-propagating, -0.0 < +0.0); float ``mod``
 is C ``fmod``; integer ``pow`` with a negative exponent gives ``1/a`` truncated
 (1, -1 or 0); data-dependent load indices are clamped into the buffer.
+
+Run-time checks (the ``check`` primitive: integer divisors, embedding ids) are not a
+table rule: the emitter ORs the failing check's code into the function's *check flag*,
+an i32 local that :func:`open_checks` creates and :func:`close_checks` publishes to the
+program's error word (one atomic OR, only when something failed). The flag lives in a
+register (SROA promotes it), so a loop's checks are an OR reduction that vectorizes:
+the cost is a compare and a select per checked value, no branch in the loop.
 """
 from __future__ import annotations
 
@@ -19,8 +26,10 @@ from llvmlite import ir
 from minicomp.codegen.llvm import convert
 from minicomp.codegen.llvm.intrinsics import call
 from minicomp.codegen.llvm.mathlib import math_call
-from minicomp.codegen.llvm.types import I1, I64, PTR, register_type, storage_type
+from minicomp.codegen.llvm.control import entry_alloca
+from minicomp.codegen.llvm.types import I1, I32, I64, PTR, register_type, storage_type
 from minicomp.ir.dtypes import DType, promote
+from minicomp.ir.expr_walk import post_order
 from minicomp.ir.kernel import PRIMITIVES, Cast, Const, Expr, Load, Op, Ref, Var
 
 Rule = Callable[[ir.IRBuilder, DType, list[ir.Value], DType], ir.Value]
@@ -208,20 +217,36 @@ PRIMITIVE_RULES: dict[str, Rule] = {
     "xor": lambda b, dt, a, odt: b.xor(a[0], a[1]), "not": lambda b, dt, a, odt: b.not_(a[0]),
     "where": lambda b, dt, a, odt: b.select(a[0], a[1], a[2]),
 }
-assert set(PRIMITIVE_RULES) == set(PRIMITIVES), "every primitive needs exactly one LLVM rule"
+# ``check`` needs the function's check flag, so ExprEmitter emits it (see open_checks)
+assert set(PRIMITIVE_RULES) | {"check"} == set(PRIMITIVES), "every primitive needs exactly one LLVM rule"
+
+_FLAG_ATTR = "minicomp_check_flag"
+
+
+def open_checks(b: ir.IRBuilder) -> None:
+    """Start collecting failed checks in the function being built: its check flag (an i32 entry
+    alloca, recorded on the ``ir.Function``) is set to 0 at the builder's position."""
+    flag = getattr(b.function, _FLAG_ATTR, None)
+    if flag is None:
+        flag = entry_alloca(b, I32, name="checks")
+        setattr(b.function, _FLAG_ATTR, flag)
+    b.store(ir.Constant(I32, 0), flag)
+
+
+def close_checks(b: ir.IRBuilder, error_word: ir.Value) -> None:
+    """OR the check flag into ``error_word`` (an i32 that all threads of the call share) when
+    a check failed since :func:`open_checks`: atomically, and off the common path."""
+    flag = getattr(b.function, _FLAG_ATTR)
+    bits = b.load(flag, typ=I32)
+    with b.if_then(b.icmp_unsigned("!=", bits, ir.Constant(I32, 0)), likely=False):
+        b.atomic_rmw("or", error_word, bits, "monotonic")
 
 _COMPARE = {"lt", "le", "gt", "ge", "eq", "ne", "isnan"}
 _LOGIC = {"and", "or", "xor", "not"}
 
 
 def _has_data_dependence(e: Expr) -> bool:
-    if isinstance(e, (Load, Ref)):
-        return True
-    if isinstance(e, Op):
-        return any(_has_data_dependence(x) for x in e.args)
-    if isinstance(e, Cast):
-        return _has_data_dependence(e.arg)
-    return False
+    return any(isinstance(n, (Load, Ref)) for n in post_order(e))
 
 
 class ExprEmitter:
@@ -245,9 +270,15 @@ class ExprEmitter:
         hit = self._memo.get(id(e))
         if hit is not None and hit[0] is e:
             return hit[1]
-        v = self._emit(e)
-        self._memo[id(e)] = (e, v)
-        return v
+        # Operands first, each once, children before parents (no recursion: expressions can be
+        # thousands of nodes deep); each node's own rule then finds its operands emitted.
+        for n in post_order(e, self._emitted):
+            self._memo[id(n)] = (n, self._emit(n))
+        return self._memo[id(e)][1]
+
+    def _emitted(self, e: Expr) -> bool:
+        hit = self._memo.get(id(e))
+        return hit is not None and hit[0] is e
 
     def bind(self, e: Expr, value: ir.Value) -> None:
         """Use ``value`` (register type of ``e.dtype``) wherever the node ``e`` is emitted."""
@@ -289,7 +320,21 @@ class ExprEmitter:
             return self._op(e)
         raise TypeError(f"not an expression: {e!r}")
 
+    def _check(self, e: Op) -> ir.Value:
+        """``check(ok, value, code)``: the flag |= (ok ? 0 : code); the value passes through."""
+        flag = getattr(self.b.function, _FLAG_ATTR, None)
+        if flag is None:
+            raise ValueError("a check primitive in a kernel without a check flag (call open_checks first)")
+        b = self.b
+        ok = self.emit_as(e.args[0], DType.bool)
+        value = self.emit(e.args[1])
+        bits = b.select(ok, ir.Constant(I32, 0), ir.Constant(I32, int(e.args[2].value)))
+        b.store(b.or_(b.load(flag, typ=I32), bits), flag)
+        return value
+
     def _op(self, e: Op) -> ir.Value:
+        if e.op == "check":
+            return self._check(e)
         if e.op not in PRIMITIVE_RULES:
             raise ValueError(f"unknown primitive {e.op!r}")
         if e.op in _LOGIC:

@@ -162,7 +162,7 @@ def emit_pool(k: PoolKernel, name: str) -> KernelSource:
         body.line(f"ws = {v[3]} * {sw} - {pw}")
         body.line(f"he = tl.minimum(hs + {kh}, {k.h + ph})")
         body.line(f"we = tl.minimum(ws + {kw}, {k.w + pw})")
-        if k.divisor > 0:
+        if k.divisor != 0:  # nonzero, negative too, overrides the count (as in PyTorch)
             count = str(k.divisor)
         elif k.count_include_pad:
             count = "(he - hs) * (we - ws)"

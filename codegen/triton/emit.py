@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from minicomp.ir.dtypes import DType, round_to_dtype
+from minicomp.ir.expr_walk import post_order
 from minicomp.ir.kernel import Cast, Const, Expr, Load, Op, Ref, Var
 from minicomp.codegen.triton import ops
 
@@ -62,20 +63,12 @@ def literal(value, dtype: DType) -> str:
 
 
 def uses(expr: Expr, kind: type) -> list:
-    """All sub-expressions of ``expr`` that are instances of ``kind`` (with repeats)."""
-    found = []
-    stack = [expr]
-    while stack:
-        e = stack.pop()
-        if isinstance(e, kind):
-            found.append(e)
-        if isinstance(e, Op):
-            stack.extend(e.args)
-        elif isinstance(e, (Cast,)):
-            stack.append(e.arg)
-        elif isinstance(e, Load):
-            stack.append(e.index)
-    return found
+    """All distinct sub-expressions of ``expr`` (each node once) that are instances of ``kind``."""
+    return [e for e in post_order(expr) if isinstance(e, kind)]
+
+
+#: The parameter name of a kernel's error word (a kernel with run-time checks takes it last).
+ERRORS = "errors"
 
 
 @dataclass
@@ -129,6 +122,12 @@ class ExprEmitter:
         """Source text (a name or literal) holding the value of ``expr``."""
         if expr in self.memo:
             return self.memo[expr]
+        # Operands first, children before parents (no recursion: expressions can be thousands of
+        # nodes deep); each node's own rule below then finds its operands in the memo.
+        if isinstance(expr, (Op, Cast, Load)):
+            for n in post_order(expr, lambda n: n in self.memo):
+                if n is not expr:
+                    self.value(n)
         if isinstance(expr, Const):
             text = literal(expr.value, expr.dtype)
             if expr.dtype is DType.f64 or expr.dtype is DType.i64 and not -2**31 <= int(expr.value) < 2**31:
@@ -192,7 +191,20 @@ class ExprEmitter:
             return f"{a}.to(tl.int32).to({ops.TL_DTYPE[dst]})"
         return f"{a}.to({ops.TL_DTYPE[dst]})"
 
+    def _check(self, e: Op) -> str:
+        """``check(ok, value, code)``: lanes where ``ok`` is false store ``code`` into the kernel's
+        ``errors`` word (:data:`ERRORS`, a one-element i32 buffer); the value passes through.
+        Lanes store the same constant, and a failed check of another kind stores another non-zero
+        code, so plain masked stores never lose a failure."""
+        ok = self.tensor(e.args[0])
+        shape, itl, code = self.ctx.shape, self.ctx.index_tl, int(e.args[2].value)
+        self.body.line(f"tl.store({ERRORS} + tl.full({shape}, 0, {itl}), tl.full({shape}, {code}, tl.int32), "
+                       f"mask={self.ctx.mask} & ({ok} == 0))")
+        return self.value(e.args[1])
+
     def _op(self, e: Op) -> str:
+        if e.op == "check":
+            return self._check(e)
         operand = e.args[1].dtype if e.op == "where" else e.args[0].dtype
         args = [self.value(a) for a in e.args]
         for i, a in enumerate(e.args):

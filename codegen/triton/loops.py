@@ -7,7 +7,10 @@ Reductions: a ``[XBLOCK, RBLOCK]`` tile per program (XBLOCK outer points, RBLOCK
 flattened inner points). When the inner size fits in one block, every stage
 (softmax: max, sum of exp, store) works on the same registers and shares loads;
 otherwise each stage loops over the inner points in chunks of RBLOCK, keeping a
-per-lane accumulator that is reduced across lanes at the end.
+per-lane accumulator that is reduced across lanes at the end. A float sum over more
+than FANIN chunks nests its loops so that no accumulator adds more than FANIN values
+(a cascade, see :func:`_open_cascade`); sums across lanes are a pairwise tree
+(``_row_sum`` in the prelude), so long rows stay as accurate as eager's.
 
 Aliasing: a call may pass one arena buffer as both an input and an output (an
 in-place pair, legal only for pointwise kernels; see
@@ -21,12 +24,14 @@ from __future__ import annotations
 from math import prod
 
 from minicomp.ir.dtypes import DType
-from minicomp.ir.kernel import Expr, LoopKernel, Reduce, Store, Var
+from minicomp.ir.kernel import Expr, LoopKernel, Reduce, Store, Var, kernel_checks
 from minicomp.codegen.triton import ops
-from minicomp.codegen.triton.emit import Body, Context, ExprEmitter, uses
+from minicomp.codegen.triton.emit import ERRORS, Body, Context, ExprEmitter, uses
 from minicomp.codegen.triton.launch import KernelSource, pointwise_config, reduction_config
 
 INT32_LIMIT = 2**31 - 1
+#: Chunks of RBLOCK points each level of a looped float sum adds before passing its sum up.
+FANIN = 16
 
 
 def index_type(kernel) -> str:
@@ -78,8 +83,12 @@ def emit_store(em: ExprEmitter, st: Store, outputs: list[str], out_dtypes: list[
 
 
 def signature(kernel, name: str, blocks: list[str]) -> tuple[str, list]:
+    """The kernel's ``@triton.jit`` header and its pointer params: inputs, outputs, then the error
+    word (:data:`~.emit.ERRORS`, i32) when the kernel has run-time checks."""
     params = [(f"in{i}", b.type.dtype) for i, b in enumerate(kernel.inputs)]
     params += [(f"out{i}", b.type.dtype) for i, b in enumerate(kernel.outputs)]
+    if kernel_checks(kernel):
+        params.append((ERRORS, DType.i32))
     args = [p for p, _ in params] + [f"{b}: tl.constexpr" for b in blocks]
     head = f"@triton.jit\ndef {name}({', '.join(args)}):\n    # {kernel.kind} kernel {kernel.name!r}"
     return head, params
@@ -109,7 +118,7 @@ def _emit_pointwise(kernel: LoopKernel, name: str) -> KernelSource:
     body.line(f"mask = offs < {numel}")
     vars_ = unflatten(body, "offs", kernel.outer, 0, used_vars(_exprs(kernel.stages)))
     inputs = [p for p, _ in params[:len(kernel.inputs)]]
-    outputs = [p for p, _ in params[len(kernel.inputs):]]
+    outputs = [p for p, _ in params[len(kernel.inputs):len(kernel.inputs) + len(kernel.outputs)]]
     em = ExprEmitter(body, Context(vars_, {}, inputs, "mask", "[BLOCK]", itl))
     for st in kernel.stages:
         emit_store(em, st, outputs, [b.type.dtype for b in kernel.outputs], "mask")
@@ -123,7 +132,7 @@ def _emit_reduction(kernel: LoopKernel, name: str, max_rblock: int) -> KernelSou
     head, params = signature(kernel, name, ["XBLOCK", "RBLOCK"])
     itl = index_type(kernel)
     inputs = [p for p, _ in params[:len(kernel.inputs)]]
-    outputs = [p for p, _ in params[len(kernel.inputs):]]
+    outputs = [p for p, _ in params[len(kernel.inputs):len(kernel.inputs) + len(kernel.outputs)]]
     out_dtypes = [b.type.dtype for b in kernel.outputs]
     needed = used_vars(_exprs(kernel.stages))
     nouter = len(kernel.outer)
@@ -157,16 +166,14 @@ def _emit_reduction(kernel: LoopKernel, name: str, max_rblock: int) -> KernelSou
             else:
                 refs[i] = _reduce_once(shared, st, itl)
             continue
-        if isinstance(st, Reduce):
-            accs = _acc_init(body, st, itl)
-        body.line(f"for r0 in range(0, {inner}, RBLOCK):")
-        body.indent += 1
+        accs = _acc_init(body, st, itl) if isinstance(st, Reduce) else [None]
+        subs = _open_cascade(body, st, _cascade_levels(st, inner, dict(cfg.blocks)["RBLOCK"]), inner)
         em = open_inner("r0 + ")
         if isinstance(st, Store):
             emit_store(em, st, outputs, out_dtypes, "mask")
         else:
-            _acc_update(em, st, accs, itl)
-        body.indent -= 1
+            _acc_update(em, st, subs[-1:] or accs, itl)
+        _close_cascade(body, accs[0], subs)
         if isinstance(st, Reduce):
             refs[i] = _acc_finish(body, st, accs)
     return KernelSource(name, head + "\n" + body.text(), params, cfg, f"(triton.cdiv({rows}, XBLOCK),)",
@@ -210,10 +217,56 @@ def _reduce_once(em: ExprEmitter, st: Reduce, itl: str) -> str:
         idx = body.assign(f"roffs + tl.full([XBLOCK, RBLOCK], 0, {itl})", "i")
         red = body.assign(f"tl.reduce(({m}, {idx}), 1, {fn})[1]")
     elif st.op == "sum":
-        red = body.assign(f"tl.reduce({m}, 1, _add)")
+        red = body.assign(f"_row_sum({m})")
     else:
         red = body.assign(f"tl.reduce({m}, 1, {fn})")
     return _finish(body, st, red)
+
+
+def _cascade_levels(st: Reduce | Store, inner: int, rblock: int) -> int:
+    """Loops a looped stage nests: 1 (one loop over chunks of RBLOCK points) unless ``st`` is a
+    float sum over more than FANIN chunks, which needs enough levels that FANIN**levels
+    chunks cover the row (see :func:`_open_cascade`)."""
+    if not (isinstance(st, Reduce) and st.op == "sum" and _acc_type(st).is_float):
+        return 1
+    chunks, levels = -(-inner // rblock), 1
+    while FANIN ** levels < chunks:
+        levels += 1
+    return levels
+
+
+def _open_cascade(body: Body, st: Reduce | Store, levels: int, inner: int) -> list[str]:
+    """Open a looped stage's loops (``r0`` innermost; the body is left indented inside it) and
+    return the accumulators of the loops below the top one, outermost first (none for one
+    level); the innermost loop's body updates the last one.
+
+    With ``levels`` L > 1 (a long float sum) loop ``r{L-1}`` walks spans of RBLOCK *
+    FANIN**(L-1) points and each loop below walks the FANIN sub-spans of its parent's span.
+    Each loop below the top sums into a fresh per-lane accumulator that is added to its
+    parent's after the loop, so no accumulator adds more than FANIN values: a cascade sum,
+    as in PyTorch's CPU kernels, whose error grows with log(inner), not with inner / RBLOCK."""
+    subs: list[str] = []
+    for j in range(levels - 1, -1, -1):
+        if j == levels - 1:
+            body.line(f"for r{j} in range(0, {inner}, RBLOCK * {FANIN ** j}):")
+        else:
+            acc = _acc_type(st)
+            subs.append(body.assign(f"tl.full([XBLOCK, RBLOCK], {ops.reduce_identity('sum', acc)}, "
+                                    f"{ops.TL_DTYPE[acc]})", f"acc{j}_"))
+            body.line(f"for r{j} in range(r{j + 1}, min(r{j + 1} + RBLOCK * {FANIN ** (j + 1)}, {inner}), "
+                      f"RBLOCK * {FANIN ** j}):")
+        body.indent += 1
+    return subs
+
+
+def _close_cascade(body: Body, top: str | None, subs: list[str]) -> None:
+    """Close the loops :func:`_open_cascade` opened, adding each level's sum into its parent's
+    (``top``: the stage's own accumulator)."""
+    parents = [top, *subs[:-1]]
+    for parent, sub in reversed(list(zip(parents, subs))):
+        body.indent -= 1
+        body.line(f"{parent} = {parent} + {sub}")
+    body.indent -= 1
 
 
 def _acc_init(body: Body, st: Reduce, itl: str) -> list[str]:
@@ -239,7 +292,7 @@ def _acc_finish(body: Body, st: Reduce, accs: list[str]) -> str:
     if st.op in ("argmax", "argmin"):
         red = body.assign(f"tl.reduce(({accs[0]}, {accs[1]}), 1, {fn})[1]")
     elif st.op == "sum":
-        red = body.assign(f"tl.reduce({accs[0]}, 1, _add)")
+        red = body.assign(f"_row_sum({accs[0]})")
     else:
         red = body.assign(f"tl.reduce({accs[0]}, 1, {fn})")
     return _finish(body, st, red)

@@ -32,6 +32,7 @@ from minicomp.ir.dtypes import DType
 from minicomp.ir.kernel import AttentionKernel, ConvKernel, LoopKernel, MatmulKernel, PoolKernel, Program
 from minicomp.codegen.triton import ops
 from minicomp.codegen.triton.attention import emit_attention
+from minicomp.codegen.triton.emit import ERRORS
 from minicomp.codegen.triton.contraction import emit_conv, emit_matmul, emit_pool
 from minicomp.codegen.triton.launch import MAX_RBLOCK, KernelSource
 from minicomp.codegen.triton.loops import emit_loop_kernel
@@ -125,6 +126,9 @@ def _run_function(program: Program, kernels: list[KernelSource], autotune: bool)
         lines.append("    tune = device.type == 'cuda' and not INTERPRET")
     if program.arena_bytes or any(s.kind == "arena" for s in program.slots):  # size-0 slots too
         lines.append(f"    arena = torch.empty({program.arena_bytes}, dtype=torch.uint8, device=device)")
+    checked = any(k.params and k.params[-1][0] == ERRORS for k in kernels)
+    if checked:  # the error word of kernels with run-time checks (CHECK_* bits of ir/kernel.py)
+        lines.append("    errors = torch.zeros(1, dtype=torch.int32, device=device)")
     names = []
     for s, slot in enumerate(program.slots):
         var = f"s{s}"
@@ -145,9 +149,10 @@ def _run_function(program: Program, kernels: list[KernelSource], autotune: bool)
         lines.append(f"    {var} = {src}  # {slot.kind} {slot.type}")
     for call in program.calls:
         k = kernels[call.kernel]
-        if len(call.args) != len(k.params):
+        extra = [ERRORS] if k.params and k.params[-1][0] == ERRORS else []
+        if len(call.args) + len(extra) != len(k.params):
             raise ValueError(f"call of {k.name} passes {len(call.args)} buffers, kernel takes {len(k.params)}")
-        argv = ", ".join(names[a] for a in call.args)
+        argv = ", ".join([names[a] for a in call.args] + extra)
         if k.empty:
             lines.append(f"    # {k.name}: empty iteration space, nothing to launch")
             continue
@@ -162,6 +167,11 @@ def _run_function(program: Program, kernels: list[KernelSource], autotune: bool)
             static_grid = re.sub(r"\b(" + "|".join(b for b, _ in k.config.blocks) + r")\b",
                                  lambda m: str(dict(k.config.blocks)[m.group(1)]), k.grid)
             lines.append(f"    {k.name}[{static_grid}]({argv}, {k.config.kwargs()})")
+    if checked:  # one read of the word (a device sync), only in programs with checks
+        lines.append("    code = int(errors.item())")
+        lines.append("    if code:")
+        lines.append("        from minicomp.ir.kernel import check_failure")
+        lines.append("        raise check_failure(code)")
     aliases = dict(program.aliases)
     results = []
     for j in range(program.num_outputs):

@@ -248,6 +248,16 @@ def _argmin(v1, i1, v2, i2):
 
 
 if INTERPRET:
+    # Sum of each row of a [XBLOCK, RBLOCK] tile. The interpreter's tl.reduce with a combine
+    # function adds the lanes one after another (in Python): a pairwise tree instead, as a
+    # GPU's reduction tree adds them, so a long row is as accurate here as on the GPU.
+    @triton.jit
+    def _row_sum(x):
+        while x.shape[1] > 1:
+            a, b = tl.split(tl.permute(tl.reshape(x, [x.shape[0], 2, x.shape[1] // 2]), (0, 2, 1)))
+            x = a + b
+        return tl.reshape(x, [x.shape[0]])
+
     # The interpreter multiplies bf16 tiles as their raw uint16 storage: widen first
     # (bf16 products are exact in float32, so the float32 sum is what tl.dot computes).
     @triton.jit
@@ -281,6 +291,10 @@ if INTERPRET:
         r = tl.where(y == 0, 1.0, tl.where(x == 1, 1.0, r))
         return r.to(a.dtype)
 else:
+    @triton.jit
+    def _row_sum(x):
+        return tl.reduce(x, 1, _add)
+
     @triton.jit
     def _dot_bf16(a, b):
         return tl.dot(a, b)

@@ -45,6 +45,17 @@ class NeedMaterialize(LoweringError):
         self.value = value
 
 
+class _Need(BaseException):
+    """Raised inside an :meth:`KernelBuilder.expr` walk for an operand not computed yet.
+
+    A BaseException so that no ``except Exception`` in a lowering rule can swallow it."""
+
+    def __init__(self, value: Value, idx: Sequence[Expr]):
+        super().__init__()
+        self.value = value
+        self.idx = idx
+
+
 def is_view(node: Node) -> bool:
     """Whether ``node`` folds into its consumers' indexing (no kernel of its own)."""
     return node.opdef.view is not None and node.op != "copy"
@@ -68,6 +79,7 @@ class KernelBuilder:
         self.extents: tuple[int, ...] = ()
         self.stages: list = []
         self.reduced: dict[int, Callable[[list[Expr]], Expr]] = {}
+        self._memo: dict | None = None  # (value id, index) -> Expr during one expr() walk
 
     # -- buffers --------------------------------------------------------------------------
     def buffer_of(self, v: Value) -> int:
@@ -102,7 +114,43 @@ class KernelBuilder:
 
     # -- values ----------------------------------------------------------------------------
     def expr(self, v: Value, idx: Sequence[Expr]) -> Expr:
-        """The value of ``v`` at multi-index ``idx``, as an Expr of ``v``'s IR dtype."""
+        """The value of ``v`` at multi-index ``idx``, as an Expr of ``v``'s IR dtype.
+
+        Evaluated without recursion (a chain of thousands of fused ops would overflow
+        Python's stack): the outermost call walks an explicit stack of (value, index)
+        requests. Evaluating one request (:meth:`_expr_step`) reads its operands through
+        this method, which, inside a walk, answers from the walk's memo or raises
+        :class:`_Need` for an operand not computed yet; the walk computes that operand
+        first and evaluates the request again. Each (value, index) is computed once per
+        walk, so a value used twice is one shared expression.
+        """
+        memo = self._memo
+        key = (id(self.canon(v)), tuple(idx))
+        if memo is not None:  # inside a walk: an operand of the request being evaluated
+            hit = memo.get(key)
+            if hit is None:
+                raise _Need(v, idx)
+            return hit
+        self._memo = memo = {}
+        try:
+            stack = [(v, list(idx), key)]
+            while stack:
+                sv, sidx, skey = stack[-1]
+                if skey in memo:
+                    stack.pop()
+                    continue
+                try:
+                    memo[skey] = self._expr_step(sv, sidx)
+                except _Need as need:
+                    stack.append((need.value, list(need.idx), (id(self.canon(need.value)), tuple(need.idx))))
+                    continue
+                stack.pop()
+            return memo[key]
+        finally:
+            self._memo = None
+
+    def _expr_step(self, v: Value, idx: Sequence[Expr]) -> Expr:
+        """One request of :meth:`expr`: ``v`` at ``idx`` from its operands' expressions."""
         v = self.canon(v)
         dt = v.type.dtype
         node = v.producer

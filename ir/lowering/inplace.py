@@ -20,35 +20,46 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from minicomp.ir.dtypes import DType
+from minicomp.ir.expr_walk import post_order
 from minicomp.ir.kernel import Cast, Const, Expr, Kernel, Load, LoopKernel, Op, Program, Slot, Store, Var
 
 
 def sub_exprs(e: Expr) -> Iterator[Expr]:
-    """``e`` and all its subexpressions (index expressions of loads included)."""
-    yield e
-    if isinstance(e, Op):
-        for a in e.args:
-            yield from sub_exprs(a)
-    elif isinstance(e, Cast):
-        yield from sub_exprs(e.arg)
-    elif isinstance(e, Load):
-        yield from sub_exprs(e.index)
+    """``e`` and all its subexpressions (index expressions of loads included), each distinct
+    node once (an iterative walk: expressions can be thousands of nodes deep)."""
+    return iter(post_order(e))
 
 
 def same_expr(a: Expr, c: Expr) -> bool:
-    """Structural equality that tells -0.0 from 0.0 and 1 from 1.0 (dataclass == does not)."""
-    if type(a) is not type(c):
-        return False
-    if isinstance(a, Const):
-        return a.dtype is c.dtype and type(a.value) is type(c.value) and repr(a.value) == repr(c.value)
-    if isinstance(a, Op):
-        return (a.op == c.op and a.dtype is c.dtype and len(a.args) == len(c.args)
-                and all(same_expr(x, y) for x, y in zip(a.args, c.args)))
-    if isinstance(a, Cast):
-        return a.dtype is c.dtype and same_expr(a.arg, c.arg)
-    if isinstance(a, Load):
-        return a.buf == c.buf and a.dtype is c.dtype and same_expr(a.index, c.index)
-    return a == c
+    """Structural equality that tells -0.0 from 0.0 and 1 from 1.0 (dataclass == does not).
+
+    Iterative, each pair of nodes compared once."""
+    stack, done = [(a, c)], set()
+    while stack:
+        x, y = stack.pop()
+        if x is y or (id(x), id(y)) in done:
+            continue
+        done.add((id(x), id(y)))
+        if type(x) is not type(y):
+            return False
+        if isinstance(x, Const):
+            if not (x.dtype is y.dtype and type(x.value) is type(y.value) and repr(x.value) == repr(y.value)):
+                return False
+        elif isinstance(x, Op):
+            if not (x.op == y.op and x.dtype is y.dtype and len(x.args) == len(y.args)):
+                return False
+            stack.extend(zip(x.args, y.args))
+        elif isinstance(x, Cast):
+            if x.dtype is not y.dtype:
+                return False
+            stack.append((x.arg, y.arg))
+        elif isinstance(x, Load):
+            if not (x.buf == y.buf and x.dtype is y.dtype):
+                return False
+            stack.append((x.index, y.index))
+        elif x != y:
+            return False
+    return True
 
 
 def affine(e: Expr) -> tuple[int, dict[int, int]] | None:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 from minicomp.ir.graph import Node, Value
 from minicomp.ir.kernel import (Buffer, ConvKernel, E, Kernel, LoopKernel, MatmulKernel, PoolKernel, Store,
-                                Var)
+                                Var, kernel_checks)
 from minicomp.ir.lowering import attention, contractions, reductions
 from minicomp.ir.lowering import indexing as ix
 from minicomp.ir.lowering.builder import CannotFuse, KernelBuilder, is_view
@@ -46,11 +46,11 @@ def lower_group(nodes: Sequence[Node], outputs: Sequence[Value], canon: Callable
     contr = [n for n in nodes if n.op in contractions.CONTRACTIONS]
     reds = [n for n in nodes if _is_reduction(n)]
     if attention.matches(nodes):
-        return attention.attention_kernel(b, name, nodes, outputs, out_bufs), b.inputs
+        return _without_checks(attention.attention_kernel(b, name, nodes, outputs, out_bufs)), b.inputs
     if len(contr) > 1 or (contr and reds):
         raise CannotFuse("more than one contraction/reduction template in one kernel")
     if contr:
-        return _contraction_kernel(b, name, contr[0], outputs, out_bufs), b.inputs
+        return _without_checks(_contraction_kernel(b, name, contr[0], outputs, out_bufs)), b.inputs
     if reds:
         return _reduction_kernel(b, name, reds, outputs, out_bufs), b.inputs
     shape = outputs[0].type.shape
@@ -62,6 +62,14 @@ def lower_group(nodes: Sequence[Node], outputs: Sequence[Value], canon: Callable
     moves_only = all(is_view(n) or n.op in _DATA_MOVES for n in nodes)
     kind = "copy" if moves_only else "pointwise"
     return LoopKernel(name, kind, b.input_buffers(), out_bufs, tuple(shape), (), stores), b.inputs
+
+
+def _without_checks(kernel: Kernel) -> Kernel:
+    """``kernel``, unless an epilogue holds a run-time ``check`` (integer division, embedding id):
+    only loop kernels report checks, so such a group is split and the check runs in a loop kernel."""
+    if kernel_checks(kernel):
+        raise CannotFuse("a run-time check (integer division or index) cannot run in a template's epilogue")
+    return kernel
 
 
 def _reduction_kernel(b, name, reds, outputs, out_bufs) -> LoopKernel:

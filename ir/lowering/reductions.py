@@ -80,8 +80,8 @@ def space_of(node: Node) -> Space:
         return Space(x.shape, _norm_dims(a["dim"], r) if r else ())
     if node.op == "layer_norm":
         return Space(x.shape, tuple(range(r - a["normalized_ndim"], r)))
-    if node.op == "cumsum":
-        return Space(x.shape, (), cumulative=(a["dim"] % r) if r else 0)
+    if node.op == "cumsum":  # a 0-d input has nothing to scan: its running sum is itself
+        return Space(x.shape, (), cumulative=a["dim"] % r) if r else Space(x.shape, ())
     raise LoweringError(f"no reduction template for '{node.op}'")
 
 
@@ -171,10 +171,9 @@ def setup(b, node: Node, space: Space) -> None:
             y = E.mul(E.sub(xval(acc, idx), mean), rstd)
             return E.add(E.mul(y, E.cast(b.expr(w, tail), acc)), E.cast(b.expr(bias, tail), acc))
         reader(ln)
-    elif op == "cumsum":
-        d = space.cumulative
-        j = Var(len(space.shape))
-        val = E.where(E.le(j, Var(d)), xval(acc), E.const(0, acc))
+    elif op == "cumsum":  # a 0-d input (no scanned dim) sums over no dims: the value itself
+        d, j = space.cumulative, Var(len(space.shape))
+        val = xval(acc) if d is None else E.where(E.le(j, Var(d)), xval(acc), E.const(0, acc))
         ref = b.reduce("sum", val, acc)
         reader(lambda idx: ref)
     else:

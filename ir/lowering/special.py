@@ -1,8 +1,8 @@
 """Lowerings of the ops that are not a plain ``scalar`` or ``view`` rule.
 
 ``cat`` (select between inputs with clamped indices), ``embedding`` (a
-data-dependent load, ids clamped into range: out-of-range ids read the first or
-last row instead of faulting), ``copy`` (identity inside a kernel),
+data-dependent load; an id out of range is reported through a ``check`` and the
+load reads a clamped row, never outside the weight), ``copy`` (identity inside a kernel),
 ``batch_norm`` (inference form: per-channel affine map) and
 ``upsample_nearest2d`` when its OpDef has no view rule. Each handler maps (builder, node, result value, index) -> Expr.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from minicomp.ir.kernel import E, Expr
+from minicomp.ir.kernel import CHECK_INDEX, E, Expr
 from minicomp.ir.lowering import indexing as ix
 
 
@@ -42,6 +42,9 @@ def _embedding(b, node, v, idx):
     weight, ids = node.operands
     rows = weight.type.shape[0]
     i = ix.to_i64(b.expr(ids, idx[:-1]))
+    # eager raises IndexError for an id outside [0, rows): the kernel reports it (the call then
+    # raises) and still reads a clamped row, so the load never leaves the weight
+    i = E.check(E.op("and", E.ge(i, ix.c64(0)), E.lt(i, ix.c64(rows))), i, CHECK_INDEX)
     i = E.max(E.min(i, ix.c64(rows - 1)), ix.c64(0))
     return b.expr(weight, [i, idx[-1]])
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from minicomp.ir.dtypes import DType, promote, round_to_dtype
-from minicomp.ir.kernel import E, Expr
+from minicomp.ir.kernel import CHECK_ZERO_DIVISION, Const, E, Expr
 from minicomp.ir.ops import Attr, Category, IRError, OpDef, get_op, register
 from minicomp.ir.ops.dtype_util import as_dtype, dtype_of, float_of, precise
 from minicomp.ir.types import TensorType, broadcast_shapes
@@ -321,10 +321,19 @@ def _div_np(a, b, rounding_mode):
     return q + ((np.remainder(a, b) != 0) & ((a < 0) != (b < 0))).astype(q.dtype)
 
 
+def _int_divisor(b: Expr) -> Expr:
+    """Integer divisor ``b``, checked nonzero at run time: eager raises "ZeroDivisionError" for an
+    integer division or remainder by zero, so the kernel reports it (CHECK_ZERO_DIVISION)."""
+    if isinstance(b, Const) and b.value != 0:
+        return b
+    return E.check(E.ne(b, 0), b, CHECK_ZERO_DIVISION)
+
+
 def _div_expr(a: Expr, b: Expr, rounding_mode) -> Expr:
     if rounding_mode is None:
         return E.div(a, b)
     if not _is_float(a):
+        b = _int_divisor(b)
         q = E.floordiv(a, b)
         if rounding_mode == "floor":
             return q
@@ -351,7 +360,7 @@ def _remainder_np(a, b):
 
 
 def _remainder_expr(a: Expr, b: Expr) -> Expr:
-    m = E.mod(a, b)  # ints: floor semantics already; floats: fmod, then take the divisor's sign
+    m = E.mod(a, b if _is_float(a) else _int_divisor(b))  # ints: floor semantics already; floats: fmod, then take the divisor's sign
     if not _is_float(a):
         return m
     return E.where(_AND(E.ne(m, 0), E.xor(E.lt(b, 0), E.lt(m, 0))), E.add(m, b), m)
@@ -363,7 +372,7 @@ def _fmod_np(a, b):
 
 
 def _fmod_expr(a: Expr, b: Expr) -> Expr:
-    m = E.mod(a, b)  # floats: fmod already; ints: floor semantics, then take the dividend's sign
+    m = E.mod(a, b if _is_float(a) else _int_divisor(b))  # floats: fmod already; ints: floor semantics, then take the dividend's sign
     if _is_float(a):
         return m
     return E.where(_AND(E.ne(m, 0), E.xor(E.lt(a, 0), E.lt(m, 0))), E.sub(m, b), m)

@@ -142,10 +142,37 @@ register(OpDef("fused", Category.OPAQUE, None, _infer_fused, _fused_ref, {"kind"
 
 
 # -- external ---------------------------------------------------------------------------------------
+def mutating_target(target: str) -> str | None:
+    """Why ``target`` ("namespace.op.overload") names an op that writes into its arguments, by name
+    alone (in-place ``add_``/``__iadd__``, ``out=`` overloads), or None.
+
+    The fallback replays an external with the caller's tensors as operands, so a mutating target
+    would write into them. This cheap check needs no PyTorch; :mod:`minicomp.frontend.external`
+    also checks the resolved op's schema (``is_mutable``), which this name test can miss
+    (``aten.max.dim_max``) but never contradicts: over all ATen overloads of torch 2.13 it flags
+    no op whose schema is functional.
+    """
+    parts = target.split(".")
+    if len(parts) != 3 or not all(parts):
+        return None
+    op, overload = parts[1], parts[2]
+    if (op.endswith("_") and not op.endswith("__")) or (op.startswith("__i") and op.endswith("__")):
+        return "an in-place op (it writes into its first operand)"
+    if overload == "out" or overload.endswith("_out") or overload.startswith("out_"):
+        return "an out= variant (it writes into its out argument)"
+    return None
+
+
 def _infer_external(types, attrs):
     results = attrs["result_types"]
     if not isinstance(attrs["target"], str) or not attrs["target"]:
         raise IRError(f"external needs a non-empty target name, got {attrs['target']!r}")
+    target = attrs["target"]
+    if len(target.split(".")) != 3 or not all(target.split(".")):
+        raise IRError(f"external target {target!r} is not 'namespace.op.overload' (e.g. 'aten.sort.default')")
+    why = mutating_target(target)
+    if why is not None:
+        raise IRError(f"external target {target!r} is {why}; only functional ops can be externals")
     if not isinstance(results, (tuple, list)) or not results or not all(isinstance(t, TensorType) for t in results):
         raise IRError(f"external ({attrs['target']}) needs result_types: a non-empty list of tensor types, "
                       f"got {results!r}")
@@ -159,6 +186,7 @@ def _external_ref(*arrays, target, args, result_types):
 
 register(OpDef("external", Category.OPAQUE, None, _infer_external, _external_ref,
                {"target": Attr("str"), "args": Attr("str"), "result_types": Attr("any")},
-               doc="an op minicomp cannot compile, run by the PyTorch fallback: target is the ATen op's "
+               doc="a functional op minicomp cannot compile, run by the PyTorch fallback (in-place and "
+                   "out= targets are refused): target is the ATen op's "
                    "qualified name, args a JSON text of its arguments (tensor operands by position), "
                    "result_types the result types", num_results=None))

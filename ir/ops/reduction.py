@@ -73,13 +73,15 @@ def _infer_reduce(name: str, out_dtype, check=None):
 def _sum_ref(x, dims, keepdim, dtype=None):
     out = _sum_dtype(dtype_of(x), {"dtype": dtype})
     dims = reduced_dims("sum", dims, x.ndim)
-    return round_to_dtype(np.sum(x.astype(out.compute.np), axis=dims, keepdims=keepdim), out)
+    # order="C": numpy's pairwise summation order follows the memory layout, so a strided view (an
+    # upsample's or expand's result) and the same values folded into a contiguous constant must sum alike
+    return round_to_dtype(np.sum(x.astype(out.compute.np, order="C"), axis=dims, keepdims=keepdim), out)
 
 
 def _mean_ref(x, dims, keepdim):
     dims = reduced_dims("mean", dims, x.ndim)
     with np.errstate(all="ignore"):
-        return np.mean(x.astype(np.float64 if x.dtype == np.float64 else np.float32), axis=dims,
+        return np.mean(x.astype(np.float64 if x.dtype == np.float64 else np.float32, order="C"), axis=dims,
                        keepdims=keepdim).astype(x.dtype)
 
 

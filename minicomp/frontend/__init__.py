@@ -3,10 +3,14 @@
 ``trace(model_or_fn, example_inputs)`` captures the program at the ATen level with
 ``make_fx`` (fake tensors, ``no_grad``, functionalized; see :mod:`.capture`) and maps
 every ATen op onto registry ops (:mod:`.aten_ops`, :mod:`.aten_structural`) in
-:mod:`.importer`. Weights and buffers become named ``constant`` nodes, user inputs
-become graph inputs with the *logical* shape of the example tensors (any stride or
-channels-last layout of an example is ignored), and outputs are the flattened
-tensors the program returns.
+:mod:`.importer`. User inputs become graph inputs with the *logical* shape of the
+example tensors (any stride or channels-last layout of an example is ignored), and
+outputs are the flattened tensors the program returns. Weights and buffers become
+named ``constant`` nodes (a snapshot: what :func:`trace` returns), or, with
+``lift_weights=True`` (``minicomp.compile``'s default), graph inputs after the user
+inputs, in the order of the ``weights`` given, followed by the tensors the program
+reads by attribute (:attr:`Traced.tensor_attrs`), so that a compiled program reads
+the current values on every call.
 
 The output structure (a tensor, a tuple, a dict of tensors, ...) is not part of
 the IR graph: :func:`trace_with_spec` returns it as a torch pytree ``TreeSpec`` in
@@ -17,13 +21,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.utils._pytree as pytree
 
 from minicomp.frontend.capture import capture, clean_name
+from minicomp.frontend.data_dependent import DATA_DEPENDENT, data_dependent_error
 from minicomp.frontend.importer import Importer
 from minicomp.ir.graph import Graph
 
@@ -36,6 +41,9 @@ class Traced:
 
     graph: Graph
     out_spec: pytree.TreeSpec
+    #: Tensors read through attributes (closure/global tensors, unregistered tensor attributes),
+    #: the last graph inputs when weights are lifted, else constants made from them.
+    tensor_attrs: list[torch.Tensor] = field(default_factory=list)
 
     def unflatten(self, flat_outputs: Sequence[Any]) -> Any:
         """The user's output structure (tensor, tuple, list, dict) holding ``flat_outputs``."""
@@ -43,7 +51,8 @@ class Traced:
 
 
 def trace_with_spec(model_or_fn: Any, example_inputs: Any, *, name: str | None = None,
-                    fallback: bool = False) -> Traced:
+                    fallback: bool = False, lift_weights: bool = False,
+                    weights: Sequence[tuple[str, torch.Tensor]] | None = None) -> Traced:
     """Import ``model_or_fn(*example_inputs)`` as an IR graph plus its output structure.
 
     ``model_or_fn`` is an ``nn.Module`` (traced as it is: call ``.eval()`` first for
@@ -55,11 +64,19 @@ def trace_with_spec(model_or_fn: Any, example_inputs: Any, *, name: str | None =
     becomes an ``external`` node instead when it can be replayed through
     ``torch.ops`` (see :mod:`minicomp.frontend.external`), and the error is raised
     only for the ones that cannot (mutating, random, non-tensor or unsupported-dtype).
+    ``lift_weights`` and ``weights`` (dotted name, tensor) are described in the module
+    docstring.
     """
     inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
-    captured = capture(model_or_fn, inputs)
-    graph = Importer(captured, name or _default_name(model_or_fn), external=fallback).run()
-    return Traced(graph, captured.out_spec)
+    importer = None
+    try:  # data-dependent Python fails in torch's tracer: one clear error instead (issue 14, point 13)
+        captured = capture(model_or_fn, inputs, weights)
+        importer = Importer(captured, name or _default_name(model_or_fn), external=fallback,
+                            lift_weights=lift_weights)
+        graph = importer.run()
+    except DATA_DEPENDENT as exc:
+        raise data_dependent_error(exc, importer.node if importer is not None else None) from None
+    return Traced(graph, captured.out_spec, importer.tensor_attrs)
 
 
 def trace(model_or_fn: Any, example_inputs: Any, *, name: str | None = None, fallback: bool = False) -> Graph:

@@ -205,6 +205,9 @@ for _ops, _ir_op, _opmath in [
 ]:
     handles(*_ops)(_binary(_ir_op, _opmath))
 handles(aten.rsub.Tensor, aten.rsub.Scalar)(_binary("sub", reverse=True))
+# ``a // b`` (floor_divide) is div with rounding_mode="floor" for every dtype
+handles(aten.floor_divide.default, aten.floor_divide.Scalar)(
+    lambda ctx, a, b: _binary("div", True)(ctx, a, b, rounding_mode="floor"))
 
 
 @handles(aten.bitwise_and.Tensor, aten.bitwise_or.Tensor, aten.bitwise_xor.Tensor)

@@ -19,9 +19,9 @@ aten = torch.ops.aten
 # -- reductions ----------------------------------------------------------------------------
 @handles(aten.sum.dim_IntList, aten.sum.default)
 def _sum(ctx, x: Value, dims: Any = None, keepdim: bool = False, *, dtype: Any = None) -> Value:
-    out = ctx.expected()[1]
+    out = ctx.expected()[1]  # a dtype the user gave is passed on even when it is x's (i32 stays i32)
     return ctx.emit("sum", [x], dims=_dims(dims, x.type.rank), keepdim=keepdim,
-                    dtype=None if out is x.type.dtype else out)
+                    dtype=None if out is x.type.dtype and dtype is None else out)
 
 
 @handles(aten.mean.dim, aten.mean.default)
@@ -112,23 +112,25 @@ def _batch_norm(ctx, x: Value, weight: Any, bias: Any, mean: Any, var: Any, *res
 
 @handles(aten.cumsum.default)
 def _cumsum(ctx, x: Value, dim: int, *, dtype: Any = None) -> Value:
-    out = ctx.expected()[1]
-    return ctx.emit("cumsum", [x], dim=_dim(dim, x.type.rank), dtype=None if out is x.type.dtype else out)
+    out = ctx.expected()[1]  # a dtype the user gave is passed on even when it is x's (i32 stays i32)
+    return ctx.emit("cumsum", [x], dim=_dim(dim, x.type.rank),
+                    dtype=None if out is x.type.dtype and dtype is None else out)
 
 
 # -- contractions --------------------------------------------------------------------------
-def _transposed_weight(v: Value) -> Value | None:
-    """``w`` when ``v`` is ``permute(w, (1, 0))`` of a 2-d constant (a Linear's ``t(weight)``)."""
+def _transposed_weight(ctx, v: Value) -> Value | None:
+    """``w`` when ``v`` is ``permute(w, (1, 0))`` of a 2-d weight (a Linear's ``t(weight)``): a constant or
+    a graph input holding a weight (``ctx.is_weight``: weights are inputs unless ``freeze=True``)."""
     p = v.producer
     if p is None or p.op != "permute" or tuple(p.attrs["dims"]) != (1, 0):
         return None
     w = p.operands[0]
-    return w if w.producer is not None and w.producer.op == "constant" else None
+    return w if ctx.is_weight(w) else None
 
 
 @handles(aten.mm.default, aten.bmm.default, aten.matmul.default, aten.mv.default, aten.dot.default)
 def _matmul(ctx, a: Value, b: Value) -> Value:
-    w = _transposed_weight(b) if ctx.node.target is aten.mm.default else None
+    w = _transposed_weight(ctx, b) if ctx.node.target is aten.mm.default else None
     if w is not None:
         return ctx.emit("linear", [a, w])
     return ctx.emit("matmul", [a, b])
@@ -136,7 +138,7 @@ def _matmul(ctx, a: Value, b: Value) -> Value:
 
 @handles(aten.addmm.default)
 def _addmm(ctx, bias: Value, a: Value, b: Value, *, beta: Any = 1, alpha: Any = 1) -> Value:
-    w = _transposed_weight(b)
+    w = _transposed_weight(ctx, b)
     if w is not None and beta == 1 and alpha == 1 and bias.type.shape == (w.type.shape[0],):
         return ctx.emit("linear", [a, w, bias])
     return ctx.emit("addmm", [bias, a, b], beta=float(beta), alpha=float(alpha))
@@ -233,7 +235,8 @@ def _permute(ctx, x: Value, *args: Any) -> Value:
         dims = list(range(rank))
         if target is aten.transpose.int:
             i, j = _dim(args[0], rank), _dim(args[1], rank)
-            dims[i], dims[j] = dims[j], dims[i]
+            if rank:  # a 0-d tensor takes dims 0 and -1 and is its own transpose
+                dims[i], dims[j] = dims[j], dims[i]
         else:
             dims.reverse()
     if dims == list(range(rank)):

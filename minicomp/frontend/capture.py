@@ -4,8 +4,9 @@
 (Dynamo's subgraphs included) with fake tensors, under ``torch.no_grad()`` and
 functionalization (in-place ops such as ``relu_`` become their functional forms).
 Parameters and buffers are traced as leading placeholders so that the importer
-can turn them into named constants; outputs are flattened with torch's pytree
-and the structure is kept in :attr:`Captured.out_spec`.
+can turn them into named graph inputs (read at call time) or named constants
+(``freeze=True``); outputs are flattened with torch's pytree and the structure is
+kept in :attr:`Captured.out_spec`.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import linecache
 import os
 import re
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +27,8 @@ import torch.utils._pytree as pytree
 from torch._decomp import get_decompositions
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.overrides import TorchFunctionMode
+
+from minicomp.frontend.data_dependent import check_value_read
 
 aten = torch.ops.aten
 
@@ -39,6 +43,13 @@ _DECOMPOSE = [
 ]
 
 
+#: One capture at a time per process: make_fx, functionalization and fake tensors keep
+#: process-wide state (the current proxy mode, FX's patcher, the current node meta), and
+#: two threads tracing at once corrupt each other's (issue 14, point 12). Only tracing is
+#: serialized; passes, lowering, native compilation and calls of compiled models are not.
+_CAPTURE_LOCK = threading.RLock()
+
+
 def decomposition_table() -> dict[Any, Callable[..., Any]]:
     """The decompositions ``make_fx`` applies while tracing (a fresh dict per call)."""
     return get_decompositions(_DECOMPOSE)
@@ -51,7 +62,8 @@ class Captured:
     The first ``len(param_names)`` placeholders of ``gm`` are the model's parameters
     and buffers (values in ``param_values``); the rest are the user inputs, named
     ``input_names``. ``out_spec`` rebuilds the user's output structure from the flat
-    list of graph outputs.
+    list of graph outputs. ``weight_inputs``: positions of user inputs that are
+    ``nn.Parameter``\ s (Dynamo passes a module's parameters as graph inputs).
     """
 
     gm: fx.GraphModule
@@ -59,6 +71,7 @@ class Captured:
     param_values: list[torch.Tensor]
     input_names: list[str]
     out_spec: pytree.TreeSpec
+    weight_inputs: tuple[int, ...] = ()
 
 
 class _Interpret(torch.nn.Module):
@@ -73,7 +86,22 @@ class _Interpret(torch.nn.Module):
             return fx.Interpreter(self.gm).run(*args)
 
 
-_SKIP_DIRS = (os.path.dirname(torch.__file__) + os.sep, os.path.dirname(os.path.abspath(__file__)) + os.sep)
+def _skip_dirs() -> tuple[str, ...]:
+    """Directories whose frames are never "the user's line": torch's and all of minicomp's own
+    (minicomp, minicomp.ir, minicomp.passes, minicomp.codegen), so that an op inside an
+    ``nn`` layer, or a model with no ``forward`` of the user's (``nn.Sequential``), is
+    reported at the user's code and never at ``driver.py`` (issue 14, point 17)."""
+    import importlib.util
+    dirs = [os.path.dirname(torch.__file__)]
+    for pkg in ("minicomp", "minicomp.ir", "minicomp.passes", "minicomp.codegen"):
+        spec = importlib.util.find_spec(pkg)
+        dirs += list(spec.submodule_search_locations or []) if spec is not None else []
+    return tuple(os.path.abspath(d) + os.sep for d in dirs)
+
+
+#: Frames in these directories are skipped when looking for the user's source line.
+SKIP_DIRS = _skip_dirs()
+_SKIP_DIRS = SKIP_DIRS
 
 
 class _RecordSource(TorchFunctionMode):
@@ -103,18 +131,26 @@ class _RecordSource(TorchFunctionMode):
                 break
             f = f.f_back
         if f is None:
+            check_value_read(func, None, "")
             return func(*args, **(kwargs or {}))
         linecache.lazycache(filename, f.f_globals)
         linecache.checkcache(filename)
         line = linecache.getline(filename, f.f_lineno).strip()
+        check_value_read(func, f"{os.path.basename(filename)}:{f.f_lineno}", line)
         self.anchor.meta = {"stack_trace": f'File "{filename}", line {f.f_lineno}, in {f.f_code.co_name}\n'
                                            f"    {line}"}
         with fx.traceback.set_current_meta(self.anchor):
             return func(*args, **(kwargs or {}))
 
 
-def capture(model_or_fn: Any, example_inputs: Sequence[torch.Tensor]) -> Captured:
-    """Trace ``model_or_fn(*example_inputs)`` to an ATen FX graph (see module docstring)."""
+def capture(model_or_fn: Any, example_inputs: Sequence[torch.Tensor],
+            weights: Sequence[tuple[str, torch.Tensor]] | None = None) -> Captured:
+    """Trace ``model_or_fn(*example_inputs)`` to an ATen FX graph (see module docstring).
+
+    ``weights``: the module's parameters and buffers as (dotted name, tensor), in the
+    order the caller will pass them at run time (default: ``named_parameters()`` then
+    ``named_buffers()`` of the module now).
+    """
     inputs = tuple(example_inputs)
     for i, t in enumerate(inputs):
         if not isinstance(t, torch.Tensor):
@@ -136,7 +172,9 @@ def capture(model_or_fn: Any, example_inputs: Sequence[torch.Tensor]) -> Capture
                         f"a GraphModule or a function")
 
     state: dict[str, torch.Tensor] = {}
-    if module is not None:
+    if module is not None and weights is not None:
+        state.update((strip + name, t) for name, t in weights)
+    elif module is not None:
         state.update(module.named_parameters())
         state.update(module.named_buffers())
     names = list(state)
@@ -157,13 +195,14 @@ def capture(model_or_fn: Any, example_inputs: Sequence[torch.Tensor]) -> Capture
         out_spec.append(spec)
         return flat
 
-    with torch.no_grad(), fx.traceback.preserve_node_meta():
+    with _CAPTURE_LOCK, torch.no_grad(), fx.traceback.preserve_node_meta():
         gm = make_fx(torch.func.functionalize(flat_fn, remove="mutations"), decomposition_table(),
                      tracing_mode="fake", _allow_non_fake_inputs=True)(list(state.values()), *inputs)
     input_names = [clean_name(n) for n in input_names[:len(inputs)]]
     input_names += [f"arg{i}" for i in range(len(input_names), len(inputs))]
     return Captured(gm, [clean_name(n.removeprefix(strip)) for n in names], list(state.values()),
-                    input_names, out_spec[-1])
+                    input_names, out_spec[-1],
+                    tuple(i for i, t in enumerate(inputs) if isinstance(t, torch.nn.Parameter)))
 
 
 def _signature_names(fn: Callable[..., Any]) -> list[str]:

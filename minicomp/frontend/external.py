@@ -22,6 +22,7 @@ import torch.fx as fx
 
 from minicomp.errors import UnsupportedOpError
 from minicomp.frontend.tensors import ir_dtype
+from minicomp.guards import TORCH_DTYPE
 from minicomp.ir.graph import Value
 from minicomp.ir.types import TensorType
 
@@ -35,7 +36,13 @@ class _NotReplayable(Exception):
 
 
 def resolve(target: str) -> torch._ops.OpOverload:
-    """The op overload named ``target`` ("namespace.op.overload"); ValueError if there is none."""
+    """The functional op overload named ``target`` ("namespace.op.overload").
+
+    ValueError if there is none, or if its schema says it writes into an argument
+    (``is_mutable``: in-place ops, ``out=`` variants, ``aten.max.dim_max``): replayed on the
+    caller's tensors it would change them. A text-IR graph can name any target, so this is
+    checked here, where the schema is known, and not only by the importer.
+    """
     parts = target.split(".")
     if len(parts) != 3:
         raise ValueError(f"external target {target!r} is not 'namespace.op.overload'")
@@ -45,7 +52,52 @@ def resolve(target: str) -> torch._ops.OpOverload:
         raise ValueError(f"no PyTorch op {target!r}") from None
     if not isinstance(op, torch._ops.OpOverload):
         raise ValueError(f"{target!r} is not a PyTorch op overload")
+    if op._schema.is_mutable:
+        raise ValueError(f"{target!r} writes into its arguments (schema: {op._schema}); "
+                         f"only functional ops can be externals")
     return op
+
+
+def check_results(res: Any, types: Sequence[TensorType], device: torch.device | None) -> list[torch.Tensor]:
+    """The results of an external call as a list, checked against the node's declared ``types``.
+
+    The compiled parts after the call read exactly the declared shapes and dtypes, so a result
+    of another count, shape, dtype or device (``device`` None: any) raises ValueError instead of
+    being read out of bounds or misinterpreted: a text-IR node's ``result_types`` may disagree
+    with what its target returns.
+    """
+    res = [res] if isinstance(res, torch.Tensor) else list(res) if isinstance(res, (tuple, list)) else [res]
+    if len(res) != len(types):
+        raise ValueError(f"returned {len(res)} result(s), the graph declares {len(types)}")
+    for i, (r, t) in enumerate(zip(res, types)):
+        if not isinstance(r, torch.Tensor):
+            raise ValueError(f"result {i} is a {type(r).__name__}, the graph declares a tensor {t}")
+        if tuple(r.shape) != tuple(t.shape) or r.dtype != TORCH_DTYPE[t.dtype] or (
+                device is not None and r.device.type != device.type):
+            raise ValueError(f"result {i} is {str(r.dtype).removeprefix('torch.')}{list(r.shape)}"
+                             f"{'' if device is None else f' on {r.device}'}, the graph declares {t}"
+                             f"{'' if device is None else f' on {device}'}")
+    return res
+
+
+def check_call(op: torch._ops.OpOverload, text: str, operands: Sequence[TensorType],
+               results: Sequence[TensorType]) -> None:
+    """Raise ValueError when ``text`` does not decode for ``operands``, or when ``op`` run on meta
+    tensors (shapes and dtypes only, no data) returns other types than ``results``.
+
+    Ops without a meta implementation (or failing on meta tensors) are only checked when they
+    run (:func:`check_results`).
+    """
+    metas = [torch.empty(t.shape, dtype=TORCH_DTYPE[t.dtype], device="meta") for t in operands]
+    try:
+        args, kwargs = decode_args(text, metas)
+    except (ValueError, KeyError, IndexError, TypeError) as e:
+        raise ValueError(f"bad args text {text!r}: {e}") from None
+    try:
+        res = op(*args, **kwargs)
+    except Exception:  # noqa: BLE001 - no meta kernel, or data-dependent: checked at call time
+        return
+    check_results(res, results, None)
 
 
 def emit_external(ctx: Any, node: fx.Node) -> Value | list[Value] | None:

@@ -1,7 +1,12 @@
 """Turn a captured ATen FX graph into a minicomp :class:`~minicomp.ir.graph.Graph`.
 
-The :class:`Importer` walks the FX nodes in order. Placeholders become graph inputs
-(user inputs) or named ``constant`` nodes (parameters and buffers); each ATen call
+The :class:`Importer` walks the FX nodes in order. User inputs become the first
+graph inputs. Parameters and buffers become named ``constant`` nodes, or, with
+``lift_weights=True`` (what ``minicomp.compile`` does unless ``freeze=True``), named
+graph inputs after the user's, so that a compiled program reads them at call time;
+so do tensors the program reads through ``get_attr`` other than fresh constants
+(``torch.tensor(...)`` in the traced code, imported through ``lift_fresh_copy``),
+which are listed in :attr:`Importer.tensor_attrs` for the caller to pass. Each ATen call
 is mapped by the handler registered for it in :mod:`minicomp.frontend.aten_ops`.
 After every node the IR result types are checked against the shape and dtype torch
 computed for it (``node.meta["val"]``), so a mapping error is reported at import,
@@ -19,18 +24,19 @@ import torch
 import torch.fx as fx
 
 from minicomp.errors import CompileError, UnsupportedOpError
-from minicomp.frontend.capture import Captured
+from minicomp.frontend.capture import SKIP_DIRS, Captured
 from minicomp.frontend.tensors import ir_dtype, to_numpy
 from minicomp.ir.dtypes import DType
 from minicomp.ir.graph import Graph, Value, constant
 from minicomp.ir.types import TensorType
 
-_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
-_FRONTEND_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-
 def user_frame(stack_trace: str | None) -> tuple[str | None, str]:
-    """(``file.py:LINE``, source text) of the innermost frame in user code, or (None, "")."""
+    """(``file.py:LINE``, source text) of the innermost frame in user code, or (None, "").
+
+    Frames in torch and in minicomp itself (:data:`~minicomp.frontend.capture.SKIP_DIRS`)
+    and frames without a file (``<string>``, ``<frozen ...>``) are not user code: an op
+    inside an ``nn`` layer is reported at the user's line that called the layer.
+    """
     if not stack_trace:
         return None, ""
     lines = stack_trace.strip().splitlines()
@@ -39,7 +45,7 @@ def user_frame(stack_trace: str | None) -> tuple[str | None, str]:
         if not line.startswith('File "'):
             continue
         path = line[len('File "'):line.index('"', len('File "'))]
-        if path.startswith(_TORCH_DIR) or path.startswith(_FRONTEND_DIR) or path.startswith("<"):
+        if path.startswith("<") or os.path.abspath(path).startswith(SKIP_DIRS):
             continue
         lineno = line.split(", line ")[1].split(",")[0] if ", line " in line else "?"
         code = lines[i + 1].strip() if i + 1 < len(lines) and not lines[i + 1].strip().startswith("File ") else ""
@@ -50,9 +56,14 @@ def user_frame(stack_trace: str | None) -> tuple[str | None, str]:
 class Importer:
     """Builds one IR graph from one :class:`Captured` program. Handlers call back into it."""
 
-    def __init__(self, captured: Captured, name: str, external: bool = False):
+    def __init__(self, captured: Captured, name: str, external: bool = False, lift_weights: bool = False):
         self.captured = captured
         self.external = external  # True: unsupported ops become ``external`` nodes (the PyTorch fallback)
+        self.lift_weights = lift_weights
+        #: Tensors read through ``get_attr`` (closure/global tensors, plain tensor attributes):
+        #: trailing graph inputs when weights are lifted, constants otherwise.
+        self.tensor_attrs: list[torch.Tensor] = []
+        self._weight_inputs: list[Value] = []  # graph inputs that hold weights (see is_weight)
         self.graph = Graph(name)
         self.env: dict[fx.Node, Any] = {}
         self.node: fx.Node | None = None  # the FX node being imported
@@ -92,6 +103,13 @@ class Importer:
         """``value`` converted to ``dtype`` (itself when it already has it)."""
         return value if value.type.dtype is dtype else self.emit("cast", [value], dtype=dtype)
 
+    def is_weight(self, value: Value) -> bool:
+        """Whether ``value`` is a weight: a constant, or a graph input holding a parameter, buffer or
+        tensor attribute (lifted, or a parameter Dynamo passed as an input). A Linear's ``t(weight)``
+        feeding ``mm``/``addmm`` is imported as ``linear`` only for weights (activations keep ``matmul``)."""
+        p = value.producer
+        return (p is not None and p.op == "constant") or any(value is w for w in self._weight_inputs)
+
     def unsupported(self, detail: str = "") -> UnsupportedOpError:
         """The error to raise for the current node (caller raises it)."""
         where, code = user_frame(self.node.meta.get("stack_trace"))
@@ -108,19 +126,22 @@ class Importer:
         cap = self.captured
         placeholders = [n for n in cap.gm.graph.nodes if n.op == "placeholder"]
         n_params = len(cap.param_names)
-        for i, node in enumerate(placeholders):
-            if i < n_params:
+        for i, node in enumerate(placeholders[n_params:]):  # user inputs first
+            self.env[node] = self._input(node, cap.input_names[i])
+            if i in cap.weight_inputs:
+                self._weight_inputs.append(self.env[node])
+        for i, node in enumerate(placeholders[:n_params]):
+            if self.lift_weights:
+                self.env[node] = self._input(node, cap.param_names[i])
+                self._weight_inputs.append(self.env[node])
+            else:
                 arr, dt = to_numpy(cap.param_values[i])
                 self.env[node] = constant(self.graph, arr, dt, name=cap.param_names[i])
-            else:
-                shape, dt = tuple(node.meta["val"].shape), ir_dtype(node.meta["val"].dtype, "input")
-                self.env[node] = self.graph.add_input(TensorType(dt, shape), cap.input_names[i - n_params])
         for node in cap.gm.graph.nodes:
             self.node = node
             self.loc = user_frame(node.meta.get("stack_trace"))[0]
             if node.op == "get_attr":
-                arr, dt = to_numpy(_fetch_attr(cap.gm, str(node.target)))
-                self.env[node] = constant(self.graph, arr, dt, name=str(node.target).lstrip("_"))
+                self.env[node] = self._get_attr(node)
             elif node.op == "call_function":
                 if not node.users:
                     schema = getattr(node.target, "_schema", None)
@@ -141,6 +162,29 @@ class Importer:
                 raise self.unsupported(f"FX node kind '{node.op}'")
         _remove_dead(self.graph)
         return self.graph
+
+    def _input(self, node: fx.Node, name: str) -> Value:
+        """A graph input typed like the placeholder's example value."""
+        shape, dt = tuple(node.meta["val"].shape), ir_dtype(node.meta["val"].dtype, "input")
+        return self.graph.add_input(TensorType(dt, shape), name)
+
+    def _get_attr(self, node: fx.Node) -> Value:
+        """A tensor the program reads by attribute: a lifted input, or a constant when frozen or fresh."""
+        tensor = _fetch_attr(self.captured.gm, str(node.target))
+        name = str(node.target).lstrip("_")
+        fresh = bool(node.users) and all(u.target is torch.ops.aten.lift_fresh_copy.default for u in node.users)
+        if self.lift_weights and not fresh:
+            for i, t in enumerate(self.tensor_attrs):  # one input per tensor, however often it is read
+                if t is tensor:
+                    return self.graph.inputs[len(self.graph.inputs) - len(self.tensor_attrs) + i]
+            self.tensor_attrs.append(tensor)
+            shape, dt = tuple(tensor.shape), ir_dtype(tensor.dtype, "input")
+            self._weight_inputs.append(self.graph.add_input(TensorType(dt, shape), name))
+            return self._weight_inputs[-1]
+        if not fresh:
+            self.tensor_attrs.append(tensor)
+        arr, dt = to_numpy(tensor)
+        return constant(self.graph, arr, dt, name=name)
 
     def _call(self, node: fx.Node, handler: Any) -> Any:
         """Import one ATen call with its handler; unsupported ones become ``external`` if allowed."""
