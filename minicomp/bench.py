@@ -118,7 +118,9 @@ def measure_machine() -> dict:
     t = median_time(lambda: np.copyto(dst, src), min_runs=5, budget_s=0.5)
     a = torch.randn(2048, 2048)
     tg = median_time(lambda: a @ a, min_runs=3, budget_s=1.0)
-    return {"cpu": cpu, "threads": torch.get_num_threads(), "copy_gbps": round(2 * src.nbytes / t / 1e9, 2),
+    from minicomp.threads import requested_threads
+    return {"cpu": cpu, "threads": torch.get_num_threads(), "minicomp_threads": requested_threads({}),
+            "copy_gbps": round(2 * src.nbytes / t / 1e9, 2),
             "sgemm_gflops": round(2 * 2048 ** 3 / tg / 1e9, 1)}
 
 
@@ -253,7 +255,8 @@ def run_bench(cases: list[str] | None = None, json_path: str | None = None, plot
     progress("measuring the machine (copy bandwidth, sgemm)")
     machine = measure_machine()
     rows = [run_case(c, progress, repeat) for c in all_cases]
-    print(f"machine: {machine['cpu']}, {machine['threads']} threads, copy {machine['copy_gbps']} GB/s, "
+    print(f"machine: {machine['cpu']}, {machine['threads']} torch threads, "
+          f"{machine['minicomp_threads']} minicomp threads, copy {machine['copy_gbps']} GB/s, "
           f"sgemm {machine['sgemm_gflops']} GFLOP/s")
     print(format_table(rows))
     if json_path:

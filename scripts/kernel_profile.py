@@ -1,6 +1,6 @@
 """Time each kernel of a compiled CPU program on its own (not a test).
 
-    python scripts/kernel_profile.py examples/transformer_block.py [--args 1 64] [--threads 2]
+    python scripts/kernel_profile.py examples/transformer_block.py [--args 1 64] [--threads N]
 
 Compiles FILE's ``model()`` on ``example_inputs(*args)`` for the CPU, then calls every kernel
 of the program by itself through its native address (the arena, outputs and constants laid
@@ -55,7 +55,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("file")
     ap.add_argument("--args", nargs="*", type=int, default=[], help="arguments of example_inputs()")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="minicomp threads (default: the usable cores, or MINICOMP_NUM_THREADS)")
     opts = ap.parse_args()
     ex = load_model_file(opts.file)
     model, inputs = ex.model().eval(), tuple(ex.example_inputs(*opts.args))

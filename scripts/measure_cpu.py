@@ -46,7 +46,7 @@ def median_us(fn, args, repeat: int, budget_s: float = 3.0) -> float:
     return statistics.median(times) * 1e6
 
 
-def row(name: str, fn, args, repeat: int, threads: int = 2) -> None:
+def row(name: str, fn, args, repeat: int, threads: int | None = None) -> None:
     t = time.perf_counter()
     cm = minicomp.compile(fn, args, cache=False, threads=threads)
     compile_s = time.perf_counter() - t
@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--torch-threads", type=int, default=0,
                     help="torch.set_num_threads for eager (0: torch's default); on a loaded machine "
                          "OpenMP spin-waiting makes multi-threaded eager very slow")
-    ap.add_argument("--threads", type=int, default=2, help="minicomp's native threads")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="minicomp's native threads (default: the usable cores, or MINICOMP_NUM_THREADS)")
     opts = ap.parse_args(argv)
     if opts.torch_threads:
         torch.set_num_threads(opts.torch_threads)
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
 
     def run(name, fn, args, repeat):
         row(name, fn, args, repeat, opts.threads)
-    print(f"torch threads: {torch.get_num_threads()}, minicomp threads: {opts.threads}")
+    from minicomp.threads import requested_threads
+    print(f"torch threads: {torch.get_num_threads()}, minicomp threads: {requested_threads({'threads': opts.threads})}")
     print(f"{'case':<34} {'eager us':>12} {'minicomp us':>12} {'speedup':>8} {'compile s':>9} {'kern':>4}")
     cases = [("mlp", 1), ("mlp", 64), ("lenet", 1), ("lenet", 32), ("transformer_block", 1)]
     for name, batch in cases:
