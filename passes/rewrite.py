@@ -26,7 +26,13 @@ from minicomp.ir.graph import Graph, Node, Value, constant
 
 
 class RewritePattern:
-    """One local rewrite. Subclasses implement :meth:`match_and_rewrite`."""
+    """One local rewrite. Subclasses implement :meth:`match_and_rewrite`.
+
+    Contract (checked by :func:`apply_patterns`): return True only after changing the
+    graph through the rewriter, and False only when the graph was left untouched. A
+    pattern that inserts nodes and then declines, or claims a rewrite it did not make,
+    would make the driver loop without progress; it is rejected at its first such call.
+    """
 
     name: str = ""
 
@@ -34,19 +40,35 @@ class RewritePattern:
         raise NotImplementedError
 
 
+class PatternError(RuntimeError):
+    """A rewrite pattern broke the driver's contract (see :class:`RewritePattern`), or a set of
+    patterns never reaches a fixpoint; the message names the pattern(s)."""
+
+
+def pattern_name(pattern: RewritePattern) -> str:
+    """How errors name a pattern: its ``name`` attribute if set, else its class's qualified name."""
+    return getattr(pattern, "name", "") or type(pattern).__qualname__
+
+
 class Rewriter:
-    """The only way a pattern changes the graph: insert before the current node, replace it."""
+    """The only way a pattern changes the graph: insert before the current node, replace it.
+
+    ``edits`` counts the changes made through it (the driver checks each pattern's
+    return value against it).
+    """
 
     def __init__(self, graph: Graph):
         self.graph = graph
         self.current: Node | None = None
         self.changed = False
+        self.edits = 0
 
     def add(self, op: str, operands: Sequence[Value] = (), attrs: dict[str, Any] | None = None) -> Node:
         """Insert a new node right before the node being rewritten (types are inferred)."""
         node = self.graph.add(op, operands, attrs, before=self.current,
                               loc=self.current.loc if self.current is not None else None)
         self.changed = True
+        self.edits += 1
         return node
 
     def constant(self, array, dtype) -> Value:
@@ -57,6 +79,7 @@ class Rewriter:
         idx = self.graph.nodes.index(self.current) if self.current is not None else len(self.graph.nodes)
         self.graph.nodes.insert(idx, node)
         self.changed = True
+        self.edits += 1
         return value
 
     def replace(self, node: Node, values: Sequence[Value]) -> None:
@@ -68,6 +91,7 @@ class Rewriter:
                 raise ValueError(f"replacing %{old.name}: {old.type} with %{new.name}: {new.type}")
             self.graph.replace_uses(old, new)
         self.changed = True
+        self.edits += 1
 
     # -- matching helpers ------------------------------------------------------------------
     @staticmethod
@@ -108,24 +132,42 @@ class Rewriter:
         return s == x
 
 
+def _try(pattern: RewritePattern, node: Node, rw: Rewriter) -> bool:
+    """Run one pattern on one node and enforce the contract of :class:`RewritePattern`."""
+    before = rw.edits
+    fired = bool(pattern.match_and_rewrite(node, rw))
+    if fired and rw.edits == before:
+        raise PatternError(f"rewrite pattern {pattern_name(pattern)!r} returned True on {node!r} but changed "
+                           "nothing through the rewriter; return False when not rewriting")
+    if not fired and rw.edits != before:
+        raise PatternError(f"rewrite pattern {pattern_name(pattern)!r} changed the graph on {node!r} "
+                           f"({rw.edits - before} rewriter call(s): add/constant/replace) but returned False; "
+                           "check every condition before calling rw.add, or return True after rewriting")
+    return fired
+
+
 def apply_patterns(graph: Graph, patterns: Sequence[RewritePattern], max_iterations: int = 100) -> bool:
     """Apply ``patterns`` greedily to every node until a fixpoint; True if anything changed.
 
-    Dead nodes are removed at the end. Raises RuntimeError if no fixpoint is
-    reached in ``max_iterations`` sweeps (a pattern that undoes another).
+    Dead nodes are removed at the end. Raises :class:`PatternError` (a RuntimeError) at
+    once when a pattern breaks the contract of :class:`RewritePattern`, and, naming the
+    patterns that fired in the last sweep, when no fixpoint is reached in
+    ``max_iterations`` sweeps (patterns that undo each other).
     """
     from minicomp.passes.canonicalize import remove_dead
     rw = Rewriter(graph)
     any_change = False
     for _ in range(max_iterations):
         rw.changed = False
+        fired: dict[str, int] = {}
         for node in list(graph.nodes):
             if node not in graph.nodes:
                 continue
             for pattern in patterns:
                 rw.current = node
-                if pattern.match_and_rewrite(node, rw):
+                if _try(pattern, node, rw):
                     rw.changed = True
+                    fired[pattern_name(pattern)] = fired.get(pattern_name(pattern), 0) + 1
                     break
         rw.current = None
         if rw.changed:
@@ -133,4 +175,6 @@ def apply_patterns(graph: Graph, patterns: Sequence[RewritePattern], max_iterati
             any_change = True
         else:
             return any_change
-    raise RuntimeError(f"patterns did not reach a fixpoint in {max_iterations} sweeps")
+    last = ", ".join(f"{k!r} ({n}x)" for k, n in fired.items())
+    raise PatternError(f"patterns did not reach a fixpoint in {max_iterations} sweeps; still firing in the "
+                       f"last sweep: {last}")

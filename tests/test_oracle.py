@@ -153,9 +153,12 @@ def test_unavailable_fp64_reference_keeps_the_strict_rule() -> None:
 def test_check_compile_reports_a_wrong_bf16_pass() -> None:
     """End to end: a pass that scales a bf16 log output by 0.8 is blamed, although eager is inaccurate there."""
     case = _eager_rsqrt_log_case()
-    with pytest.raises(MismatchError) as info:
-        check_compile(case, targets=("interpret",), passes=[ScaleLogOutput()])
+    with pytest.raises(MismatchError) as info:  # the differential oracle alone (its float64 rule)
+        check_compile(case, targets=("interpret",), passes=[ScaleLogOutput()], exact=False)
     assert info.value.layer == "pass scale_log_output" and FP64 in info.value.detail
+    with pytest.raises(MismatchError) as info:  # by default the bit-exact oracle names it first
+        check_compile(case, targets=("interpret",), passes=[ScaleLogOutput()])
+    assert info.value.layer == "pass scale_log_output" and info.value.mode == "exact"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,3 +172,47 @@ class ScaleLogOutput:
         scaled = graph.add("mul", [out, c]).result
         graph.set_outputs([scaled, *graph.outputs[1:]])
         return graph
+
+
+def test_float64_oracle_upcasts_constants_too() -> None:
+    """Found by scripts/mutation_score.py (no mutant active): the float64 run mixed float32 constants
+    with float64 inputs, raised ("self and mat2 must have the same dtype"), and the strict rule then
+    rejected a matmul accumulated in a different order, amplified by exp (3.1e-6 relative)."""
+    g = parse("""graph @random(%arg2: f32[1,1,1,1], %arg3: f32[1,2], %arg4: f32[1,4]) {
+  %3 = constant {dtype=f32, value=dense<0.5> : f32[4,4]>} : f32[4,4]
+  %4 = constant {dtype=f32, value=dense<0.5> : f32[4,2]>} : f32[4,2]
+  %5 = addmm %arg3, %3, %4 {alpha=2.0, beta=1.0} : f32[4,2]
+  %9 = matmul %arg4, %5 : f32[1,2]
+  %24 = mul %9, %arg2 : f32[1,1,1,2]
+  %31 = exp %24 : f32[1,1,1,2]
+  return %31
+}""".replace("dense<0.5>", "dense<[" + ",".join(["0.5"] * 16) + "]", 1).replace(
+        "dense<0.5>", "dense<[" + ",".join(["0.5"] * 8) + "]", 1))
+    inputs = [np.array([[[[-3.0]]]], np.float32), np.array([[0.51094013, 2.0683181]], np.float32),
+              np.array([[1.9, -2.3476062, 4.0, -3.7105]], np.float32)]
+    case = Case(g, inputs)
+    from minicomp.testing.torch_ref import torch_fn
+    assert isinstance(fp64_reference(case.torch_fn(), case.to_torch_inputs())(), str)  # constants not upcast
+    assert not isinstance(fp64_reference(torch_fn(g, upcast_constants=True), case.to_torch_inputs())(), str)
+    check_compile(case, targets=("cpu",))
+
+
+def test_float64_oracle_runs_through_explicit_casts() -> None:
+    """A cast kept float32 in the float64 run, and batch_norm then raised on mixed dtypes; now a cast
+    rounds to its dtype and continues in float64 (found by scripts/mutation_score.py, no mutant)."""
+    g = parse("""graph @g(%x: f32[2,1,2], %w: f32[1]) {
+  %c = cast %x {dtype=f16} : f16[2,1,2]
+  %d = cast %c {dtype=f32} : f32[2,1,2]
+  %m = constant {dtype=f32, value=dense<[-0.88277555] : f32[1]>} : f32[1]
+  %v = constant {dtype=f32, value=dense<[2.7314196] : f32[1]>} : f32[1]
+  %b = batch_norm %d, %m, %v, %w, %m {eps=1e-05} : f32[2,1,2]
+  return %b
+}""")
+    case = Case(g, [np.array([[[1.1, -2.3]], [[3.3, 0.7]]], np.float32), np.array([1.5], np.float32)])
+    from minicomp.testing.torch_ref import torch_fn
+    ref = fp64_reference(torch_fn(g, upcast_constants=True), case.to_torch_inputs())()
+    assert not isinstance(ref, str), ref
+    assert ref[0].dtype == torch.float64
+    x16 = torch.tensor([[[1.1, -2.3]], [[3.3, 0.7]]]).half().double()  # the cast still rounds to float16
+    want = (x16 + 0.88277555) / torch.sqrt(torch.tensor(2.7314196, dtype=torch.float64) + 1e-5) * 1.5 - 0.88277555
+    torch.testing.assert_close(ref[0], want, rtol=1e-6, atol=1e-6)

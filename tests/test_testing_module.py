@@ -133,10 +133,11 @@ def test_broken_pass_is_caught_and_named(tmp_path, monkeypatch) -> None:
     assert "add %" in msg and "f32[2,3]" in msg  # the graph as text IR
     assert "broken-add-to-sub" in msg and err.repro_path in msg
     assert os.path.dirname(err.repro_path) == str(tmp_path) and os.path.basename(err.repro_path).startswith("repro_")
-    # The repro script rebuilds everything and reports the mismatch (the broken pass is not
-    # registered, so the repro's interpret target fails to find it: still a non-zero exit).
+    # The repro script rebuilds everything, the broken pass by reference to this module
+    # (tests/test_toolkit_repro.py runs one in a fresh process).
     text = open(err.repro_path).read()
     assert "def torch_fn(a0, a1):" in text and "torch.add(a0, a1)" in text
+    assert "'qualname': 'AddBecomesSub'" in text and "'module': 'test_testing_module'" in text
 
 
 def test_backend_is_blamed_when_all_passes_agree(tmp_path, monkeypatch) -> None:
@@ -160,6 +161,8 @@ def test_repro_script_runs_and_reports(tmp_path, monkeypatch) -> None:
     case = _add_case()
     real_torch_fn = Case.torch_fn
     monkeypatch.setattr(Case, "torch_fn", lambda self: (lambda *a: tuple(t * 2 for t in real_torch_fn(self)(*a))))
+    real_f64 = check_mod.torch_fn  # the float64 oracle's run is just as wrong, so it excuses nothing
+    monkeypatch.setattr(check_mod, "torch_fn", lambda g, **kw: (lambda *a: tuple(t * 2 for t in real_f64(g, **kw)(*a))))
     with pytest.raises(MismatchError) as info:
         check_compile(case, targets=())
     assert info.value.layer == "interpreter"

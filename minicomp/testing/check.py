@@ -1,16 +1,26 @@
-"""Differential checking: PyTorch eager vs the minicomp interpreter vs compile targets.
+"""Differential and bit-exact checking: PyTorch eager vs the interpreter vs passes vs compile targets.
 
-:func:`check_compile` runs one :class:`~minicomp.testing.graphs.Case` through
-PyTorch eager (:mod:`minicomp.testing.torch_ref`), the reference interpreter and
-each compile target, comparing with ``torch.testing.assert_close(equal_nan=True)``
-at the result dtype's default tolerances (float32/float16/bfloat16 outputs beyond them get a
-second chance against a float64 run: :mod:`minicomp.testing.oracle`). On a mismatch it finds the first layer
-that diverged (bisecting the pass pipeline with the interpreter after each pass;
-if every pass agrees, the backend is to blame), writes a standalone repro script,
-and raises :class:`MismatchError` carrying all of it.
+:func:`check_compile` runs one :class:`~minicomp.testing.graphs.Case` through two oracles:
+
+1. *differential*: PyTorch eager (:mod:`minicomp.testing.torch_ref`) against the
+   reference interpreter and each compile target, compared with
+   ``torch.testing.assert_close(equal_nan=True)`` at the result dtype's default
+   tolerances (float32/float16/bfloat16 outputs beyond them get a second chance
+   against a float64 run: :mod:`minicomp.testing.oracle`);
+2. *bit-exact* (``exact=True``, the default): each pass of each target's pipeline
+   against the graph before it, both run by the interpreter, bit for bit
+   (:mod:`minicomp.testing.exact`), so a pass that changes bits within tolerance,
+   flips a zero's sign or drops a NaN is caught.
+
+On a failure it names the first layer that diverged (:func:`bisect_passes` runs
+the pipeline pass by pass with the interpreter after each; if every pass agrees,
+the backend is to blame), optionally shrinks the case
+(:func:`minicomp.testing.shrink.shrink_case`), writes a repro script and raises
+:class:`MismatchError` with a one-screen report.
 """
 from __future__ import annotations
 
+import dataclasses
 import traceback
 from collections.abc import Sequence
 from typing import Any
@@ -21,23 +31,30 @@ from minicomp.errors import MinicompError
 from minicomp.ir.dtypes import DType
 from minicomp.ir.graph import Graph
 from minicomp.testing.oracle import FP64, STRICT, Fp64Reference, check_against_fp64, fp64_covers, fp64_reference
+from minicomp.testing.report import format_report
 from minicomp.testing.repro import write_repro
-from minicomp.testing.torch_ref import TORCH_DTYPE
+from minicomp.testing.targets import check_targets, pipeline_target
+from minicomp.testing.torch_ref import TORCH_DTYPE, torch_fn
 
 
 class MismatchError(AssertionError):
-    """A layer of minicomp disagrees with PyTorch eager (or crashed) on a valid graph.
+    """A layer of minicomp disagrees with PyTorch eager, changed bits it must keep, or crashed.
 
     Attributes: ``layer`` (the first layer that diverged: ``"interpreter"``, ``"pass
-    <name>"``, or ``"backend <target>"``), ``target``, ``ir`` (the graph as text IR),
-    ``repro_path`` (the standalone script) and ``detail`` (the comparison message).
+    <name>"``, or ``"backend <target>"``), ``target``, ``mode`` (``"differential"`` or
+    ``"exact"``), ``ir`` (the reported graph as text IR), ``case`` (the reported,
+    possibly shrunk, :class:`~minicomp.testing.graphs.Case`), ``repro_path`` (the
+    standalone script), ``detail`` (the comparison message) and ``report`` (the
+    one-screen text, also ``str(err)``).
     """
 
-    def __init__(self, layer: str, target: str, ir: str, repro_path: str, detail: str):
+    def __init__(self, layer: str, target: str, ir: str, repro_path: str, detail: str, *,
+                 mode: str = "differential", case: Any = None, report: str | None = None):
         self.layer, self.target, self.ir, self.repro_path, self.detail = layer, target, ir, repro_path, detail
-        super().__init__(f"minicomp mismatch in {layer} (checking target '{target}')\n"
-                         f"--- graph ---\n{ir}\n--- first divergence: {layer} ---\n{detail}\n"
-                         f"--- repro: python {repro_path}")
+        self.mode, self.case = mode, case
+        self.report = report or (f"minicomp mismatch in {layer} (checking target '{target}')\n--- graph ---\n"
+                                 f"{ir}\n--- first divergence: {layer} ---\n{detail}\n--- repro: python {repro_path}")
+        super().__init__(self.report)
 
 
 class InvalidCaseError(MinicompError):
@@ -50,7 +67,7 @@ PassSpec = Sequence[Any]  # pass names or Pass objects
 def _passes(passes: PassSpec | None, target: str) -> list:
     from minicomp.passes.manager import default_pipeline, get_pass
     if passes is None:
-        return default_pipeline("gpu" if target == "triton" else "cpu", {})
+        return default_pipeline(pipeline_target(target), {})
     return [get_pass(p) if isinstance(p, str) else p for p in passes]
 
 
@@ -58,7 +75,7 @@ def run_layer(graph: Graph, inputs: Sequence[np.ndarray], layer: str, passes: Pa
     """Outputs of ``graph`` on ``inputs`` computed by one layer.
 
     ``layer`` is ``"interpreter"`` (no passes), or a compile target (``"cpu"``,
-    ``"interpret"``, ``"triton"``) run through
+    ``"interpret"``, ``"triton"`` or a registered one) run through
     :func:`minicomp.testing.targets.compile_graph` with ``passes`` (None: the
     driver's default pipeline). Returns numpy arrays or torch tensors.
     """
@@ -119,9 +136,13 @@ def compare_outputs(expected: Sequence[Any], got: Sequence[Any], graph: Graph,
     return "\n".join(problems) or None
 
 
-def _crash(e: BaseException) -> str:
+def crash_text(e: BaseException) -> str:
+    """A crash as report text: ``raised`` and the last frames of the traceback."""
     tb = traceback.format_exception(type(e), e, e.__traceback__)
     return "raised " + "".join(tb[-6:]).rstrip()
+
+
+_crash = crash_text
 
 
 def _outcome(fn) -> tuple[list | None, str | None]:
@@ -131,14 +152,16 @@ def _outcome(fn) -> tuple[list | None, str | None]:
         return None, _crash(e)
 
 
-def bisect_passes(graph: Graph, inputs: Sequence[np.ndarray], expected: Sequence[Any], target: str,
+def bisect_passes(graph: Graph, inputs: Sequence[np.ndarray], expected: Sequence[Any], target: str = "cpu",
                   passes: PassSpec | None = None, fp64: Fp64Reference | None = None) -> tuple[str, str] | None:
-    """Run the pipeline pass by pass, interpreting after each; the first divergence.
+    """Run the pipeline pass by pass, interpreting after each; the first divergence from ``expected``.
 
-    Returns ``("pass <name>", detail)`` for the first pass after which the
-    interpreter disagrees with ``expected`` (or which crashes), ``("interpreter",
-    detail)`` when it disagrees before any pass, or None when every pass agrees.
-    Comparisons use :func:`compare_outputs` with ``fp64``.
+    ``expected`` are PyTorch eager's outputs for ``inputs``; ``passes`` as for
+    :func:`check_compile` (None: ``target``'s default pipeline). Returns ``("pass
+    <name>", detail)`` for the first pass after which the interpreter disagrees with
+    ``expected`` (or which crashes), ``("interpreter", detail)`` when it disagrees
+    before any pass, or None when every pass agrees (then a backend is to blame).
+    Comparisons use :func:`compare_outputs` with ``fp64``; outputs are named as in ``graph``.
     """
     import minicomp
     from minicomp.passes.manager import PassContext, PassManager
@@ -147,60 +170,134 @@ def bisect_passes(graph: Graph, inputs: Sequence[np.ndarray], expected: Sequence
     if problem is not None:  # the interpreter is wrong before any pass ran: it can't judge passes
         return "interpreter", problem
     g = graph.copy()
-    ctx = PassContext(options={"target": "gpu" if target == "triton" else "cpu"})
+    ctx = PassContext(options={"target": pipeline_target(target)})
     for p in _passes(passes, target):
         try:
             g = PassManager([p]).run(g, ctx)
             got = list(minicomp.interpret(g.copy(), *inputs))
         except Exception as e:  # noqa: BLE001
-            return f"pass {p.name}", _crash(e)
-        problem = compare_outputs(expected, got, g, fp64)
+            return f"pass {p.name}", crash_text(e)
+        problem = compare_outputs(expected, got, graph, fp64)
         if problem is not None:
             return f"pass {p.name}", problem
     return None
 
 
-def check_compile(case, targets: Sequence[str] = ("cpu",), passes: PassSpec | None = None,
-                  check_interpreter: bool = True) -> None:
-    """Check that minicomp computes what PyTorch eager computes for ``case``.
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    """What :func:`find_failure` found: the blamed ``layer``, the ``target`` being checked, the oracle
+    ``mode`` (``"differential"`` or ``"exact"``) and the ``detail``."""
 
-    Runs PyTorch eager, the interpreter (unless ``check_interpreter=False``) and each
-    target of ``targets`` (with ``passes``, default the driver's pipeline). Returns
-    None when everything agrees; raises :class:`MismatchError` naming the first
-    diverging layer, with the graph's text IR and a repro script path; raises
-    :class:`InvalidCaseError` when PyTorch itself rejects the case.
+    layer: str
+    target: str
+    mode: str
+    detail: str
 
-    Oracle rule: every output must pass ``torch.testing.assert_close(equal_nan=True)``
-    against eager at default tolerances, except that a float32/float16/bfloat16 output that
-    fails it is accepted when, element by element, ours is within default tolerance
-    of eager or at least as close as eager to the same PyTorch function run with
-    floating inputs upcast to float64 (+ 1 ulp of the output dtype), with NaN/inf
-    positions agreeing with eager. Reason: eager's kernels are not always correctly
-    rounded, and size-dependently so (bf16 ``abs -> rsqrt -> log`` at ``x = 1.0703125``:
-    eager's scalar loop rounds ``sqrt`` first and lands one ulp off, which ``log``
-    amplifies to 13%; a float32 ``addmm`` accumulated in float32 lands one ulp off,
-    which a following ``pow`` amplifies beyond float32's rtol). See :mod:`minicomp.testing.oracle`. The
-    mismatch detail names the rule that rejected each output.
-    """
-    graph, inputs = case.graph, [np.asarray(a) for a in case.inputs]
+    @property
+    def key(self) -> tuple[str, str]:
+        """What must stay the same for a smaller case to show "the same" failure (used by the shrinker)."""
+        return self.layer, self.mode
+
+
+def _torch_expected(case) -> tuple[Any, list]:
     try:
         fn = case.torch_fn()
-        expected = list(fn(*case.to_torch_inputs()))
+        return fn, list(fn(*case.to_torch_inputs()))
     except Exception as e:
         raise InvalidCaseError(f"PyTorch eager rejects this graph ({type(e).__name__}: {e}):\n{case.ir()}") from e
-    fp64 = fp64_reference(fn, case.to_torch_inputs())
-    layers = (["interpreter"] if check_interpreter else []) + list(targets)
-    for layer in layers:
+
+
+def find_failure(case, targets: Sequence[str] = ("cpu",), passes: PassSpec | None = None,
+                 check_interpreter: bool = True, exact: bool = True, differential: bool = True) -> Failure | None:
+    """The first failure of ``case`` (see :func:`check_compile`), or None; writes nothing, raises nothing else.
+
+    ``differential=False`` skips the comparison with PyTorch (the shrinker's fast
+    path for bit-exact failures; PyTorch must still accept the case). Raises
+    :class:`InvalidCaseError` when PyTorch itself rejects the case.
+    """
+    check_targets(targets)
+    graph, inputs = case.graph, [np.asarray(a) for a in case.inputs]
+    fn, expected = _torch_expected(case)
+    fp64 = fp64_reference(torch_fn(graph, upcast_constants=True), case.to_torch_inputs())
+    if differential and check_interpreter:
+        got, problem = _outcome(lambda: run_layer(graph, inputs, "interpreter"))
+        problem = problem if problem is not None else compare_outputs(expected, got, graph, fp64)
+        if problem is not None:
+            return Failure("interpreter", "interpreter", "differential", problem)
+    if exact:  # before the targets: it needs no compile, and names the pass exactly
+        from minicomp.testing.exact import check_passes_exact
+        seen: set[str] = set()
+        for target in targets or ("cpu",):
+            flavour = pipeline_target(target)
+            if flavour not in seen:
+                seen.add(flavour)
+                found = check_passes_exact(graph, inputs, _passes(passes, target), {"target": flavour})
+                if found is not None:
+                    return Failure(found[0], target, "exact", found[1])
+    for layer in targets if differential else []:
         got, problem = _outcome(lambda: run_layer(graph, inputs, layer, passes))
         if problem is None:
             problem = compare_outputs(expected, got, graph, fp64)
-        if problem is None:
-            continue
-        blamed, detail = "interpreter", problem
-        if layer != "interpreter":
+        if problem is not None:
             found = bisect_passes(graph, inputs, expected, layer, passes, fp64)
             blamed, detail = found if found is not None else (f"backend {layer}", problem)
-        names = None if passes is None else [p if isinstance(p, str) else p.name for p in passes]
-        path = write_repro(graph, case.ir(), inputs, [layer] if layer != "interpreter" else [],
-                           f"{blamed} diverged from PyTorch eager", names)
-        raise MismatchError(blamed, layer, case.ir(), path, detail)
+            return Failure(blamed, layer, "differential", detail)
+    return None
+
+
+def check_compile(case, targets: Sequence[str] = ("cpu",), passes: PassSpec | None = None,
+                  check_interpreter: bool = True, *, exact: bool = True, shrink: bool | float = False) -> None:
+    """Check that minicomp computes what PyTorch eager computes for ``case``, and that passes keep bits.
+
+    Runs PyTorch eager, the interpreter (unless ``check_interpreter=False``) and each
+    target of ``targets`` (built in or registered with
+    :func:`~minicomp.testing.targets.register_target`; an unknown name raises
+    :class:`~minicomp.testing.targets.UnknownTargetError` at once) with ``passes``
+    (pass names or Pass objects; None: each target's default pipeline). With
+    ``exact`` it also runs each pipeline (the CPU one when ``targets`` is empty) pass by
+    pass through the interpreter, before compiling for the targets, and
+    requires bit-identical results (:mod:`minicomp.testing.exact`; passes that
+    declare ``reassociates = True`` are held to tolerance instead). ``shrink``
+    (True, or a time budget in seconds) minimizes a failing case first.
+
+    Returns None when everything agrees; raises :class:`MismatchError` naming the
+    first diverging layer, with a one-screen report and a repro script path; raises
+    :class:`InvalidCaseError` when PyTorch itself rejects the case.
+
+    Oracle rule of the differential check: every output must pass
+    ``torch.testing.assert_close(equal_nan=True)`` against eager at default
+    tolerances, except that a float32/float16/bfloat16 output that fails it is
+    accepted when, element by element, ours is within default tolerance of eager or
+    at least as close as eager to the same PyTorch function run with floating
+    inputs upcast to float64 (+ 1 ulp of the output dtype), with NaN/inf positions
+    agreeing with eager. Reason: eager's kernels are not always correctly rounded,
+    and size-dependently so (see :mod:`minicomp.testing.oracle`). The mismatch
+    detail names the rule that rejected each output.
+    """
+    failure = find_failure(case, targets, passes, check_interpreter, exact)
+    if failure is None:
+        return
+    original_nodes = None
+    if shrink:
+        from minicomp.testing.report import op_nodes
+        from minicomp.testing.shrink import shrink_case
+        budget = 30.0 if shrink is True else float(shrink)
+        original_nodes = op_nodes(case.graph)
+        case, failure = shrink_case(case, failure, targets, passes, check_interpreter, exact, budget_s=budget)
+    raise mismatch_error(case, failure, targets, passes, original_nodes)
+
+
+def mismatch_error(case, failure: Failure, targets: Sequence[str], passes: PassSpec | None,
+                   original_nodes: int | None = None) -> MismatchError:
+    """Write the repro script for ``failure`` on ``case`` and build the :class:`MismatchError` to raise."""
+    inputs = [np.asarray(a) for a in case.inputs]
+    layer_targets = [] if failure.layer == "interpreter" and failure.mode == "differential" else [failure.target]
+    path, problem = write_repro(case.graph, case.ir(), inputs, layer_targets, f"{failure.layer} diverged",
+                                passes, mode=failure.mode, layer=failure.layer)
+    what = "changed bits it must keep" if failure.mode == "exact" else "diverged from PyTorch eager"
+    oracle = "bit-exact oracle: pass on vs pass off" if failure.mode == "exact" else "differential oracle"
+    headline = f"minicomp mismatch: {failure.layer} {what} (checking target '{failure.target}', {oracle})"
+    note = f"(shrunk from {original_nodes} op nodes)" if original_nodes is not None else ""
+    report = format_report(headline, case.graph, inputs, failure.layer, failure.detail, path, problem, note)
+    return MismatchError(failure.layer, failure.target, case.ir(), path, failure.detail, mode=failure.mode,
+                         case=case, report=report)

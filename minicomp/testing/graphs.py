@@ -3,11 +3,15 @@
 :func:`graphs` grows a DAG op by op over the op registry (the NNSmith approach):
 it keeps a pool of available values, picks an op, picks operands from the pool
 whose types fit (see :mod:`minicomp.testing.opgen`), and inserts the node only
-when the op's type inference accepts it. Some values become outputs: every
-value nobody uses, plus a few more.
+when the op's type inference accepts it. Op choice is balanced over the registry
+(uniform, not biased toward the first name as hypothesis's ``sampled_from`` is):
+each op's weight falls with how often it was drawn already in the graph. Some
+values become outputs: every value nobody uses, plus a few more.
 """
 from __future__ import annotations
 
+import collections
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -18,7 +22,8 @@ from minicomp.ir.dtypes import DType
 from minicomp.ir.graph import Graph
 from minicomp.ir.ops import all_ops
 from minicomp.testing import torch_ref
-from minicomp.testing.opgen import Builder, GENERATORS, generatable
+from minicomp.testing.builder import Builder
+from minicomp.testing.opgen import GENERATORS, generatable
 from minicomp.testing.strategies import tensor_types, to_torch
 
 
@@ -61,15 +66,69 @@ def default_ops() -> list[str]:
     return sorted(op for op in all_ops() if generatable(op))
 
 
+class Coverage:
+    """What a run exercised: op, dtype and fusion-kind counts (see :meth:`summary`).
+
+    Passed to :func:`graphs` (``coverage=``) it counts every graph drawn. It does not
+    steer the draws: hypothesis requires that the same choices give the same graph,
+    so op balance comes from :func:`graphs`'s per-graph weights instead.
+    """
+
+    def __init__(self) -> None:
+        self.ops: collections.Counter = collections.Counter()
+        self.dtypes: collections.Counter = collections.Counter()
+        self.fusion_kinds: collections.Counter = collections.Counter()
+        self.graphs = 0
+
+    def add_graph(self, graph: Graph) -> None:
+        """Count the op nodes and the dtypes of values in ``graph``."""
+        self.graphs += 1
+        for n in graph.nodes:
+            if n.op != "constant":
+                self.ops[n.op] += 1
+                self.dtypes.update(str(r.type.dtype) for r in n.results)
+
+    def add_compiled(self, graph: Graph) -> None:
+        """Count the fusion kinds (``fused`` nodes' ``kind``) of a graph after the pass pipeline."""
+        self.fusion_kinds.update(str(n.attrs.get("kind")) for n in graph.nodes if n.op == "fused")
+
+    def summary(self, ops: Sequence[str] | None = None) -> str:
+        """A few lines: graphs and nodes seen, ops never drawn, dtype and fusion-kind counts."""
+        every = list(ops) if ops is not None else default_ops()
+        missing = [op for op in every if not self.ops[op]]
+        rare = ", ".join(f"{op} {n}" for op, n in sorted(self.ops.items(), key=lambda kv: kv[1])[:5])
+        return "\n".join([
+            f"coverage: {self.graphs} graphs, {sum(self.ops.values())} op nodes, "
+            f"{len(every) - len(missing)}/{len(every)} ops drawn; rarest: {rare or '-'}",
+            f"  never drawn: {', '.join(missing) or 'none'}",
+            f"  dtypes: {', '.join(f'{k} {v}' for k, v in self.dtypes.most_common()) or '-'}",
+            f"  fusion kinds: {', '.join(f'{k} {v}' for k, v in self.fusion_kinds.most_common()) or '-'}"])
+
+
+#: How often the op just inserted is drawn again (chains of one op are what many rewrites match).
+REPEAT = 0.2
+
+
+def _pick_op(rng: random.Random, names: list[str], here: collections.Counter) -> str:
+    """An op, weighted toward those drawn least so far in this graph (uniform over the registry at first)."""
+    return rng.choices(names, [1.0 / (1 + here[op]) ** 2 for op in names])[0]
+
+
 @st.composite
 def graphs(draw: st.DrawFn, ops: Sequence[str] | None = None, max_nodes: int = 8,
            dtypes: Sequence[DType] = (DType.f32,), special_values: bool = False,
-           max_inputs: int = 3) -> Case:
-    """A random valid graph with 1..``max_nodes`` op nodes (plus leaves) and its inputs.
+           max_inputs: int = 3, *, min_nodes: int = 1, depth: float = 0.3, magnitudes: bool = False,
+           max_numel: int = 96, coverage: Coverage | None = None) -> Case:
+    """A random valid graph with ``min_nodes``..``max_nodes`` op nodes (plus leaves) and its inputs.
 
-    ``ops`` limits the ops drawn (default: :func:`default_ops`); ``dtypes`` are the
-    dtypes of graph inputs and cast targets (comparisons and argmax still make bool
-    and i64 values); ``special_values`` mixes NaN, +-inf and -0.0 into float inputs.
+    ``ops`` limits the ops drawn (default: :func:`default_ops`), each drawn with a
+    weight that falls with the times it was drawn already in this graph (a
+    :class:`Coverage` passed as ``coverage`` counts what was drawn); ``dtypes`` are the dtypes of graph inputs and
+    cast targets (comparisons and argmax still make bool and i64 values);
+    ``special_values`` mixes NaN, +-inf and -0.0 into float inputs and constants,
+    ``magnitudes`` (with it) large and tiny finite values; ``depth`` (0..1) favours
+    chains over wide graphs; ``max_numel`` bounds an input's size (one dim may
+    grow up to 32 when the bound allows: larger dims exercise vector loops and tails).
     Guarantees: every node passed its op's type inference, the graph has at least
     one output, and ``inputs`` matches ``graph.inputs`` in count, shape and dtype.
     """
@@ -77,20 +136,41 @@ def graphs(draw: st.DrawFn, ops: Sequence[str] | None = None, max_nodes: int = 8
     unknown = [op for op in names if op not in GENERATORS]
     if unknown:
         raise ValueError(f"no random-graph generator for ops {unknown}; known: {sorted(GENERATORS)}")
-    b = Builder(draw, tuple(dtypes), special_values)
+    if not 1 <= min_nodes <= max_nodes:
+        raise ValueError(f"need 1 <= min_nodes <= max_nodes, got {min_nodes}, {max_nodes}")
+    rng = draw(st.randoms(use_true_random=True))
+    b = Builder(draw, tuple(dtypes), special_values, depth=depth, magnitudes=magnitudes)
     allow_empty = draw(st.integers(0, 7)) == 0
+    big = max_numel >= 32 and draw(st.integers(0, 3)) == 0
     for _ in range(draw(st.integers(1, max_inputs))):
-        ttype = draw(tensor_types(dtypes, max_rank=4, max_side=4, allow_empty=allow_empty, max_numel=96))
+        ttype = draw(tensor_types(dtypes, max_rank=4, max_side=32 if big else 4, allow_empty=allow_empty,
+                                  max_numel=max_numel))
         b.leaf(ttype, const=False)
-    target = draw(st.integers(1, max_nodes))
-    inserted = 0
-    for _ in range(4 * target):
+    target = rng.randint(min_nodes, max_nodes)
+    inserted, here = 0, collections.Counter()
+    last = None
+    for _ in range(6 * target):
         if inserted == target:
             break
-        op = draw(st.sampled_from(names))
+        # now and then the same op again: with depth, chains like add(add(..)), cast(cast(..)), slice(slice(..))
+        op = last if last is not None and rng.random() < REPEAT else _pick_op(rng, names, here)
+        here[op] += 1
         made = GENERATORS[op](b, op)
+        last = None
         if made is not None and b.add(op, *made) is not None:
-            inserted += 1
+            inserted, last = inserted + 1, op
+    b.graph.set_outputs(_outputs(draw, b))
+    if coverage is not None:
+        coverage.add_graph(b.graph)
+    return Case(b.graph, b.input_values)
+
+
+#: Most outputs a random graph gets: every result nobody uses is an output (dead nodes test nothing).
+MAX_OUTPUTS = 32
+
+
+def _outputs(draw: st.DrawFn, b: Builder) -> list:
+    """Every result nobody uses, plus a few more values (at most :data:`MAX_OUTPUTS`, at least one)."""
     used = {id(o) for n in b.graph.nodes for o in n.operands}
     results = [r for n in b.graph.nodes if n.op != "constant" for r in n.results]
     outputs = [r for r in results if id(r) not in used]
@@ -100,5 +180,4 @@ def graphs(draw: st.DrawFn, ops: Sequence[str] | None = None, max_nodes: int = 8
             outputs.append(v)
     if not outputs:
         outputs = [b.graph.inputs[0]]
-    b.graph.set_outputs(outputs[:6])
-    return Case(b.graph, b.input_values)
+    return outputs[-MAX_OUTPUTS:]

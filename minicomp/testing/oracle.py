@@ -55,7 +55,9 @@ def fp64_reference(torch_fn: Callable[..., Sequence], torch_inputs: Sequence[Any
     It returns the list of output tensors, or a string saying why there is none
     (PyTorch raised). The run happens at most once, on the first call, so callers
     pay for it only when a covered output fails the strict check. Explicit
-    casts inside ``torch_fn`` keep their dtypes.
+    casts inside ``torch_fn`` keep their dtypes; its floating constants must be float64
+    already (``torch_ref.torch_fn(graph, upcast_constants=True)``), or mixing them with
+    the upcast inputs raises and the strict rule stands.
     """
     @functools.cache
     def run() -> list | str:

@@ -4,7 +4,8 @@
   shapes where size-0 and size-1 dims are common (they are where compilers break).
 * :func:`broadcastable` draws a type whose shape broadcasts against a given one.
 * :func:`tensor_values` draws a numpy array for a type: finite values in a modest
-  range by default, NaN, +-inf and -0.0 mixed in when ``special=True``; ints in a
+  range by default, NaN, +-inf and -0.0 mixed in when ``special=True`` (large and tiny
+  magnitudes too with ``magnitudes=True``); ints in a
   small range; bf16 values are float32 arrays rounded to bfloat16.
 """
 from __future__ import annotations
@@ -90,37 +91,58 @@ def broadcastable_pairs(draw: st.DrawFn, dtypes: Sequence[DType] = ALL_DTYPES, m
     return (a, b) if draw(st.booleans()) else (b, a)
 
 
-def _float_elements(dtype: DType, special: bool, bound: float) -> st.SearchStrategy[float]:
+#: Large and tiny finite magnitudes per float dtype (all normal numbers): squares overflow, products
+#: underflow, and sums with ordinary values lose their low bits.
+MAGNITUDES = {DType.f16: (3.0e4, 1.0e-4), DType.bf16: (1.0e30, 1.0e-30), DType.f32: (1.0e30, 1.0e-30),
+              DType.f64: (1.0e200, 1.0e-200)}
+
+
+#: The special float values ``special=True`` mixes in.
+SPECIALS = (float("nan"), float("inf"), float("-inf"), -0.0, 0.0)
+
+
+def _float_elements(dtype: DType, special: bool, bound: float, magnitudes: bool = False) -> st.SearchStrategy[float]:
     width = {DType.f16: 16, DType.f64: 64}.get(dtype, 32)
     finite = st.floats(-bound, bound, width=width, allow_subnormal=False)
     if not special:
         return finite
-    specials = st.sampled_from([float("nan"), float("inf"), float("-inf"), -0.0, 0.0])
-    return st.one_of(finite, specials)
+    values = list(SPECIALS)
+    if magnitudes:
+        big, tiny = MAGNITUDES[dtype]
+        values += [big, -big, tiny, -tiny]
+    return st.one_of(finite, st.sampled_from(values))
 
 
-def elements(dtype: DType, special: bool = False, bound: float | None = None) -> st.SearchStrategy:
+def elements(dtype: DType, special: bool = False, bound: float | None = None,
+             magnitudes: bool = False) -> st.SearchStrategy:
     """Scalar values of ``dtype``: see :func:`tensor_values` for the ranges."""
     if dtype is DType.bool:
         return st.booleans()
     if dtype.is_int:
         b = int(bound) if bound is not None else INT_BOUND
         return st.integers(-b, b)
-    return _float_elements(dtype, special, bound if bound is not None else FLOAT_BOUND)
+    return _float_elements(dtype, special, bound if bound is not None else FLOAT_BOUND, magnitudes)
 
 
 @st.composite
 def tensor_values(draw: st.DrawFn, ttype: TensorType, special: bool = False,
-                  bound: float | None = None) -> np.ndarray:
+                  bound: float | None = None, magnitudes: bool = False) -> np.ndarray:
     """A C-contiguous numpy array holding a value of type ``ttype``.
 
     Floats are finite and within ``[-bound, bound]`` (default :data:`FLOAT_BOUND`)
-    unless ``special``, which mixes in NaN, +inf, -inf and -0.0. Ints are within
+    unless ``special``, which mixes in NaN, +inf, -inf and -0.0 (and, with
+    ``magnitudes``, the large and tiny values of :data:`MAGNITUDES`). Ints are within
     ``[-bound, bound]`` (default :data:`INT_BOUND`). The array's dtype is
     ``ttype.dtype.np`` (float32 for bf16, with values already rounded to bf16).
     """
     dtype = ttype.dtype
-    arr = draw(hnp.arrays(dtype.np, ttype.shape, elements=elements(dtype, special, bound)))
+    arr = draw(hnp.arrays(dtype.np, ttype.shape, elements=elements(dtype, special, bound, magnitudes)))
+    if special and dtype.is_float and arr.size:
+        # hypothesis fills most of an array with one value: place a few specials explicitly
+        flat = arr.reshape(-1).copy()
+        for _ in range(draw(st.integers(0, min(3, flat.size)))):
+            flat[draw(st.integers(0, flat.size - 1))] = draw(st.sampled_from(SPECIALS))
+        arr = flat.reshape(arr.shape)
     arr = np.array(round_to_dtype(arr, dtype), order="C")  # (ascontiguousarray makes 0-d 1-d)
     return arr
 

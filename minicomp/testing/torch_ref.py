@@ -155,12 +155,18 @@ def supported(graph: Graph) -> bool:
     return all(n.op == "constant" or n.op in RULES for n in graph.nodes)
 
 
-def torch_source(graph: Graph, fn_name: str = "torch_fn") -> tuple[str, dict[str, np.ndarray]]:
+def torch_source(graph: Graph, fn_name: str = "torch_fn",
+                 upcast_constants: bool = False) -> tuple[str, dict[str, np.ndarray]]:
     """Python source of a function computing ``graph`` with PyTorch, and its constants.
 
     The function takes the graph inputs as torch tensors (bf16 as ``torch.bfloat16``)
     and returns a tuple of output tensors. Constants are read from a dict ``C`` of
     numpy arrays (keyed by the returned dict's keys) that the caller provides.
+    ``upcast_constants`` is for the float64 oracle run, whose inputs are upcast too:
+    floating constants become float64 (exact: every float value is a float64 value),
+    and so does every float16/bfloat16/float32 result, after its own rounding (a
+    ``cast`` to float16 still rounds to float16), so float64 values never meet float32
+    ones in ops that require one dtype (matmul, batch_norm).
     """
     names: dict[int, str] = {}
     consts: dict[str, np.ndarray] = {}
@@ -176,11 +182,15 @@ def torch_source(graph: Graph, fn_name: str = "torch_fn") -> tuple[str, dict[str
         if node.op == "constant":
             key = f"c{len(consts)}"
             consts[key] = np.asarray(node.attrs["value"])
-            expr = f"torch.from_numpy(C[{key!r}].copy()).to({TORCH_DTYPE[node.attrs['dtype']]})"
+            dt = DType.f64 if upcast_constants and node.attrs["dtype"].is_float else node.attrs["dtype"]
+            expr = f"torch.from_numpy(C[{key!r}].copy()).to({TORCH_DTYPE[dt]})"
         elif node.op in RULES:
             expr = RULES[node.op]([var(o) for o in node.operands], [o.type for o in node.operands], node.attrs)
         else:
             raise NotImplementedError(f"no PyTorch rule for op '{node.op}' in minicomp.testing.torch_ref")
+        if upcast_constants and len(node.results) == 1 and node.result.type.dtype in (DType.f32, DType.f16,
+                                                                                        DType.bf16):
+            expr = f"({expr}).to(torch.float64)"  # explicit dtypes (cast, full, ...): rounded, then float64
         target = outs[0] if node.opdef.num_results == 1 else "(" + ", ".join(outs) + ",)"
         lines.append(f"    {target} = {expr}")
         for r, name in zip(node.results, outs):
@@ -189,11 +199,12 @@ def torch_source(graph: Graph, fn_name: str = "torch_fn") -> tuple[str, dict[str
     return "\n".join(lines) + "\n", consts
 
 
-def torch_fn(graph: Graph) -> Callable[..., tuple]:
-    """A callable running ``graph`` with PyTorch eager: torch tensors in, tuple of tensors out."""
+def torch_fn(graph: Graph, upcast_constants: bool = False) -> Callable[..., tuple]:
+    """A callable running ``graph`` with PyTorch eager: torch tensors in, tuple of tensors out
+    (``upcast_constants``: see :func:`torch_source`)."""
     import torch
     import torch.nn.functional as F
-    source, consts = torch_source(graph)
+    source, consts = torch_source(graph, upcast_constants=upcast_constants)
     scope: dict[str, Any] = {"torch": torch, "F": F, "C": consts}
     exec(compile(source, f"<torch_ref {graph.name}>", "exec"), scope)
     return scope["torch_fn"]
