@@ -59,7 +59,8 @@ def run_demo(targets: list[str] | None = None, progress: Callable[[str], None] =
                 status = "ok"
             except AssertionError:
                 status, ok = "MISMATCH", False
-            mc_us = _latency_us(cm, args)
+            with torch.no_grad():  # as eager is timed: no autograd bookkeeping on either side
+                mc_us = _latency_us(cm, args)
             timed = mc_us == mc_us  # NaN: not timed
             rows.append((name, target, before, len(cm.kernels), f"{err:.2e}", f"{eager_us:,.0f}",
                          f"{mc_us:,.0f}" if timed else "-", f"{eager_us / mc_us:.2f}x" if timed else "-", status))
