@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from minicomp.ir.graph import Graph, Node
+from minicomp.ir.ops import Role
 
 _PALETTE = ["#fde2e4", "#e2ece9", "#dfe7fd", "#fff1c1", "#e8dff5", "#d7f9f1", "#fce1c8", "#e3f2c1"]
-_VIEW_OPS = {"reshape", "permute", "expand", "slice", "split"}
 
 
 def _esc(text: str) -> str:
@@ -49,7 +49,7 @@ def _body(graph: Graph, p: str) -> list[str]:
     kernel_no = 0
     for n_idx, node in enumerate(graph.nodes):
         nid = f"{p}n{n_idx}"
-        if node.op == "fused":
+        if node.opdef.has_body:
             body: Graph = node.attrs["body"]
             color = _PALETTE[kernel_no % len(_PALETTE)]
             lines.append(f"  subgraph cluster_{p}{n_idx} {{")
@@ -70,9 +70,9 @@ def _body(graph: Graph, p: str) -> list[str]:
                 ids[id(r)] = inner.get(id(body.outputs[i]), nid)
             kernel_no += 1
             continue
-        if node.op == "constant":
+        if node.opdef.role is Role.CONSTANT:
             style = ' fillcolor="#eeeeee", fontcolor="#555555"'
-        elif node.op in _VIEW_OPS:
+        elif node.opdef.role is Role.VIEW:
             style = ' style="rounded,dashed"'
         else:
             style = ""

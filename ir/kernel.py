@@ -16,8 +16,11 @@ kernel (outer dims first, then inner/reduction dims).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Union
+
+import numpy as np
 
 from minicomp.ir import expr_walk
 from minicomp.ir.dtypes import DType
@@ -109,8 +112,47 @@ expr_walk.install(Op, Cast, Load)
 
 
 @dataclass(frozen=True)
+class ReduceKind:
+    """A reduction a :class:`Reduce` stage can perform: its identity and result type, written once.
+
+    ``identity(dtype)`` is the value an empty fold yields and the value masked-off lanes
+    contribute (a Python scalar of ``dtype``'s compute type); ``arg`` kinds return the
+    i64 inner index of the extreme value instead of the value.
+    """
+
+    name: str
+    #: the identity: "zero", "one", "lowest" (of a maximum) or "highest" (of a minimum) of the dtype
+    unit: str
+    arg: bool = False
+
+    def identity(self, dtype: DType) -> int | float | bool:
+        """The identity element of this reduction in ``dtype``."""
+        if self.unit in ("zero", "one"):
+            one = self.unit == "one"
+            return one if dtype is DType.bool else float(one) if dtype.is_float else int(one)
+        low = self.unit == "lowest"
+        if dtype is DType.bool:
+            return not low
+        if dtype.is_float:
+            return -math.inf if low else math.inf
+        info = np.iinfo(dtype.np)
+        return int(info.min) if low else int(info.max)
+
+    def result_dtype(self, dtype: DType) -> DType:
+        """The dtype of the stage's result when it folds values of ``dtype``."""
+        return DType.i64 if self.arg else dtype
+
+
+#: Every reduction kind, by the name a :class:`Reduce` stage carries in ``op``.
+REDUCE_KINDS: dict[str, ReduceKind] = {k.name: k for k in (
+    ReduceKind("sum", "zero"), ReduceKind("prod", "one"), ReduceKind("max", "lowest"),
+    ReduceKind("min", "highest"), ReduceKind("argmax", "lowest", arg=True),
+    ReduceKind("argmin", "highest", arg=True))}
+
+
+@dataclass(frozen=True)
 class Reduce:
-    """Fold ``value`` over all inner points. ``op`` in sum, prod, max, min, argmax, argmin.
+    """Fold ``value`` over all inner points. ``op`` names a :data:`REDUCE_KINDS` entry.
 
     argmax/argmin return the i64 flat inner index of the first extreme value
     (NaN counts as the extreme, as in PyTorch).

@@ -40,6 +40,8 @@ from minicomp.calls import CallPath
 from minicomp.weights import FrozenWeights, WeightPlan
 from minicomp.threads import compile_threads
 from minicomp.options import validate as validate_options
+from minicomp.passes.manager import (Extend, PassContext, PassManager, build_pipeline, stats_table,
+                                     verify_requested)
 
 TARGETS = ("cpu", "interpret", "triton", "cuda")
 _GPU_TARGETS = ("triton", "cuda")
@@ -221,11 +223,7 @@ class CompiledModel(CallPath):
         lines = [f"target: {self.target}; signature: {guards.Signature(e.shapes, e.dtypes)}"]
         if e.ctx is not None and getattr(e.ctx, "decisions", None) is not None:
             lines += [str(d) for d in e.ctx.decisions]
-            try:
-                from minicomp.passes.manager import stats_table
-                lines.append(stats_table(e.ctx))
-            except ImportError:
-                pass
+            lines.append(stats_table(e.ctx))
         lines += _kernel_lines(self._programs())
         lines += [f"lowering: {n}" for n in e.notes]
         if e.fallbacks:
@@ -252,14 +250,16 @@ def compile(model_or_fn: Any, example_inputs: Any, target: str = "cpu", *, fallb
     run in Triton's interpreter on CPU tensors, and ``TRITON_INTERPRET=1`` is set in
     this process with a warning). Calls take tensors on the model's ``device``; for
     the GPU targets the example inputs may also be CPU tensors (tracing then runs on
-    the CPU). ``passes``: None for the default pipeline, or a list of pass
-    names/objects ([] runs none). Options: ``threads`` (the ``threads`` option, else
+    the CPU). ``passes``: None for the default pipeline, a list of pass
+    names/objects (exactly those passes; [] runs none), or ``minicomp.passes.Extend(after={"fuse":
+    [MyPass()]})``: the default pipeline plus extra passes at named points (docs/passes.md). Options: ``threads`` (the ``threads`` option, else
     ``$MINICOMP_NUM_THREADS``, else the cores this process may run on; pass
     ``threads=torch.get_num_threads()`` to follow torch's setting; see :mod:`minicomp.threads`
     and ``.threads``), ``opt_level`` (3),
     ``cache`` (True: on-disk object cache, CPU), ``autotune`` (False) and
     ``max_rblock`` (Triton), ``recompile`` (True), ``recompile_limit`` (8),
-    ``verify`` (False: verify IR after each pass), ``dump_dir`` (None: write the IR
+    ``verify`` (False: verify the IR after each pass; ``MINICOMP_VERIFY=1`` turns it on for
+    every compile), ``dump_dir`` (None: write the IR
     after each pass there), ``print_ir_after_all`` (False), and pass options
     (``fuse``, ``layout``, ``plan_memory``...).
     """
@@ -409,7 +409,8 @@ def _model_key(cm: CompiledModel, graph: Graph, out_spec) -> str | None:
             or cm._dump_dir is not None or cm._print_ir):
         return None
     from minicomp.program_cache import graph_key
-    return graph_key(graph, out_spec, cm.target, cm._options, cm._passes, cm._fallback)
+    passes = cm._passes.resolve(cm._options) if isinstance(cm._passes, Extend) else cm._passes  # keyed as a list
+    return graph_key(graph, out_spec, cm.target, cm._options, passes, cm._fallback)
 
 
 def _from_model_cache(cm: CompiledModel, key: str, graph: Graph, sig, unflatten) -> _Entry | None:
@@ -446,10 +447,6 @@ def _eager(cm: CompiledModel, sig, reasons: list[str]) -> _Entry:
 
 def _run_passes(graph: Graph, target: str, passes, options: dict[str, Any], dump_dir=None,
                 print_after_all: bool = False):
-    try:
-        from minicomp.passes.manager import PassContext, PassManager, default_pipeline
-    except ImportError:
-        return graph, None
     pass_opts = {k: v for k, v in options.items() if k not in _DRIVER_OPTIONS}
     ctx = PassContext(options={"target": "gpu" if target in _GPU_TARGETS else "cpu", **pass_opts})
     if target == "cpu":  # what the backend prefers (layout) and has (an attention kernel)
@@ -459,10 +456,10 @@ def _run_passes(graph: Graph, target: str, passes, options: dict[str, Any], dump
     elif target in _GPU_TARGETS:
         from minicomp.codegen.triton import attention_fits as gpu_attention_fits
         ctx.options.setdefault("attention_kernel", gpu_attention_fits)
-    pipeline = default_pipeline(ctx.options["target"], pass_opts) if passes is None else list(passes)
+    pipeline = build_pipeline(ctx.options["target"], pass_opts, passes)
     if not pipeline:
         return graph, ctx
-    pm = PassManager(pipeline, verify=bool(options.get("verify", False)),
+    pm = PassManager(pipeline, verify=verify_requested(options.get("verify", False)),
                      dump_dir=str(dump_dir) if dump_dir is not None else None, print_after_all=print_after_all)
     return pm.run(graph, ctx), ctx
 

@@ -82,7 +82,7 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
     Option("dump_dir", "a directory path (str or os.PathLike) or None", None,
            "write the IR after every pass (and the final sources, from the CLI) there", _path),
     Option("print_ir_after_all", _B, False, "print the IR after every pass to stderr", _bool),
-    Option("verify", _B, False, "verify the IR after every pass", _bool),
+    Option("verify", _B, False, "verify the IR after every pass (MINICOMP_VERIFY=1 also turns it on)", _bool),
     Option("cache", _B, True, "use the on-disk program and object cache (CPU)", _bool),
     Option("freeze", _B, False, "treat parameters and buffers as constants of the compiled program "
            "(guarded: a changed weight recompiles or raises); False reads them at call time", _bool),
@@ -120,7 +120,7 @@ def validate(options: Mapping[str, Any], passes: Any = None, fallback: Any = Fal
     bad one (an unknown name suggests the closest known names)."""
     if not isinstance(fallback, bool):
         raise OptionError(f"option fallback={fallback!r}: expected {_B}")
-    _check_passes(passes)
+    _check_passes(passes, options)
     for name, value in options.items():
         opt = OPTIONS.get(name)
         if opt is None:
@@ -131,22 +131,49 @@ def validate(options: Mapping[str, Any], passes: Any = None, fallback: Any = Fal
             raise OptionError(f"option {name}={_short(value)}: expected {opt.accepts}")
 
 
-def _check_passes(passes: Any) -> None:
-    """``passes``: None (the default pipeline) or a list of pass names and pass objects (anything
-    with a ``name`` and a ``run(graph, ctx)``, as :class:`minicomp.passes.manager.Pass`)."""
+def _check_passes(passes: Any, options: Mapping[str, Any]) -> None:
+    """``passes``: None (the default pipeline), a list of pass names and pass objects (anything
+    with a ``name`` and a ``run(graph, ctx)``, as :class:`minicomp.passes.manager.Pass`), or an
+    :class:`~minicomp.passes.manager.Extend` whose points the default pipeline runs with ``options``."""
+    from minicomp.passes.manager import Extend, default_pass_names
     if passes is None:
         return
+    if isinstance(passes, Extend):
+        _check_extend(passes, default_pass_names(options))
+        return
     if isinstance(passes, (str, bytes)) or not isinstance(passes, Sequence):
-        raise OptionError(f"option passes={_short(passes)}: expected None or a list of pass names "
-                          f"or Pass objects, e.g. ['dce', 'cse']")
+        raise OptionError(f"option passes={_short(passes)}: expected None, a list of pass names "
+                          f"or Pass objects (e.g. ['dce', 'cse']), or minicomp.passes.Extend(after=...)")
+    _check_pass_list("option passes", passes)
+
+
+def _check_pass_list(where: str, passes: Any) -> None:
     from minicomp.passes.manager import pass_names
+    if isinstance(passes, (str, bytes)) or not isinstance(passes, Sequence):
+        raise OptionError(f"{where}: expected a list of pass names or Pass objects, got {_short(passes)}")
     known = pass_names()
     for p in passes:
         if isinstance(p, str):
             if p not in known:
-                raise OptionError(f"option passes: unknown pass {p!r}; known passes: {', '.join(known)}")
+                raise OptionError(f"{where}: unknown pass {p!r}; known passes: {', '.join(known)}")
         elif not (callable(getattr(p, "run", None)) and isinstance(getattr(p, "name", None), str)):
-            raise OptionError(f"option passes: {_short(p)} is neither a pass name nor a Pass object")
+            raise OptionError(f"{where}: {_short(p)} is neither a pass name nor a Pass object")
+
+
+def _check_extend(ext: Any, default: list[str]) -> None:
+    """Every point of ``ext`` is a pass the default pipeline runs; every value a list of passes."""
+    for field_name in ("after", "before"):
+        points = getattr(ext, field_name)
+        if not isinstance(points, Mapping):
+            raise OptionError(f"option passes: Extend {field_name}={_short(points)}: expected a dict of "
+                              f"pass name -> list of passes")
+        for point, extra in points.items():
+            if point not in default:
+                raise OptionError(f"option passes: Extend {field_name}={{{point!r}: ...}}: the default "
+                                  f"pipeline does not run {point!r} with these options; it runs: "
+                                  f"{', '.join(dict.fromkeys(default))}")
+            _check_pass_list(f"option passes: Extend {field_name}[{point!r}]", extra)
+    _check_pass_list("option passes: Extend at_end", ext.at_end)
 
 
 def _short(value: Any) -> str:

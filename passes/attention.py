@@ -29,12 +29,17 @@ from dataclasses import dataclass
 
 from minicomp.ir.graph import Graph, Node, Value
 from minicomp.passes.canonicalize import remove_dead
-from minicomp.passes.manager import VIEW_OPS, Pass, PassContext, register_pass
+from minicomp.ir.lowering import body_problem
+from minicomp.ir.ops import Role
+from minicomp.passes.manager import Pass, PassContext, register_pass
 
 
 def _root(node: Node, kind: str, op: str) -> Node | None:
-    """The single ``op`` node of fused ``node``'s body when the node is of ``kind``."""
-    if node.op != "fused" or node.attrs["kind"] != kind:
+    """The single ``op`` node of fused ``node``'s body when the node is of ``kind``.
+
+    A pattern over specific ops (the attention template is matmul, softmax, matmul), so it
+    names them; what an op *is* (view, elementwise) is asked of the registry."""
+    if not node.opdef.has_body or node.attrs["kind"] != kind:
         return None
     found = [n for n in node.attrs["body"].nodes if n.op == op]
     return found[0] if len(found) == 1 else None
@@ -42,7 +47,7 @@ def _root(node: Node, kind: str, op: str) -> Node | None:
 
 def _fused_producer(v: Value) -> Node | None:
     p = v.producer
-    return p if p is not None and p.op == "fused" and len(p.results) == 1 else None
+    return p if p is not None and p.opdef.has_body and len(p.results) == 1 else None
 
 
 def _body_input_index(body: Graph, v: Value) -> int | None:
@@ -67,7 +72,7 @@ def _match(graph: Graph, f3: Node) -> tuple[Node, Node, Node, Node] | None:
     if sm.attrs["dim"] % sm.results[0].type.rank != sm.results[0].type.rank - 1:
         return None
     for n in f2.attrs["body"].nodes:  # the score: pointwise ops and views only
-        if n is not sm and n.op not in VIEW_OPS and n.opdef.category.value != "elementwise":
+        if n is not sm and n.opdef.role not in (Role.VIEW, Role.ELEMENTWISE):
             return None
     scores = _ancestors(sm.operands[0])
     for inner, outer in zip(f2.attrs["body"].inputs, f2.operands):
@@ -157,6 +162,11 @@ class FuseAttention(Pass):
                            f"the backend has no attention kernel for m={m}, n={n}, d={d}, e={e}, {dtype.name}")
                 continue
             body, operands = _merged(f1, f2, f3)
+            why = body_problem(body)
+            if why is not None:  # the lowering would split it into one kernel per op
+                ctx.record("unfused", f"attention ending in %{f3.results[0].name}",
+                           f"the attention template does not fit: {why}")
+                continue
             names = [r.name.removesuffix("_f") + "_attn" for r in f3.results]
             node = graph.add("fused", operands, {"kind": "attention", "body": body},
                              types=[r.type for r in f3.results], names=names, before=f3, loc=f3.loc)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from minicomp.ir.graph import Graph, Node, Value
+from minicomp.ir.ops import Role
 from minicomp.passes.manager import Pass, PassContext, register_pass
 from minicomp.passes.rewrite import RewritePattern, Rewriter, apply_patterns
 
@@ -73,7 +74,7 @@ class CommonSubexpressionElimination(Pass):
         merged = 0
         replaced: dict[Value, Value] = {}  # applied in one sweep at the end (one per merge is quadratic)
         for node in list(graph.nodes):
-            if node.op == "fused":
+            if node.opdef.has_body:
                 continue
             key = (node.op, tuple(id(replaced.get(o, o)) for o in node.operands),
                    tuple(sorted((k, _freeze(v)) for k, v in node.attrs.items())),
@@ -106,9 +107,10 @@ class ConstantFold(Pass):
         limit = int(ctx.option("fold_limit", 4096))
         folded = 0
         for node in list(graph.nodes):
-            if node.op in ("constant", "fused", "external") or not node.operands:  # external: no reference
+            # constants are folded already; fused bodies and external calls have no reference to run
+            if node.opdef.role in (Role.CONSTANT, Role.OPAQUE) or not node.operands:
                 continue
-            if not all(o.producer is not None and o.producer.op == "constant" for o in node.operands):
+            if not all(o.producer is not None and o.producer.opdef.role is Role.CONSTANT for o in node.operands):
                 continue
             if sum(r.type.numel for r in node.results) > limit:
                 continue
@@ -196,19 +198,15 @@ class IntSelfSubtract(RewritePattern):
 
 
 class NoOpView(RewritePattern):
-    """Views and casts that change nothing: same-shape reshape/expand, identity permute,
-    full-range slice, cast to the same dtype -> their operand."""
+    """Ops that change nothing (their OpDef's ``no_op`` rule: same-shape reshape/expand, identity
+    permute, full-range slice, cast to the same dtype) -> their operand."""
 
     def match_and_rewrite(self, node: Node, rw: Rewriter) -> bool:
-        if node.op not in ("reshape", "expand", "permute", "slice", "cast") or not node.operands:
+        rule = node.opdef.no_op
+        if rule is None or len(node.operands) != 1 or len(node.results) != 1:
             return False
         x = node.operands[0]
-        if not _same_type(x, node.result):
-            return False
-        a = node.attrs
-        if node.op == "permute" and tuple(a["dims"]) != tuple(range(x.type.rank)):
-            return False
-        if node.op == "slice" and not (a["start"] == 0 and a["end"] == x.type.shape[a["dim"]] and a["step"] == 1):
+        if not _same_type(x, node.result) or not rule(x.type, node.attrs):
             return False
         rw.replace(node, [x])
         return True

@@ -19,6 +19,7 @@ import numpy as np
 
 from minicomp.ir.dtypes import DType
 from minicomp.ir.graph import Graph, Node, Value
+from minicomp.ir.ops import Role
 from minicomp.passes.manager import Pass, PassContext, register_pass
 from minicomp.passes.rewrite import Rewriter
 
@@ -144,7 +145,7 @@ RULES: dict[str, Callable[[Node, _B], Value]] = {
 
 
 def _applicable(node: Node) -> bool:
-    if node.op in ("addmm", "linear"):
+    if node.opdef.role is Role.CONTRACTION:  # (addmm, linear) integer operands decompose too
         return node.results[0].type.dtype.is_float
     return all(o.type.dtype.is_float for o in node.operands) and node.results[0].type.dtype.is_float
 

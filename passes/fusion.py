@@ -13,8 +13,8 @@ Body shapes (what ``minicomp.ir.lowering`` turns into one kernel):
   producers on its input side, elementwise consumers (epilogue) whose shape is
   the root's result shape. Outputs: the last epilogue value and, when used
   outside, the root's result.
-* ``matmul`` / ``conv`` / ``pool``: exactly one contraction root (matmul, linear,
-  addmm / conv2d / max_pool2d, avg_pool2d) whose operands are body inputs,
+* ``matmul`` / ``conv`` / ``pool``: exactly one contraction root (an op of role
+  CONTRACTION; the kind is its OpDef's ``kernel_kind``) whose operands are body inputs,
   possibly through view ops; elementwise epilogue ops of the root's result
   shape (bias, activation, scale, residual add); elementwise values the epilogue
   reads may be recomputed inside. Outputs: as for reductions.
@@ -26,50 +26,43 @@ fusible compute node ends up in exactly one fused node, or is recomputed inside
 the bodies of all its consumers (cheap elementwise producers only) and dropped.
 Legality: the group graph must stay a DAG (checked for every merge, by searching with
 networkx for a path from the grown group back to itself).
-Ops that are never fused (cat, embedding, upsample_nearest2d, cumsum) stay plain nodes.
+What each op is for fusion is its registry entry's ``role`` (:class:`minicomp.ir.ops.Role`);
+ops whose OpDef says ``fuses=False`` (cat, embedding, cumsum) stay plain nodes, as do
+opaque ones. Before a group becomes a fused node, the lowering is asked whether its body
+is one kernel (:func:`minicomp.ir.lowering.lower_node`); a group it would split is left
+unfused, so the lowering never splits what fusion formed.
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 
-import networkx as nx
-
 from minicomp.ir.graph import Graph, Node, Value
+from minicomp.ir.lowering import body_problem
+from minicomp.ir.ops import Role
 from minicomp.passes.canonicalize import remove_dead
-from minicomp.passes.manager import VIEW_OPS, Pass, PassContext, register_pass
+from minicomp.passes.manager import Pass, PassContext, register_pass
 
-CONTRACTION_KIND = {"matmul": "matmul", "linear": "matmul", "addmm": "matmul", "conv2d": "conv",
-                    "max_pool2d": "pool", "avg_pool2d": "pool"}
-NOT_FUSED = frozenset({"cumsum", "cat", "embedding", "upsample_nearest2d", "constant", "fused"})
-
-
-def role(node: Node) -> str:
-    """How fusion sees ``node``: view, const, copy, opaque, elementwise, reduction or contraction."""
-    return _role_of_op(node.op)
+#: The fused-node kind a group rooted at an op of each role makes (contractions: their OpDef's kernel_kind).
+_GROUP_KIND = {Role.ELEMENTWISE: "pointwise", Role.REDUCTION: "reduction", Role.COPY: "copy"}
+# Group verdicts and node states of the algorithm below.
+OWN, DUP = "own", "dup"
+PLAIN, DEAD = "plain", "dead"
 
 
-@functools.lru_cache(maxsize=None)
-def _role_of_op(op: str) -> str:
-    from minicomp.ir.ops import get_op
-    if op in VIEW_OPS:
-        return "view"
-    if op == "constant":
-        return "const"
-    if op == "copy":
-        return "copy"
-    if op in NOT_FUSED:
-        return "opaque"
-    if op in CONTRACTION_KIND:
-        return "contraction"
-    cat = get_op(op).category.value
-    return cat if cat in ("elementwise", "reduction") else "opaque"
+def role(node: Node) -> Role:
+    """How fusion sees ``node``: its registry role, OPAQUE for an op whose OpDef says it never fuses."""
+    op = node.opdef
+    return op.role if op.fuses else Role.OPAQUE
+
+
+def _group_kind(node: Node) -> str:
+    return _GROUP_KIND.get(role(node)) or node.opdef.kernel_kind
 
 
 def view_source(value: Value) -> tuple[Value, list[Node]]:
     """The non-view value a view chain starts from, and the chain's view nodes (source first)."""
     chain = []
-    while value.producer is not None and value.producer.op in VIEW_OPS:
+    while value.producer is not None and value.producer.opdef.role is Role.VIEW:
         chain.append(value.producer)
         value = value.producer.operands[0]
     return value, chain[::-1]
@@ -95,7 +88,7 @@ class Group:
 
     def reads_outside(self, user: Node) -> bool:
         """True when ``user`` (a member) reads its operands from outside (a contraction or copy root)."""
-        return user is self.root and self.kind in ("matmul", "conv", "pool", "copy")
+        return user is self.root and user.opdef.role in (Role.CONTRACTION, Role.COPY)
 
     def describe(self) -> str:
         ops = [n.op for n in reversed(self.owned)] + [n.op for n in reversed(self.dups)]
@@ -115,7 +108,7 @@ class _Fuser:
         self.users: dict[int, list[Node]] = {}
         self.is_output: dict[int, bool] = {}
         for n in graph.nodes:
-            if role(n) in ("view", "const"):
+            if not role(n).makes_kernel:
                 continue
             for o in n.operands:
                 src, _ = view_source(o)
@@ -124,11 +117,11 @@ class _Fuser:
                     if not any(u is n for u in lst):
                         lst.append(n)
             self.is_output[id(n)] = any(id(r) in outs for r in n.results)
-        self.compute = [n for n in graph.nodes if role(n) not in ("view", "const")]
+        self.compute = [n for n in graph.nodes if role(n).makes_kernel]
         self.srcs: dict[int, list[Node]] = {}
         for n in self.compute:
             srcs = [view_source(o)[0].producer for o in n.operands]
-            self.srcs[id(n)] = [p for p in srcs if p is not None and role(p) != "const"]
+            self.srcs[id(n)] = [p for p in srcs if p is not None and role(p) is not Role.CONSTANT]
 
     # -- bookkeeping ---------------------------------------------------------------------
     def needed(self, p: Node, exclude: Group | None = None) -> bool:
@@ -137,7 +130,7 @@ class _Fuser:
             return True
         for u in self.users.get(id(p), []):
             st = self.state.get(id(u))
-            if st is None or st == "plain":
+            if st is None or st == PLAIN:
                 return True
             if isinstance(st, Group) and st is not exclude and (not st.holds(p) or st.reads_outside(u)):
                 return True
@@ -196,7 +189,7 @@ class _Fuser:
         for p in (u.owned if isinstance(u, Group) else (u,)):
             for n in self.users.get(id(p), ()):
                 st = self.state.get(id(n))
-                if st == "dead":
+                if st == DEAD:
                     continue
                 if isinstance(st, Group):
                     if st is not u and (not st.holds(p) or st.reads_outside(n)):
@@ -211,21 +204,19 @@ class _Fuser:
     def run(self) -> list[Group]:
         for n in reversed(self.graph.nodes):
             r = role(n)
-            if r in ("view", "const") or id(n) in self.state:
+            if not r.makes_kernel or id(n) in self.state:
                 continue
-            if r == "opaque":
-                self.state[id(n)] = "plain"
+            if r is Role.OPAQUE:
+                self.state[id(n)] = PLAIN
                 continue
             if not self.needed(n):
-                self.state[id(n)] = "dead"
+                self.state[id(n)] = DEAD
                 self.ctx.record("fused", f"%{n.results[0].name} ({n.op})", "recomputed inside every consumer kernel")
                 continue
-            kind = {"elementwise": "pointwise", "reduction": "reduction", "copy": "copy"}.get(r) \
-                or CONTRACTION_KIND[n.op]
-            g = Group(anchor=n, kind=kind, root=None if r == "elementwise" else n)
+            g = Group(anchor=n, kind=_group_kind(n), root=None if r is Role.ELEMENTWISE else n)
             self._add(g, n, owned=True)
             self.groups.append(g)
-            if kind != "copy":
+            if r is not Role.COPY:
                 self._grow(g)
             else:
                 src = view_source(n.operands[0])[0].producer
@@ -254,7 +245,7 @@ class _Fuser:
         merged = True
         while merged:
             merged = False
-            pw = [g for g in self.groups if g.kind == "pointwise"]
+            pw = [g for g in self.groups if g.root is None]  # pointwise: no reduction/contraction root
             for i, a in enumerate(pw):
                 for b in pw[i + 1:]:
                     if a.anchor.results[0].type.shape != b.anchor.results[0].type.shape:
@@ -303,7 +294,7 @@ class _Fuser:
             if g.reads_outside(m):
                 for o in m.operands:
                     p = view_source(o)[0].producer
-                    if p is not None and role(p) != "const":
+                    if p is not None and role(p) is not Role.CONSTANT:
                         self.rejected[(id(p), id(g))] = (
                             f"{p.op} -> {m.op}: a {g.kind} kernel reads its operands from memory "
                             f"(only views fold into its inputs)")
@@ -311,12 +302,12 @@ class _Fuser:
             for o in m.operands:
                 src, chain = view_source(o)
                 p = src.producer
-                if p is None or role(p) == "const" or g.holds(p):
+                if p is None or role(p) is Role.CONSTANT or g.holds(p):
                     continue
                 verdict = self._try(g, p, chain)
-                if verdict == "own":
+                if verdict == OWN:
                     work.append(p)
-                elif verdict == "dup":
+                elif verdict == DUP:
                     pass  # a recomputed producer reads its own operands from memory (no cascade)
                 else:
                     self.rejected[(id(p), id(g))] = verdict
@@ -328,31 +319,32 @@ class _Fuser:
             return False
         for o in p.operands:
             q = view_source(o)[0].producer
-            if q is not None and role(q) == "elementwise":
+            if q is not None and role(q) is Role.ELEMENTWISE:
                 return False
         return True
 
     def _try(self, g: Group, p: Node, chain: list[Node]) -> str:
         r = role(p)
         st = self.state.get(id(p))
-        if r in ("opaque", "copy"):
+        if r in (Role.OPAQUE, Role.COPY):
             return f"{p.op} is not fusible"
-        if isinstance(st, Group) and st is not g and r != "elementwise":
+        if isinstance(st, Group) and st is not g and r is not Role.ELEMENTWISE:
             return f"{p.op} already belongs to another kernel"
-        if r == "elementwise":
+        if r is Role.ELEMENTWISE:
             if not self.needed(p, exclude=g) and st is None:
-                mode = "own"
+                mode = OWN
             elif not self._cheap_to_recompute(p):
                 return (f"{p.op} has other consumers, and recomputing it here would need its elementwise "
                         f"operands in memory (or it has too many consumers)")
             else:
-                mode = "dup"  # cheap elementwise: recompute from operands that are in memory anyway
+                mode = DUP  # cheap elementwise: recompute from operands that are in memory anyway
         else:
-            what = "reduction" if r == "reduction" else "contraction"
+            what = r.value  # reduction or contraction
             if g.root is not None:
-                if g.kind == "reduction" and r == "contraction":
+                root_role = g.root.opdef.role
+                if root_role is Role.REDUCTION and r is Role.CONTRACTION:
                     return f"{p.op} -> {g.root.op}: a contraction cannot be the producer of a reduction"
-                if r == "reduction" and g.kind in ("matmul", "conv", "pool"):
+                if r is Role.REDUCTION and root_role is Role.CONTRACTION:
                     return f"{p.op} -> {g.root.op}: a reduction cannot be an input of a contraction kernel"
                 return f"{p.op} -> {g.root.op}: a kernel holds at most one reduction or contraction"
             if chain:
@@ -364,17 +356,17 @@ class _Fuser:
                         f"from the {what} result {list(shape)}")
             if st is not None:
                 return f"{p.op} already belongs to another kernel"
-            mode = "own"
-        owned = mode == "own"
+            mode = OWN
+        owned = mode == OWN
         self._add(g, p, owned)
-        if r != "elementwise":
-            g.root, g.kind = p, ("reduction" if r == "reduction" else CONTRACTION_KIND[p.op])
-        if (mode == "own" and r == "elementwise") or self.acyclic(g):
+        if r is not Role.ELEMENTWISE:
+            g.root, g.kind = p, _group_kind(p)
+        if (owned and r is Role.ELEMENTWISE) or self.acyclic(g):
             # (an elementwise producer all of whose readers are in g adds no path out of g: no cycle)
             return mode
         self._undo(g, p, owned)
-        if r != "elementwise":
-            g.root, g.kind = None, "pointwise"
+        if r is not Role.ELEMENTWISE:
+            g.root, g.kind = None, _GROUP_KIND[Role.ELEMENTWISE]
         return f"fusing {p.op} into {g.describe()} would create a cycle between kernels"
 
 
@@ -392,7 +384,7 @@ def _build_body(graph: Graph, g: Group, needed) -> tuple[Graph, list[Value], lis
         if key in cache:
             return cache[key]
         p = value.producer
-        if p is not None and p.op in VIEW_OPS:
+        if p is not None and p.opdef.role is Role.VIEW:
             src = get(p.operands[0], external)
             nv = body.add(p.op, [src], dict(p.attrs), types=[r.type for r in p.results],
                           names=[r.name for r in p.results])
@@ -442,6 +434,10 @@ class Fuse(Pass):
         for g in groups:
             body, operands, outs = _build_body(graph, g, lambda n, g=g: fuser.needed(n, exclude=None) and
                                                fuser.state.get(id(n)) is g)
+            why = body_problem(body)
+            if why is not None:  # the lowering would split it: its ops stay separate kernels
+                ctx.record("unfused", g.describe(), f"the lowering cannot make one kernel of it: {why}")
+                continue
             node = graph.add("fused", operands, {"kind": g.kind, "body": body}, types=[v.type for v in outs],
                              names=[v.name + "_f" for v in outs], loc=g.anchor.loc)
             built.append((g, node, outs, operands))
@@ -487,7 +483,7 @@ def _materialize_view_outputs(graph: Graph) -> None:
     """A graph output that is a view result gets an explicit ``copy`` (a "copy" kernel)."""
     outs = []
     for v in graph.outputs:
-        if v.producer is not None and v.producer.op in VIEW_OPS:
+        if v.producer is not None and v.producer.opdef.role is Role.VIEW:
             v = graph.add("copy", [v]).result
         outs.append(v)
     graph.set_outputs(outs)

@@ -41,16 +41,16 @@ from math import prod
 import numpy as np
 
 from minicomp.ir.graph import Graph, Node, Value
+from minicomp.ir.ops import Role
 from minicomp.passes.canonicalize import ComposeViews, NoOpView
 from minicomp.passes.manager import Pass, PassContext, register_pass
 from minicomp.passes.rewrite import RewritePattern, Rewriter, apply_patterns
 
 
 def _elementwise(node: Node) -> bool:
-    try:
-        return node.opdef.category.value == "elementwise" and len(node.results) == 1
-    except Exception:
-        return False
+    """One result computed by a scalar formula of its operands at the same index: a permute of
+    every operand commutes with it (ops with an ``element`` rule, e.g. cat, index otherwise)."""
+    return node.opdef.role is Role.ELEMENTWISE and node.opdef.scalar is not None and len(node.results) == 1
 
 
 class SinkPermute(RewritePattern):
@@ -209,7 +209,7 @@ def _store_weights_kn(graph: Graph, ctx: PassContext) -> None:
             continue
         x, w = node.operands[0], node.operands[1]
         wp = w.producer
-        if wp is None or wp.op != "constant" or w.type.rank != 2:
+        if wp is None or wp.opdef.role is not Role.CONSTANT or w.type.rank != 2:
             continue
         n, k = w.type.shape
         shape = x.type.shape

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Union
 
 from minicomp.ir.graph import Graph, Node
-
-#: Ops that are views (no kernel): they fold into their consumers' indexing.
-VIEW_OPS = frozenset({"reshape", "permute", "expand", "slice", "split"})
+from minicomp.ir.ops import Role
 
 
 @dataclass(frozen=True)
@@ -130,8 +128,10 @@ def _load_builtin() -> None:
     from minicomp.passes import attention, canonicalize, decompose, fusion, layout, memory  # noqa: F401
 
 
-def default_pipeline(target: str = "cpu", options: dict[str, Any] | None = None) -> list[Pass]:
-    """The standard optimization pipeline, as a flat list (read the compiler's order here)."""
+def default_pass_names(options: Mapping[str, Any] | None = None) -> list[str]:
+    """The names of the standard pipeline's passes, in order (read the compiler's order here).
+
+    ``options`` ``layout``, ``fuse`` and ``plan_memory`` (default True) leave out those passes."""
     options = options or {}
     names = ["dce", "cse", "canonicalize", "constant-fold", "decompose", "canonicalize", "cse", "dce"]
     if options.get("layout", True):
@@ -141,17 +141,78 @@ def default_pipeline(target: str = "cpu", options: dict[str, Any] | None = None)
     names.append("dce")
     if options.get("plan_memory", True):
         names.append("plan-memory")
-    return [get_pass(n) for n in names]
+    return names
+
+
+def default_pipeline(target: str = "cpu", options: dict[str, Any] | None = None) -> list[Pass]:
+    """The standard optimization pipeline, as a flat list of fresh pass objects."""
+    return [get_pass(n) for n in default_pass_names(options)]
+
+
+PassLike = Union[Pass, str]
+
+
+@dataclass(frozen=True)
+class Extend:
+    """The default pipeline plus extra passes at named points: ``passes=Extend(after={"fuse": [MyPass()]})``.
+
+    ``after[name]`` runs right after the *last* run of pass ``name`` in the default pipeline,
+    ``before[name]`` right before its *first* run; ``at_end`` after every default pass. Each
+    value is a list of pass names or Pass objects. Naming a pass the default pipeline does
+    not run (with these options: ``fuse=False`` drops ``fuse``) is an error, never ignored.
+    """
+
+    after: Mapping[str, Sequence[PassLike]] = field(default_factory=dict)
+    before: Mapping[str, Sequence[PassLike]] = field(default_factory=dict)
+    at_end: Sequence[PassLike] = ()
+
+    def resolve(self, options: Mapping[str, Any] | None = None) -> list[PassLike]:
+        """The whole pass list: the default pipeline's names with the extra passes in place."""
+        names = default_pass_names(options)
+        for point in (*self.after, *self.before):
+            if point not in names:
+                raise UnknownPassError(f"Extend names pass {point!r}, which the default pipeline does not run "
+                                       f"with these options; it runs: {', '.join(names)}")
+        last = {n: i for i, n in enumerate(names)}
+        out: list[PassLike] = []
+        for i, n in enumerate(names):
+            if names.index(n) == i:
+                out.extend(self.before.get(n, ()))
+            out.append(n)
+            if last[n] == i:
+                out.extend(self.after.get(n, ()))
+        return out + list(self.at_end)
+
+
+def build_pipeline(target: str, options: Mapping[str, Any] | None, passes: Any) -> list[Pass]:
+    """The passes a compile runs: the default pipeline (``passes=None``), exactly the given list
+    (a list of names and Pass objects replaces the pipeline), or an :class:`Extend` of the default."""
+    if passes is None:
+        return default_pipeline(target, dict(options or {}))
+    if isinstance(passes, Extend):
+        passes = passes.resolve(options)
+    return [get_pass(p) if isinstance(p, str) else p for p in passes]
+
+
+def verify_requested(option: bool | None = None) -> bool:
+    """Whether to verify the IR after every pass: the ``verify`` option, or ``MINICOMP_VERIFY=1``
+    in the environment (the test suite sets it). Another value of the variable is an error."""
+    env = os.environ.get("MINICOMP_VERIFY", "")
+    if env not in ("", "0", "1"):
+        raise ValueError(f"MINICOMP_VERIFY={env!r}: expected 1 (verify after every pass) or 0")
+    return bool(option) or env == "1"
 
 
 # -- statistics ---------------------------------------------------------------------------
 def is_view(node: Node) -> bool:
-    return node.op in VIEW_OPS
+    """A view (the registry's role VIEW): no kernel, folded into its consumers' indexing."""
+    return node.opdef.role is Role.VIEW
 
 
 def is_kernel(node: Node) -> bool:
-    """A node that becomes a kernel: a fused node or a non-view, non-constant compute node."""
-    return node.op not in VIEW_OPS and node.op != "constant"
+    """A node that becomes a kernel: a fused node or a non-view, non-constant compute node
+    (the registry's ``Role.makes_kernel``, the rule the lowering follows too)."""
+    return node.opdef.role.makes_kernel
 
 
 def kernel_count(graph: Graph) -> int:
@@ -210,10 +271,7 @@ def _text(graph: Graph) -> str:
 
 
 def _verify(graph: Graph, pass_name: str) -> None:
-    try:
-        from minicomp.ir.verifier import verify
-    except ImportError:  # the verifier is optional while the IR package is being built
-        return
+    from minicomp.ir.verifier import verify
     try:
         verify(graph)
     except Exception as e:

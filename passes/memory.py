@@ -33,7 +33,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from minicomp.ir.graph import Graph, Node, Value
-from minicomp.passes.manager import VIEW_OPS, Pass, PassContext, is_kernel, register_pass
+from minicomp.ir.ops import Role
+from minicomp.passes.manager import Pass, PassContext, is_kernel, register_pass
 
 ALIGN = 64
 
@@ -43,12 +44,9 @@ def _align(n: int) -> int:
 
 
 def _pointwise(node: Node) -> bool:
-    if node.op == "fused":
+    if node.opdef.has_body:
         return node.attrs["kind"] == "pointwise"
-    try:
-        return node.opdef.category.value == "elementwise" and bool(node.operands)
-    except Exception:
-        return False
+    return node.opdef.role is Role.ELEMENTWISE and bool(node.operands)
 
 
 def plan_memory(graph: Graph, inplace: bool = True) -> dict:
@@ -63,7 +61,7 @@ def plan_memory(graph: Graph, inplace: bool = True) -> dict:
     outputs = {id(v) for v in graph.outputs}
 
     def root(v: Value) -> Value:
-        while v.producer is not None and v.producer.op in VIEW_OPS:
+        while v.producer is not None and v.producer.opdef.role is Role.VIEW:
             v = v.producer.operands[0]
         return v
 
@@ -148,7 +146,7 @@ def _inplace_problem(node: Node, buf: Value, root) -> str | None:
         return "the element sizes differ"
     if buf.type.order != out.type.order:
         return "the layouts differ"
-    if node.op != "fused":
+    if not node.opdef.has_body:
         return None
     body = node.attrs["body"]
     if len(body.outputs) != 1:
@@ -157,11 +155,7 @@ def _inplace_problem(node: Node, buf: Value, root) -> str | None:
     for n in body.nodes:
         if not any(id(o) in tainted for o in n.operands):
             continue
-        try:
-            elementwise = n.opdef.category.value == "elementwise"
-        except Exception:
-            elementwise = False
-        if not elementwise or any(r.type.shape != out.type.shape for r in n.results):
+        if n.opdef.role is not Role.ELEMENTWISE or any(r.type.shape != out.type.shape for r in n.results):
             return f"'{n.op}' in the fused body reads %{buf.name} at another index"
         tainted.update(id(r) for r in n.results)
     return None

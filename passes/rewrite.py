@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from minicomp.ir.graph import Graph, Node, Value, constant
+from minicomp.ir.ops import Role
 
 
 class RewritePattern:
@@ -98,7 +99,7 @@ class Rewriter:
     def const_array(value: Value) -> np.ndarray | None:
         """The array of a constant-defined value, else None."""
         p = value.producer
-        if p is not None and p.op == "constant":
+        if p is not None and p.opdef.role is Role.CONSTANT:
             return np.asarray(p.attrs["value"])
         return None
 

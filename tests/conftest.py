@@ -4,6 +4,8 @@
 * ``ci``: hypothesis's built-in CI profile (derandomized, no database), loaded when
   ``CI`` is set, with minicomp's health-check tweaks;
 * ``deep``: many more examples, for a long hunt: ``MINICOMP_DEEP=1 pytest ...``.
+
+It also sets ``MINICOMP_VERIFY=1`` (unless set): every compile verifies the IR after every pass.
 """
 from __future__ import annotations
 
@@ -21,6 +23,10 @@ if "TRITON_INTERPRET" not in os.environ:
 
     if not torch.cuda.is_available():
         os.environ["TRITON_INTERPRET"] = "1"
+
+# The verifier runs after every pass of every compile in the test suite (docs/passes.md): a pass
+# that leaves malformed IR fails here by name, not later as a wrong number.
+os.environ.setdefault("MINICOMP_VERIFY", "1")
 
 _SLOW_OK = (HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much)
 

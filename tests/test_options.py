@@ -10,6 +10,7 @@ import torch
 import minicomp
 from minicomp.errors import CompileError, OptionError
 from minicomp.options import OPTIONS, describe
+from minicomp.passes import Extend
 
 ROOT = Path(__file__).resolve().parent.parent
 X = torch.randn(4)
@@ -22,6 +23,10 @@ X = torch.randn(4)
     ({"passes": "dce"}, ["passes", "list of pass names"]),
     ({"passes": ["dce", "nosuchpass"]}, ["nosuchpass", "known passes"]),
     ({"passes": [42]}, ["passes", "42"]),
+    ({"passes": Extend(after={"fusee": ["dce"]})}, ["fusee", "default pipeline does not run"]),
+    ({"passes": Extend(after={"fuse": "dce"})}, ["after['fuse']", "list of pass names"]),
+    ({"passes": Extend(before={"layout": ["nosuchpass"]})}, ["nosuchpass", "known passes"]),
+    ({"passes": Extend(after={"fuse": ["dce"]}), "fuse": False}, ["'fuse'", "these options"]),
     ({"opt_level": 7}, ["opt_level", "0 to 3"]),
     ({"recompile_limit": -1}, ["recompile_limit", ">= 1"]),
     ({"recompile": "yes"}, ["recompile", "True or False"]),

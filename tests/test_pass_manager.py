@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import pytest
 
 from minicomp.ir import Graph, parse
-from minicomp.passes import (Pass, PassContext, PassManager, default_pipeline, explain, get_pass, pass_names,
-                             register_pass)
+from minicomp.passes import (Extend, Pass, PassContext, PassManager, build_pipeline, default_pass_names,
+                             default_pipeline, explain, get_pass, pass_names, register_pass, verify_requested)
 
 TEXT = textwrap.dedent("""
     graph @g(%x: f32[4,8]) {
@@ -82,3 +82,31 @@ def test_register_custom_pass_and_duplicate_names():
     register_pass("test-noop", Noop)  # the same definition again (a re-run script) is fine
     with pytest.raises(ValueError, match="registered twice"):
         register_pass("test-noop", lambda: Noop())
+
+
+def test_extend_puts_extra_passes_at_named_points_of_the_default_pipeline():
+    mine = _Breaker(name="mine")
+    names = [p.name for p in build_pipeline("cpu", {}, Extend(after={"fuse": [mine]}, before={"dce": ["cse"]},
+                                                              at_end=["dce"]))]
+    default = default_pass_names({})
+    # before: ahead of the first dce; after: right after the (only) fuse; at_end: last
+    assert names == ["cse"] + default[:default.index("fuse") + 1] + ["mine"] + \
+        default[default.index("fuse") + 1:] + ["dce"]
+    assert [p.name for p in build_pipeline("cpu", {}, None)] == default
+    assert [p.name for p in build_pipeline("cpu", {}, ["dce"])] == ["dce"]  # a list replaces the pipeline
+    with pytest.raises(ValueError, match="names pass 'fuse', which the default pipeline does not run"):
+        build_pipeline("cpu", {"fuse": False}, Extend(after={"fuse": ["dce"]}))
+
+
+def test_minicomp_verify_env_turns_the_verifier_on(monkeypatch):
+    monkeypatch.setenv("MINICOMP_VERIFY", "0")
+    assert not verify_requested(False) and verify_requested(True)
+    monkeypatch.setenv("MINICOMP_VERIFY", "1")
+    assert verify_requested(False)
+    monkeypatch.setenv("MINICOMP_VERIFY", "yes")
+    with pytest.raises(ValueError, match="MINICOMP_VERIFY"):
+        verify_requested(False)
+
+
+def test_the_test_suite_verifies_every_compile():
+    assert os.environ.get("MINICOMP_VERIFY") == "1"  # tests/conftest.py

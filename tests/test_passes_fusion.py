@@ -8,10 +8,14 @@ import pytest
 
 from minicomp.ir import DType, Graph, TensorType, constant, interpret, parse, verify
 from minicomp.passes import PassContext, PassManager, default_pipeline, explain, get_pass, kernel_count
-from minicomp.passes.fusion import CONTRACTION_KIND
+from minicomp.ir.lowering import lower_graph
+from minicomp.ir.ops import Role
 
-VIEWS = {"reshape", "permute", "expand", "slice", "split"}
 F32 = DType.f32
+
+
+def _is_view(node) -> bool:
+    return node.opdef.role is Role.VIEW
 
 
 def assert_supported_bodies(g: Graph) -> None:
@@ -21,28 +25,28 @@ def assert_supported_bodies(g: Graph) -> None:
             continue
         body, kind = n.attrs["body"], n.attrs["kind"]
         assert [v.type for v in body.inputs] == [o.type for o in n.operands]
-        assert all(o.producer is None or o.producer.op not in VIEWS for o in n.operands), "view operand"
-        cats = [(b.op, b.opdef.category.value) for b in body.nodes if b.op not in VIEWS]
-        reds = [op for op, c in cats if c == "reduction"]
-        cons = [op for op, c in cats if op in CONTRACTION_KIND]
-        others = [op for op, c in cats if c != "elementwise" and op not in reds and op not in cons]
+        assert all(o.producer is None or not _is_view(o.producer) for o in n.operands), "view operand"
+        roles = [(b.op, b.opdef.role) for b in body.nodes if not _is_view(b)]
+        reds = [op for op, r in roles if r is Role.REDUCTION]
+        cons = [op for op, r in roles if r is Role.CONTRACTION]
+        others = [op for op, r in roles if r not in (Role.ELEMENTWISE, Role.REDUCTION, Role.CONTRACTION)]
         if kind == "pointwise":
-            assert not reds and not cons and not others, cats
+            assert not reds and not cons and not others, roles
             assert len({o.type.shape for o in body.outputs}) == 1
         elif kind == "reduction":
-            assert len(reds) == 1 and not cons and not others, cats
+            assert len(reds) == 1 and not cons and not others, roles
         elif kind in ("matmul", "conv", "pool"):
-            assert len(cons) == 1 and not reds and not others, cats
-            root = next(b for b in body.nodes if b.op in CONTRACTION_KIND)
-            assert CONTRACTION_KIND[root.op] == kind
+            assert len(cons) == 1 and not reds and not others, roles
+            root = next(b for b in body.nodes if b.opdef.role is Role.CONTRACTION)
+            assert root.opdef.kernel_kind == kind
             for o in root.operands:  # contraction operands: body inputs, maybe through views
-                while o.producer is not None and o.producer.op in VIEWS:
+                while o.producer is not None and _is_view(o.producer):
                     o = o.producer.operands[0]
                 assert o.producer is None
             assert all(b.results[0].type.shape == root.results[0].type.shape for b in body.nodes
-                       if b.opdef.category.value == "elementwise" and _after(body, root, b))
+                       if b.opdef.role is Role.ELEMENTWISE and _after(body, root, b))
         elif kind == "copy":
-            assert [b.op for b in body.nodes if b.op not in VIEWS] == ["copy"]
+            assert [b.op for b in body.nodes if not _is_view(b)] == ["copy"]
         else:
             raise AssertionError(f"unknown kind {kind}")
 
@@ -221,6 +225,7 @@ def test_traced_examples_meet_kernel_targets(name, limit):
     out, ctx = optimize(g)
     assert kernel_count(out) <= limit, explain(ctx)
     assert_supported_bodies(out)
+    _lowering_agrees(out)
     xs = [t.numpy() for t in inputs]
     for w, o in zip(interpret(g, *xs), interpret(out, *xs)):
         np.testing.assert_array_equal(o, w)
@@ -243,3 +248,37 @@ def test_sibling_pointwise_kernels_share_one_pass():
     assert any("sibling" in d.why for d in ctx.decisions)
     assert_supported_bodies(out)
     _same_values(g, out)
+
+
+def _lowering_agrees(g: Graph) -> None:
+    """The lowering makes exactly the kernels fusion and kernel_count say: it splits no fused node."""
+    notes: list[str] = []
+    program = lower_graph(g, notes=notes)
+    assert not [n for n in notes if "split" in n], notes
+    assert len(program.kernels) == kernel_count(g), notes
+
+
+def test_upsample_is_a_view_for_fusion_lowering_and_kernel_count():
+    """One registry answer (role VIEW) for every layer: the upsample folds into its consumer's kernel."""
+    g = parse("""graph @g(%x: f32[1,2,3,3]) {
+      %u = upsample_nearest2d %x {size=[6,6]} : f32[1,2,6,6]
+      %r = relu %u : f32[1,2,6,6]
+      return %r
+    }""")
+    assert kernel_count(g) == 1
+    out, _ = optimize(g)
+    assert kernel_count(out) == 1
+    _lowering_agrees(out)
+    _same_values(g, out)
+
+
+def test_fusion_leaves_apart_what_the_lowering_cannot_make_one_kernel():
+    """A group whose body fits no kernel template is not formed (recorded), instead of split later."""
+    from minicomp.ir.graph import Graph as G
+    from minicomp.ir.lowering import body_problem
+    body = G("b")
+    x = body.add_input(TensorType(F32, (4, 8)), "x")
+    s = body.add("sum", [x], {"dims": (1,)}).result
+    m = body.add("amax", [x], {"dims": (0,)}).result
+    body.set_outputs([s, m])
+    assert "different loop spaces" in body_problem(body)

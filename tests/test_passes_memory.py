@@ -7,7 +7,7 @@ import pytest
 
 from minicomp.ir import parse
 from minicomp.passes import PassContext, PassManager, default_pipeline, plan_memory
-from minicomp.passes.manager import VIEW_OPS, is_kernel
+from minicomp.passes.manager import is_kernel, is_view
 
 CHAIN = textwrap.dedent("""
     graph @g(%x: f32[64,64], %w: f32[64,64]) {
@@ -27,7 +27,7 @@ def check_plan(g, plan):
     outs = {id(v) for v in g.outputs}
 
     def root(v):
-        while v.producer is not None and v.producer.op in VIEW_OPS:
+        while v.producer is not None and is_view(v.producer):
             v = v.producer.operands[0]
         return v
 

@@ -1,6 +1,7 @@
 """Lowering: graphs to kernel descriptions (:mod:`minicomp.ir.kernel`).
 
 * :func:`lower_node` - one node (or ``fused`` node) to one kernel;
+* :func:`body_problem` - whether a would-be fused body is one kernel (fusion asks it);
 * :func:`lower_graph` - a whole graph to a :class:`~minicomp.ir.kernel.Program`
   (kernels, buffer slots, calls, arena size), the input of every backend.
 
@@ -11,7 +12,7 @@ batch_norm), ``reductions`` and ``contractions`` (kernel templates),
 arena planning).
 """
 from minicomp.ir.lowering.builder import CannotFuse, LoweringError, NeedMaterialize
-from minicomp.ir.lowering.program import ArenaPlanner, first_fit_arena, lower_graph, lower_node
+from minicomp.ir.lowering.program import ArenaPlanner, body_problem, first_fit_arena, lower_graph, lower_node
 
-__all__ = ["lower_node", "lower_graph", "first_fit_arena", "ArenaPlanner", "LoweringError", "CannotFuse",
-           "NeedMaterialize"]
+__all__ = ["lower_node", "lower_graph", "body_problem", "first_fit_arena", "ArenaPlanner", "LoweringError",
+           "CannotFuse", "NeedMaterialize"]

@@ -16,15 +16,18 @@ from minicomp.ir.graph import Node, Value
 from minicomp.ir.kernel import AttentionKernel, Buffer, E, Ref, Store, Var
 from minicomp.ir.lowering import indexing as ix
 from minicomp.ir.lowering.builder import CannotFuse
-from minicomp.ir.lowering.contractions import CONTRACTIONS, acc_dtype, batched_accesses
-from minicomp.ir.ops import Category
+from minicomp.ir.lowering.contractions import acc_dtype, batched_accesses
+from minicomp.ir.ops import Role, get_op
 
 
 def matches(nodes: Sequence[Node]) -> bool:
-    """The group has the attention template's ops: two matmuls and one softmax (other reductions: no)."""
-    reds = [n for n in nodes if n.opdef.category is Category.REDUCTION and n.op != "batch_norm"]
-    mms = [n for n in nodes if n.op in CONTRACTIONS]
-    return len(mms) == 2 and all(n.op == "matmul" for n in mms) and [n.op for n in reds] == ["softmax"]
+    """The group has the attention template's ops: two matmuls and one softmax (other reductions: no).
+
+    A template for one specific combination of ops, so it names them (by OpDef identity)."""
+    matmul, softmax = get_op("matmul"), get_op("softmax")
+    reds = [n for n in nodes if n.opdef.role is Role.REDUCTION]
+    mms = [n for n in nodes if n.opdef.role is Role.CONTRACTION]
+    return len(mms) == 2 and all(n.opdef is matmul for n in mms) and [n.opdef for n in reds] == [softmax]
 
 
 def _reads(v: Value, target: Value, canon) -> bool:
@@ -44,8 +47,8 @@ def _reads(v: Value, target: Value, canon) -> bool:
 def attention_kernel(b, name: str, nodes: Sequence[Node], outputs: Sequence[Value],
                      out_bufs: tuple[Buffer, ...]) -> AttentionKernel:
     """The AttentionKernel of ``nodes`` (see the module docstring) built with builder ``b``."""
-    mm1, mm2 = [n for n in nodes if n.op == "matmul"]
-    sm = next(n for n in nodes if n.op == "softmax")
+    mm1, mm2 = [n for n in nodes if n.opdef.role is Role.CONTRACTION]
+    sm = next(n for n in nodes if n.opdef.role is Role.REDUCTION)
     s_val, p_val = mm1.results[0], sm.results[0]
     if b.canon(mm2.operands[0]) is not p_val:
         raise CannotFuse("attention: the softmax result is not the second product's left operand")

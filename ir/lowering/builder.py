@@ -7,7 +7,8 @@ of any graph value at a multi-index of loop expressions:
 * values outside the group that are materialized (graph inputs, constants,
   results of other kernels) become ``Load``s of a kernel input buffer (numel-1
   constants become ``Const``s);
-* view ops (an OpDef with a ``view`` rule, except ``copy``) fold into the index;
+* view ops (role VIEW: an OpDef with a ``view`` rule) fold into the index;
+* ops with an ``element`` rule (cat, embedding, copy, batch_norm) apply it;
 * elementwise ops apply their OpDef's ``scalar`` rule to their operands' values
   (through :func:`minicomp.ir.ops.elementwise.scalar_expr`, which casts operands
   to the compute dtype, f16/bf16 as f32, and rounds the result to the op's
@@ -26,7 +27,7 @@ from minicomp.ir.dtypes import DType
 from minicomp.ir.graph import Node, Value
 from minicomp.ir.kernel import Buffer, E, Expr, Load, Ref, Var
 from minicomp.ir.lowering import indexing as ix
-from minicomp.ir.ops import IRError
+from minicomp.ir.ops import IRError, Role
 
 
 class LoweringError(IRError):
@@ -58,7 +59,7 @@ class _Need(BaseException):
 
 def is_view(node: Node) -> bool:
     """Whether ``node`` folds into its consumers' indexing (no kernel of its own)."""
-    return node.opdef.view is not None and node.op != "copy"
+    return node.opdef.role is Role.VIEW
 
 
 class KernelBuilder:
@@ -98,9 +99,9 @@ class KernelBuilder:
         v = self.canon(v)
         while True:
             node = v.producer
-            if node is not None and id(node) in self.group and not is_view(node) and node.op != "constant":
+            if node is not None and id(node) in self.group and node.opdef.role.makes_kernel:
                 raise NeedMaterialize(v)
-            if self.materialized(v) or node is None or node.op == "constant":
+            if self.materialized(v) or node is None or node.opdef.role is Role.CONSTANT:
                 return v, ix.simplify(ix.flat_index(idx, v.type.strides, v.type.shape), self.extents)
             if not is_view(node):
                 raise NeedMaterialize(v)
@@ -156,11 +157,12 @@ class KernelBuilder:
         node = v.producer
         if id(v) in self.reduced:
             return E.cast(self.reduced[id(v)](list(idx)), dt)
-        if node is not None and node.op == "constant" and v.type.numel == 1:
+        const = node is not None and node.opdef.role is Role.CONSTANT
+        if const and v.type.numel == 1:
             return E.cast(E.const(node.attrs["value"].reshape(-1)[0].item(), dt.compute), dt)
-        if node is not None and id(node) in self.group and node.op != "constant":
+        if node is not None and id(node) in self.group and not const:
             return self._compute(node, v, list(idx))
-        if node is None or self.materialized(v) or node.op == "constant":
+        if node is None or self.materialized(v) or const:
             flat = ix.simplify(ix.flat_index(idx, v.type.strides, v.type.shape), self.extents)
             return Load(self.buffer_of(v), flat, dt)
         if is_view(node):
@@ -176,17 +178,14 @@ class KernelBuilder:
         return self.expr(node.operands[i], sub)
 
     def _compute(self, node: Node, v: Value, idx: list[Expr]) -> Expr:
-        from minicomp.ir.lowering import special
-        op = node.op
-        if is_view(node):
+        opdef = node.opdef
+        if opdef.role is Role.VIEW:
             new_idx, src = self._view_step(node, v, idx)
             return self.expr(src, new_idx)
-        handler = special.HANDLERS.get(op)
-        if handler is not None:
-            return E.cast(handler(self, node, v, idx), v.type.dtype)
-        opdef = node.opdef
+        if opdef.element is not None:
+            return E.cast(opdef.element(self, node, v, idx), v.type.dtype)
         if opdef.scalar is None:
-            raise CannotFuse(f"op '{op}' ({opdef.category.value}) has no scalar rule")
+            raise CannotFuse(f"op '{node.op}' ({opdef.role.value}) has no scalar or element rule")
         if not node.operands:  # generators (full, arange)
             return E.cast(opdef.scalar(index=list(idx), **node.attrs), v.type.dtype)
         from minicomp.ir.ops.elementwise import scalar_expr
@@ -196,9 +195,9 @@ class KernelBuilder:
     # -- stages ----------------------------------------------------------------------------
     def reduce(self, op: str, value: Expr, dtype: DType) -> Ref:
         """Append a Reduce stage; returns the reference to its per-outer-point result."""
-        from minicomp.ir.kernel import Reduce
+        from minicomp.ir.kernel import REDUCE_KINDS, Reduce
         self.stages.append(Reduce(op, value, dtype))
-        return Ref(len(self.stages) - 1, DType.i64 if op in ("argmax", "argmin") else dtype)
+        return Ref(len(self.stages) - 1, REDUCE_KINDS[op].result_dtype(dtype))
 
 
 def vars_for(shape: Sequence[int], first: int = 0) -> list[Expr]:

@@ -19,8 +19,6 @@ from minicomp.ir.kernel import Access, E, Expr, Ref, Var
 from minicomp.ir.lowering import indexing as ix
 from minicomp.ir.lowering.builder import LoweringError, NeedMaterialize
 
-CONTRACTIONS = ("matmul", "linear", "addmm", "conv2d", "max_pool2d", "avg_pool2d")
-
 
 @dataclass
 class Template:
@@ -156,55 +154,90 @@ def _batch_split(b, err: NeedMaterialize, bext: list[int]) -> tuple[int, int] | 
 
 
 def template(b, node: Node) -> Template:
-    """The contraction template of ``node``."""
-    op, a = node.op, node.attrs
+    """The contraction template of ``node``: its OpDef's ``template`` rule (one of the
+    ``*_template`` functions below, named in :mod:`minicomp.ir.ops.contraction`)."""
+    rule = node.opdef.template
+    if rule is None:
+        raise LoweringError(f"no contraction template for '{node.op}'")
+    return rule(b, node)
+
+
+def _product(b, node: Node, x, w, transposed: bool) -> tuple[dict[str, Any], list[Expr], tuple[int, ...], Ref]:
     out = node.results[0].type
+    fields, out_index, ext = _matmul_core(b, x, w, transposed, out.dtype)
+    b.extents = tuple(ext)  # bias indices are simplified over the epilogue loops
+    return fields, out_index, ext, Ref(0, acc_dtype(out.dtype))
+
+
+def matmul_template(b, node: Node) -> Template:
+    """torch.matmul: one product, no epilogue of its own."""
+    fields, out_index, ext, ref = _product(b, node, node.operands[0], node.operands[1], False)
+    return Template("matmul", fields, out_index, ext, ref)
+
+
+def linear_template(b, node: Node) -> Template:
+    """x @ w.T (+ bias): the weight read transposed, the bias added to the accumulator."""
+    fields, out_index, ext, ref = _product(b, node, node.operands[0], node.operands[1], True)
+    result: Expr = ref
+    if len(node.operands) > 2:
+        result = E.add(ref, E.cast(b.expr(node.operands[2], out_index[-1:]), ref.dtype))
+    return Template("matmul", fields, out_index, ext, result)
+
+
+def addmm_template(b, node: Node) -> Template:
+    """beta * bias + alpha * (x @ w), the bias broadcast over the product."""
+    bias, x, w = node.operands
+    a, out = node.attrs, node.results[0].type
+    fields, out_index, ext, ref = _product(b, node, x, w, False)
+    acc = ref.dtype
+    result: Expr = ref if a["alpha"] == 1 else E.mul(E.const(a["alpha"], acc), ref)
+    if a["beta"] != 0:
+        lead = 2 - bias.type.rank
+        bidx = [ix.c64(0) if s == 1 and out.shape[lead + d] != 1 else out_index[lead + d]
+                for d, s in enumerate(bias.type.shape)]
+        bv = E.cast(b.expr(bias, bidx), acc)
+        result = E.add(result, bv if a["beta"] == 1 else E.mul(E.const(a["beta"], acc), bv))
+    return Template("matmul", fields, out_index, ext, result)
+
+
+def conv2d_template(b, node: Node) -> Template:
+    """NCHW convolution (implicit GEMM in the backends), the bias added per output channel."""
+    a, out = node.attrs, node.results[0].type
     acc = acc_dtype(out.dtype)
-    ref = Ref(0, acc)
-    if op in ("matmul", "linear"):
-        x, w = node.operands[0], node.operands[1]
-        fields, out_index, ext = _matmul_core(b, x, w, op == "linear", out.dtype)
-        b.extents = tuple(ext)  # bias indices are simplified over the epilogue loops
-        result: Expr = ref
-        if op == "linear" and len(node.operands) > 2:
-            result = E.add(ref, E.cast(b.expr(node.operands[2], out_index[-1:]), acc))
-        return Template("matmul", fields, out_index, ext, result)
-    if op == "addmm":
-        bias, x, w = node.operands
-        fields, out_index, ext = _matmul_core(b, x, w, False, out.dtype)
-        b.extents = tuple(ext)  # bias indices are simplified over the epilogue loops
-        result = ref if a["alpha"] == 1 else E.mul(E.const(a["alpha"], acc), ref)
-        if a["beta"] != 0:
-            lead = 2 - bias.type.rank
-            bidx = [ix.c64(0) if s == 1 and out.shape[lead + d] != 1 else out_index[lead + d]
-                    for d, s in enumerate(bias.type.shape)]
-            bv = E.cast(b.expr(bias, bidx), acc)
-            result = E.add(result, bv if a["beta"] == 1 else E.mul(E.const(a["beta"], acc), bv))
-        return Template("matmul", fields, out_index, ext, result)
-    if op == "conv2d":
-        x, w = node.operands[0], node.operands[1]
-        n, cin, h, wd = x.type.shape
-        cout, _, kh, kw = w.type.shape
-        oh, ow = out.shape[2], out.shape[3]
-        fields = dict(n=n, cin=cin, h=h, w=wd, cout=cout, kh=kh, kw=kw, oh=oh, ow=ow,
-                      stride=tuple(a["stride"]), padding=tuple(a["padding"]), dilation=tuple(a["dilation"]),
-                      groups=a["groups"], x=_access(b, x, [Var(i) for i in range(4)], x.type.shape),
-                      weight=_access(b, w, [Var(i) for i in range(4)], w.type.shape), acc_dtype=acc)
-        out_index = [Var(i) for i in range(4)]
-        b.extents = tuple(out.shape)  # bias indices are simplified over the epilogue loops
-        result = ref
-        if len(node.operands) > 2:
-            result = E.add(ref, E.cast(b.expr(node.operands[2], [Var(1)]), acc))
-        return Template("conv", fields, out_index, tuple(out.shape), result)
-    if op in ("max_pool2d", "avg_pool2d"):
-        x = node.operands[0]
-        n, c, h, wd = x.type.shape
-        divisor = a.get("divisor")
-        fields = dict(op="max" if op == "max_pool2d" else "avg", n=n, c=c, h=h, w=wd, oh=out.shape[2],
-                      ow=out.shape[3], kernel=tuple(a["kernel"]), stride=tuple(a["stride"]),
-                      padding=tuple(a["padding"]), dilation=tuple(a.get("dilation", (1, 1))),
-                      count_include_pad=bool(a.get("count_include_pad", True)),
-                      divisor=int(divisor) if divisor else 0,
-                      x=_access(b, x, [Var(i) for i in range(4)], x.type.shape), acc_dtype=acc)
-        return Template("pool", fields, [Var(i) for i in range(4)], tuple(out.shape), ref)
-    raise LoweringError(f"no contraction template for '{op}'")
+    x, w = node.operands[0], node.operands[1]
+    n, cin, h, wd = x.type.shape
+    cout, _, kh, kw = w.type.shape
+    fields = dict(n=n, cin=cin, h=h, w=wd, cout=cout, kh=kh, kw=kw, oh=out.shape[2], ow=out.shape[3],
+                  stride=tuple(a["stride"]), padding=tuple(a["padding"]), dilation=tuple(a["dilation"]),
+                  groups=a["groups"], x=_access(b, x, [Var(i) for i in range(4)], x.type.shape),
+                  weight=_access(b, w, [Var(i) for i in range(4)], w.type.shape), acc_dtype=acc)
+    b.extents = tuple(out.shape)  # bias indices are simplified over the epilogue loops
+    result: Expr = Ref(0, acc)
+    if len(node.operands) > 2:
+        result = E.add(result, E.cast(b.expr(node.operands[2], [Var(1)]), acc))
+    return Template("conv", fields, [Var(i) for i in range(4)], tuple(out.shape), result)
+
+
+def _pool(b, node: Node, op: str) -> Template:
+    a, out = node.attrs, node.results[0].type
+    acc = acc_dtype(out.dtype)
+    x = node.operands[0]
+    n, c, h, wd = x.type.shape
+    divisor = a.get("divisor")
+    fields = dict(op=op, n=n, c=c, h=h, w=wd, oh=out.shape[2],
+                  ow=out.shape[3], kernel=tuple(a["kernel"]), stride=tuple(a["stride"]),
+                  padding=tuple(a["padding"]), dilation=tuple(a.get("dilation", (1, 1))),
+                  count_include_pad=bool(a.get("count_include_pad", True)),
+                  divisor=int(divisor) if divisor else 0,
+                  x=_access(b, x, [Var(i) for i in range(4)], x.type.shape), acc_dtype=acc)
+    return Template("pool", fields, [Var(i) for i in range(4)], tuple(out.shape), Ref(0, acc))
+
+
+def max_pool2d_template(b, node: Node) -> Template:
+    """Window maximum (PoolKernel op "max")."""
+    return _pool(b, node, "max")
+
+
+def avg_pool2d_template(b, node: Node) -> Template:
+    """Window mean (PoolKernel op "avg")."""
+    return _pool(b, node, "avg")

@@ -16,9 +16,10 @@ from minicomp.ir.kernel import (Buffer, ConvKernel, E, Kernel, LoopKernel, Matmu
 from minicomp.ir.lowering import attention, contractions, reductions
 from minicomp.ir.lowering import indexing as ix
 from minicomp.ir.lowering.builder import CannotFuse, KernelBuilder, is_view
-from minicomp.ir.ops import Category
+from minicomp.ir.ops import Category, Role
 
-_DATA_MOVES = {"copy", "cat", "embedding"}
+#: The kernel class of each contraction template kind (``Template.cls``, the OpDef's ``kernel_kind``).
+_TEMPLATE_KERNELS = {"matmul": MatmulKernel, "conv": ConvKernel, "pool": PoolKernel}
 
 
 def _kernel_name(index: int, nodes: Sequence[Node]) -> str:
@@ -32,7 +33,7 @@ def _store(b: KernelBuilder, buf: int, v: Value, idx: list, inner: bool = False)
 
 
 def _is_reduction(n: Node) -> bool:
-    return n.opdef.category is Category.REDUCTION and n.op != "batch_norm"
+    return n.opdef.role is Role.REDUCTION
 
 
 def lower_group(nodes: Sequence[Node], outputs: Sequence[Value], canon: Callable[[Value], Value],
@@ -43,7 +44,7 @@ def lower_group(nodes: Sequence[Node], outputs: Sequence[Value], canon: Callable
     b = KernelBuilder(nodes, canon, lambda v: id(v) not in out_ids and materialized(v))
     name = _kernel_name(index, nodes)
     out_bufs = tuple(Buffer(f"out{i}_{v.name}", v.type) for i, v in enumerate(outputs))
-    contr = [n for n in nodes if n.op in contractions.CONTRACTIONS]
+    contr = [n for n in nodes if n.opdef.role is Role.CONTRACTION]
     reds = [n for n in nodes if _is_reduction(n)]
     if attention.matches(nodes):
         return _without_checks(attention.attention_kernel(b, name, nodes, outputs, out_bufs)), b.inputs
@@ -59,7 +60,7 @@ def lower_group(nodes: Sequence[Node], outputs: Sequence[Value], canon: Callable
     b.extents = tuple(shape)
     idx = [Var(d) for d in range(len(shape))]
     stores = tuple(_store(b, i, v, idx) for i, v in enumerate(outputs))
-    moves_only = all(is_view(n) or n.op in _DATA_MOVES for n in nodes)
+    moves_only = all(n.opdef.category is Category.MOVEMENT for n in nodes)  # views, copy, cat, embedding
     kind = "copy" if moves_only else "pointwise"
     return LoopKernel(name, kind, b.input_buffers(), out_bufs, tuple(shape), (), stores), b.inputs
 
@@ -108,8 +109,4 @@ def _contraction_kernel(b, name, node, outputs, out_bufs) -> Kernel:
             raise CannotFuse(f"epilogue output %{v.name} has another shape than the contraction")
         stores.append(_store(b, i, v, t.out_index))
     common = dict(name=name, inputs=b.input_buffers(), outputs=out_bufs, stores=tuple(stores), **t.fields)
-    if t.cls == "matmul":
-        return MatmulKernel(**common)
-    if t.cls == "conv":
-        return ConvKernel(**common)
-    return PoolKernel(**common)
+    return _TEMPLATE_KERNELS[t.cls](**common)

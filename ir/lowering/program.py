@@ -20,9 +20,10 @@ import numpy as np
 
 from minicomp.ir.graph import Graph, Node, Value
 from minicomp.ir.kernel import Call, Kernel, Program, Slot
-from minicomp.ir.lowering.builder import CannotFuse, LoweringError, NeedMaterialize, is_view
+from minicomp.ir.lowering.builder import CannotFuse, LoweringError, NeedMaterialize
 from minicomp.ir.lowering.inplace import inplace_problem
 from minicomp.ir.lowering.kernels import lower_group
+from minicomp.ir.ops import Role
 
 ALIGN = 64
 
@@ -73,14 +74,14 @@ class _State:
         return v
 
     def is_materialized(self, v: Value) -> bool:
-        return v.producer is None or v.producer.op == "constant" or id(v) in self.materialized
+        return v.producer is None or v.producer.opdef.role is Role.CONSTANT or id(v) in self.materialized
 
 
 def _units_of(node: Node, st: _State) -> list[_Unit]:
     """The kernel units of a top-level node (none for constants and views)."""
-    if node.op == "constant" or is_view(node):
+    if not node.opdef.role.makes_kernel:
         return []
-    if node.op == "fused":
+    if node.opdef.has_body:  # a fused node: its body is one kernel
         body: Graph = node.attrs["body"]
         for inner, outer in zip(body.inputs, node.operands):
             st.alias[id(inner)] = outer
@@ -102,6 +103,24 @@ def lower_node(node: Node) -> Kernel:
     kernel, _ = lower_group(unit.nodes, stores, st.canon,
                             lambda v: id(v.producer) not in inside if v.producer is not None else True)
     return kernel
+
+
+def body_problem(body: Graph) -> str | None:
+    """Why the body of a would-be ``fused`` node cannot be one kernel, or None when it can.
+
+    Fusion asks this before it forms a group (so :func:`lower_graph` never has to split a
+    fused node fusion made): the body is lowered exactly as :func:`lower_node` lowers the
+    fused node, its inputs read from buffers."""
+    inside = {id(n) for n in body.nodes}
+    outs = [v for v in body.outputs
+            if v.producer is not None and id(v.producer) in inside and v.producer.opdef.role is not Role.CONSTANT]
+    outs = list({id(v): v for v in outs}.values())
+    try:
+        lower_group(list(body.nodes), outs, lambda v: v,
+                    lambda v: v.producer is None or id(v.producer) not in inside)
+    except LoweringError as e:  # CannotFuse, NeedMaterialize: the lowering would split the group
+        return str(e)
+    return None
 
 
 def lower_graph(graph: Graph, arena_planner: ArenaPlanner = first_fit_arena,
@@ -135,7 +154,8 @@ def lower_graph(graph: Graph, arena_planner: ArenaPlanner = first_fit_arena,
         stores = []
         for s in unit.stores:
             c = st.canon(s)
-            if (c.producer is not None and id(c.producer) in inside and c.producer.op != "constant") or not unit.nodes:
+            if (c.producer is not None and id(c.producer) in inside and c.producer.opdef.role is not Role.CONSTANT) \
+                    or not unit.nodes:
                 if all(c is not x for x in stores):
                     stores.append(c)
         if not stores:
@@ -213,7 +233,7 @@ def _assemble(graph, outputs, kernels, reads, writes, st: _State, planner: Arena
 
     def slot(v: Value) -> int:
         if id(v) not in slot_of:
-            if v.producer is not None and v.producer.op == "constant":
+            if v.producer is not None and v.producer.opdef.role is Role.CONSTANT:
                 slot_of[id(v)] = len(slots)
                 slots.append(Slot("const", len(constants), v.type))
                 constants.append(np.ascontiguousarray(v.producer.attrs["value"]).reshape(v.type.shape))  # 0-d stays 0-d
@@ -230,7 +250,7 @@ def _assemble(graph, outputs, kernels, reads, writes, st: _State, planner: Arena
         calls.append(Call(k, tuple(slot(v) for v in ins) + tuple(slot(v) for v in outs)))
     for j, v in enumerate(outputs):
         if id(v) not in produced and all(a[0] != j for a in aliases):
-            if v.producer is not None and v.producer.op != "constant":
+            if v.producer is not None and v.producer.opdef.role is not Role.CONSTANT:
                 raise LoweringError(f"graph output %{v.name} is produced by no kernel")
             aliases.append((j, slot(v)))
     slots, arena = _place_arena(graph, slots, arena_vals, slot_of, calls, planner, kernels, notes)

@@ -2,8 +2,10 @@
 
 A reduction over dims ``rd`` of an input of shape ``S`` iterates the kept dims
 in the ``outer`` loops (Var(0..)) and the reduced dims in the ``inner`` loops.
-``setup(builder, node)`` appends the op's Reduce stages and registers how its
-result reads at an index (checked to be the current outer point).
+Which dims and which stages is each op's :class:`~minicomp.ir.ops.reduction.ReduceRule`,
+beside its definition; ``setup(builder, node, space)`` runs the rule's stages through a
+:class:`ReduceCtx` and registers how the result reads at an index (checked to be the
+current outer point).
 """
 from __future__ import annotations
 
@@ -60,29 +62,16 @@ class Space:
         return [d for d in range(len(self.shape)) if d not in self.rdims]
 
 
-def _norm_dims(dims, rank: int) -> tuple[int, ...]:
-    if dims is None or (isinstance(dims, (tuple, list)) and len(dims) == 0):
-        return tuple(range(rank))
-    if isinstance(dims, int):
-        dims = (dims,)
-    return tuple(sorted(d % rank if rank else 0 for d in dims))
-
-
 def space_of(node: Node) -> Space:
-    """The loop space a reduction node needs."""
+    """The loop space a reduction node needs (from its OpDef's :class:`ReduceRule`)."""
+    rule = node.opdef.reduce
+    if rule is None:
+        raise LoweringError(f"no reduction template for '{node.op}'")
     x = node.operands[0].type
-    r, a = x.rank, node.attrs
-    if node.op in ("sum", "mean", "amax", "amin", "var"):
-        return Space(x.shape, _norm_dims(a["dims"], r))
-    if node.op in ("argmax", "argmin"):
-        return Space(x.shape, _norm_dims(a["dim"], r))
-    if node.op in ("softmax", "log_softmax"):
-        return Space(x.shape, _norm_dims(a["dim"], r) if r else ())
-    if node.op == "layer_norm":
-        return Space(x.shape, tuple(range(r - a["normalized_ndim"], r)))
-    if node.op == "cumsum":  # a 0-d input has nothing to scan: its running sum is itself
-        return Space(x.shape, (), cumulative=a["dim"] % r) if r else Space(x.shape, ())
-    raise LoweringError(f"no reduction template for '{node.op}'")
+    dims = tuple(rule.dims(x, node.attrs))
+    if rule.cumulative:
+        return Space(x.shape, (), cumulative=dims[0] if dims else None)
+    return Space(x.shape, dims)
 
 
 def _check_outer(idx: Sequence[Expr], space: Space, dims_of_idx: Sequence[int | None], extents) -> None:
@@ -96,88 +85,52 @@ def _check_outer(idx: Sequence[Expr], space: Space, dims_of_idx: Sequence[int | 
             raise CannotFuse("a reduction result is read at another point than its own")
 
 
+class ReduceCtx:
+    """What a :class:`~minicomp.ir.ops.reduction.ReduceRule`'s ``stages`` sees of the kernel being built.
+
+    ``acc``: the accumulation dtype (the result's compute dtype); ``n_inner``: the number of
+    inner points; ``x(dtype, idx=None)``: operand 0 at the current (outer, inner) point or at
+    ``idx``, cast to ``dtype``; ``operand(i, idx)``: operand ``i`` at ``idx``;
+    ``reduce(kind, value, dtype)``: append a Reduce stage and get its per-outer-point result.
+    """
+
+    def __init__(self, b, node: Node, space: Space):
+        self._b, self._full = b, space.full_index()
+        self.node, self.attrs, self.space = node, node.attrs, space
+        self.in_type = node.operands[0].type
+        self.in_dtype = self.in_type.dtype
+        self.out_dtype = node.results[0].type.dtype
+        self.acc = self.out_dtype.compute
+        self.n_inner = prod(space.inner)
+
+    def x(self, dt: DType, idx: Sequence[Expr] | None = None) -> Expr:
+        return E.cast(self._b.expr(self.node.operands[0], self._full if idx is None else idx), dt)
+
+    def operand(self, i: int, idx: Sequence[Expr]) -> Expr:
+        return self._b.expr(self.node.operands[i], idx)
+
+    def reduce(self, kind: str, value: Expr, dtype: DType) -> Expr:
+        return self._b.reduce(kind, value, dtype)
+
+
 def setup(b, node: Node, space: Space) -> None:
     """Append ``node``'s stages to builder ``b`` and register its result reader."""
-    op, a, x = node.op, node.attrs, node.operands[0]
-    v = node.results[0]
-    out_dt = v.type.dtype
-    acc = out_dt.compute
-    full = space.full_index()
-    n_inner = prod(space.inner)
-    keep = a.get("keepdim", False)
+    rule = node.opdef.reduce
+    if rule is None:
+        raise LoweringError(f"no reduction template for '{node.op}'")
     # Which input dim each result dim stands for (None: a kept size-1 dim).
-    if op in ("softmax", "log_softmax", "layer_norm", "cumsum"):
+    if rule.full_result:
         res_dims: list[int | None] = list(range(len(space.shape)))
-    elif keep:
+    elif node.attrs.get("keepdim", False):
         res_dims = [None if d in space.rdims else d for d in range(len(space.shape))]
     else:
-        res_dims = space.outer_dims()
+        res_dims = list(space.outer_dims())
+    read = rule.stages(ReduceCtx(b, node, space))
 
-    def xval(dt: DType, idx=None) -> Expr:
-        return E.cast(b.expr(x, full if idx is None else idx), dt)
-
-    def reader(result_fn):
-        def read(idx):
-            _check_outer(idx, space, res_dims, b.extents)
-            return result_fn(idx)
-        b.reduced[id(v)] = read
-
-    if op in ("sum", "amax", "amin"):
-        ref = b.reduce({"sum": "sum", "amax": "max", "amin": "min"}[op], xval(acc), acc)
-        reader(lambda idx: ref)
-    elif op == "mean":
-        ref = b.reduce("sum", xval(acc), acc)
-        reader(lambda idx: E.div(ref, E.const(n_inner, acc)))
-    elif op in ("argmax", "argmin"):
-        ref = b.reduce(op, xval(x.type.dtype.compute), DType.i64)
-        reader(lambda idx: ref)
-    elif op == "var":
-        n = E.const(n_inner, acc)
-        rough = E.div(b.reduce("sum", xval(acc), acc), n)
-        # one correction pass makes the mean exact to rounding (a constant row normalizes
-        # to exactly 0, as in PyTorch) at the cost of one more sweep over a cached row
-        mean = E.add(rough, E.div(b.reduce("sum", E.sub(xval(acc), rough), acc), n))
-        diff = E.sub(xval(acc), mean)
-        ss = b.reduce("sum", E.mul(diff, diff), acc)
-        denom = E.const(max(n_inner - a["correction"], 0), acc)
-        reader(lambda idx: E.div(ss, denom))
-    elif op in ("softmax", "log_softmax"):
-        m = b.reduce("max", xval(acc), acc)
-        s = b.reduce("sum", E.exp(E.sub(xval(acc), m)), acc)
-        if op == "softmax":
-            reader(lambda idx: E.div(E.exp(E.sub(xval(acc, idx), m)), s))
-        else:
-            log_s = E.log(s)
-            if out_dt in (DType.f16, DType.bf16) and x.type.rank and a["dim"] == x.type.rank - 1:
-                # as PyTorch's last-dim kernel (and the interpreter): sum(exp) and its log are
-                # rounded to the input dtype before x - max - log_sum is formed in f32
-                rounded_s = E.cast(E.cast(s, out_dt), acc)
-                log_s = E.cast(E.cast(E.log(rounded_s), out_dt), acc)
-            reader(lambda idx: E.sub(E.sub(xval(acc, idx), m), log_s))
-    elif op == "layer_norm":
-        w, bias = node.operands[1], node.operands[2]
-        k = a["normalized_ndim"]
-        n = E.const(n_inner, acc)
-        rough = E.div(b.reduce("sum", xval(acc), acc), n)
-        # one correction pass makes the mean exact to rounding (a constant row normalizes
-        # to exactly 0, as in PyTorch) at the cost of one more sweep over a cached row
-        mean = E.add(rough, E.div(b.reduce("sum", E.sub(xval(acc), rough), acc), n))
-        diff = E.sub(xval(acc), mean)
-        var = E.div(b.reduce("sum", E.mul(diff, diff), acc), E.const(n_inner, acc))
-        rstd = E.div(E.const(1, acc), E.sqrt(E.add(var, E.const(a["eps"], acc))))
-
-        def ln(idx):
-            tail = list(idx[len(idx) - k:])
-            y = E.mul(E.sub(xval(acc, idx), mean), rstd)
-            return E.add(E.mul(y, E.cast(b.expr(w, tail), acc)), E.cast(b.expr(bias, tail), acc))
-        reader(ln)
-    elif op == "cumsum":  # a 0-d input (no scanned dim) sums over no dims: the value itself
-        d, j = space.cumulative, Var(len(space.shape))
-        val = xval(acc) if d is None else E.where(E.le(j, Var(d)), xval(acc), E.const(0, acc))
-        ref = b.reduce("sum", val, acc)
-        reader(lambda idx: ref)
-    else:
-        raise LoweringError(f"no reduction template for '{op}'")
+    def checked(idx):
+        _check_outer(idx, space, res_dims, b.extents)
+        return read(idx)
+    b.reduced[id(node.results[0])] = checked
 
 
 def result_store_index(space: Space, shape: Sequence[int]) -> tuple[list[Expr], bool] | None:

@@ -1,20 +1,19 @@
-"""Lowerings of the ops that are not a plain ``scalar`` or ``view`` rule.
+"""``element`` rules: ops computed element by element by more than a ``scalar`` formula.
 
 ``cat`` (select between inputs with clamped indices), ``embedding`` (a
 data-dependent load; an id out of range is reported through a ``check`` and the
-load reads a clamped row, never outside the weight), ``copy`` (identity inside a kernel),
-``batch_norm`` (inference form: per-channel affine map) and
-``upsample_nearest2d`` when its OpDef has no view rule. Each handler maps (builder, node, result value, index) -> Expr.
+load reads a clamped row, never outside the weight), ``copy`` (identity inside a kernel) and
+``batch_norm`` (inference form: per-channel affine map). Each rule maps
+(builder, node, result value, index) -> Expr; the ops' OpDefs name them with
+:func:`minicomp.ir.ops.lowering_rule`.
 """
 from __future__ import annotations
-
-from collections.abc import Callable
 
 from minicomp.ir.kernel import CHECK_INDEX, E, Expr
 from minicomp.ir.lowering import indexing as ix
 
 
-def _cat(b, node, v, idx):
+def cat(b, node, v, idx):
     d = node.attrs["dim"]
     d = d + v.type.rank if d < 0 else d
     parts = [o for o in node.operands if not (o.type.rank == 1 and o.type.shape[0] == 0 and v.type.rank > 1)]
@@ -38,7 +37,7 @@ def _cat(b, node, v, idx):
     return result if result is not None else E.const(0, dt)
 
 
-def _embedding(b, node, v, idx):
+def embedding(b, node, v, idx):
     weight, ids = node.operands
     rows = weight.type.shape[0]
     i = ix.to_i64(b.expr(ids, idx[:-1]))
@@ -49,11 +48,11 @@ def _embedding(b, node, v, idx):
     return b.expr(weight, [i, idx[-1]])
 
 
-def _copy(b, node, v, idx):
+def copy(b, node, v, idx):
     return b.expr(node.operands[0], idx)
 
 
-def _batch_norm(b, node, v, idx):
+def batch_norm(b, node, v, idx):
     x, mean, var, w, bias = node.operands
     dt = v.type.dtype.compute
     c = [idx[1]] if x.type.rank > 1 else [ix.c64(0)]
@@ -66,18 +65,4 @@ def _batch_norm(b, node, v, idx):
     return E.add(E.mul(xv, alpha), E.sub(bv, E.mul(m, alpha)))
 
 
-def _upsample(b, node, v, idx):
-    x = node.operands[0]
-    sub = list(idx[:-2])
-    for d, o in zip((-2, -1), idx[-2:]):
-        n_in, n_out = x.type.shape[d], v.type.shape[d]
-        sub.append(ix.simplify(E.floordiv(ix.mul(o, ix.c64(n_in)), ix.c64(n_out)), b.extents))
-    return b.expr(x, sub)
-
-
-HANDLERS: dict[str, Callable] = {
-    "cat": _cat, "embedding": _embedding, "copy": _copy,
-    "batch_norm": _batch_norm, "upsample_nearest2d": _upsample,
-}
-
-__all__ = ["HANDLERS"]
+__all__ = ["cat", "embedding", "copy", "batch_norm"]

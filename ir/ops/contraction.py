@@ -12,13 +12,16 @@ from typing import Any
 import numpy as np
 
 from minicomp.ir.dtypes import DType
-from minicomp.ir.ops import Attr, Category, IRError, OpDef, register
+from minicomp.ir.ops import Attr, Category, IRError, OpDef, lowering_rule, register
 from minicomp.ir.types import TensorType, broadcast_shapes
 
 
 def _reg(name: str, arity: int | None, infer, reference, attrs: dict[str, Attr] | None = None,
-         doc: str = "") -> OpDef:
-    return register(OpDef(name, Category.CONTRACTION, arity, infer, reference, attrs or {}, doc=doc))
+         doc: str = "", kernel: str = "matmul") -> OpDef:
+    """Register a contraction: the root of a ``kernel`` kernel (matmul, conv, pool) whose template is
+    ``<name>_template`` in :mod:`minicomp.ir.lowering.contractions`."""
+    return register(OpDef(name, Category.CONTRACTION, arity, infer, reference, attrs or {}, doc=doc,
+                          kernel_kind=kernel, template=lowering_rule("contractions", f"{name}_template")))
 
 
 def _acc(x: np.ndarray) -> np.ndarray:
@@ -175,7 +178,7 @@ def _conv_ref(x, w, b=None, *, stride, padding, dilation, groups):
 
 _reg("conv2d", None, _infer_conv, _conv_ref,
      {"stride": Attr("ints", (1, 1)), "padding": Attr("ints", (0, 0)), "dilation": Attr("ints", (1, 1)),
-      "groups": Attr("int", 1)}, "NCHW convolution with zero padding and groups")
+      "groups": Attr("int", 1)}, "NCHW convolution with zero padding and groups", kernel="conv")
 
 
 # -- pooling --------------------------------------------------------------------------------------
@@ -260,8 +263,8 @@ def _avg_pool_ref(x, kernel, stride, padding, ceil_mode, count_include_pad, divi
 _reg("max_pool2d", 1, _infer_pool("max_pool2d", False), _max_pool_ref,
      {"kernel": Attr("ints"), "stride": Attr("ints"), "padding": Attr("ints", (0, 0)),
       "dilation": Attr("ints", (1, 1)), "ceil_mode": Attr("bool", False)},
-     "NaN propagates; padding counts as -inf; stride () means kernel")
+     "NaN propagates; padding counts as -inf; stride () means kernel", kernel="pool")
 _reg("avg_pool2d", 1, _infer_pool("avg_pool2d", True), _avg_pool_ref,
      {"kernel": Attr("ints"), "stride": Attr("ints"), "padding": Attr("ints", (0, 0)),
       "ceil_mode": Attr("bool", False), "count_include_pad": Attr("bool", True), "divisor": Attr("any", None)},
-     "window mean; the count follows torch (divisor overrides it)")
+     "window mean; the count follows torch (divisor overrides it)", kernel="pool")

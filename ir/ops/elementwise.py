@@ -89,9 +89,9 @@ def _reference(rule: DtypeRule, fn: Callable[..., np.ndarray]):
 
 
 def _def(name: str, arity: int, rule: DtypeRule, fn: Callable[..., np.ndarray], scalar: Callable[..., Expr],
-         attrs: dict[str, Attr] | None = None, doc: str = "") -> OpDef:
+         attrs: dict[str, Attr] | None = None, doc: str = "", **more: Any) -> OpDef:
     return register(OpDef(name, Category.ELEMENTWISE, arity, _infer(rule), _reference(rule, fn), attrs or {},
-                          scalar=scalar, doc=doc, dtype_rule=rule))
+                          scalar=scalar, doc=doc, dtype_rule=rule, **more))
 
 
 # -- dtype rules ---------------------------------------------------------------------------
@@ -287,7 +287,8 @@ def _cast_expr(x: Expr, dtype: DType) -> Expr:
 
 
 _def("cast", 1, _cast_rule, _cast_np, _cast_expr, {"dtype": Attr("dtype")},
-     doc="torch .to(dtype): floats truncate toward zero to ints, nonzero (and NaN) is True")
+     doc="torch .to(dtype): floats truncate toward zero to ints, nonzero (and NaN) is True",
+     no_op=lambda t, a: True)
 
 
 # -- binary ops ---------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import numpy as np
 
 from minicomp.ir.dtypes import DType, round_to_dtype
 from minicomp.ir.kernel import E, Expr
-from minicomp.ir.ops import Attr, Category, IRError, OpDef, register
+from minicomp.ir.ops import Attr, Category, IRError, OpDef, Role, register
 from minicomp.ir.types import TensorType
 
 
@@ -32,7 +32,8 @@ def _infer_constant(types, attrs):
 
 
 register(OpDef("constant", Category.OPAQUE, 0, _infer_constant, lambda value, dtype: value,
-               {"value": Attr("array"), "dtype": Attr("dtype")}, doc="a literal array (weights, scalars)"))
+               {"value": Attr("array"), "dtype": Attr("dtype")}, doc="a literal array (weights, scalars)",
+               role=Role.CONSTANT))
 
 
 # -- generators --------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import numpy as np
 
 from minicomp.ir.dtypes import DType
 from minicomp.ir.kernel import Const, E, Expr
-from minicomp.ir.ops import Attr, Category, IRError, OpDef, register
+from minicomp.ir.ops import Attr, Category, IRError, OpDef, Role, lowering_rule, register
 from minicomp.ir.ops.dtype_util import dtype_of, promote_all
 from minicomp.ir.types import TensorType
 
@@ -71,9 +71,10 @@ def idx_mod(a: Expr, k: int) -> Expr:
 
 
 def _reg(name: str, arity: int | None, infer, reference, attrs: dict[str, Attr] | None = None, view=None,
-         doc: str = "", num_results: int | None = 1) -> OpDef:
+         doc: str = "", num_results: int | None = 1, **lowering) -> OpDef:
+    """Register a movement op: a view (``view`` rule, role VIEW) unless ``lowering`` says otherwise."""
     return register(OpDef(name, Category.MOVEMENT, arity, infer, reference, attrs or {}, view=view, doc=doc,
-                          num_results=num_results))
+                          num_results=num_results, **lowering))
 
 
 def _check_dim(name: str, dim: int, rank: int) -> None:
@@ -109,7 +110,7 @@ def _view_reshape(out_index, in_types, attrs, result=0):
 
 
 _reg("reshape", 1, _infer_reshape, lambda x, shape: np.reshape(x, tuple(shape)), {"shape": Attr("ints")},
-     _view_reshape, "row-major reshape; the shape is fully resolved (no -1)")
+     _view_reshape, "row-major reshape; the shape is fully resolved (no -1)", no_op=lambda t, a: True)
 
 
 # -- permute ----------------------------------------------------------------------------------------
@@ -129,7 +130,8 @@ def _view_permute(out_index, in_types, attrs, result=0):
 
 
 _reg("permute", 1, _infer_permute, lambda x, dims: np.transpose(x, tuple(dims)), {"dims": Attr("ints")},
-     _view_permute, "out dim i is input dim dims[i]")
+     _view_permute, "out dim i is input dim dims[i]",
+     no_op=lambda t, a: tuple(a["dims"]) == tuple(range(t.rank)))
 
 
 # -- expand ------------------------------------------------------------------------------------------
@@ -161,7 +163,8 @@ def _view_expand(out_index, in_types, attrs, result=0):
 
 _reg("expand", 1, _infer_expand,
      lambda x, shape: np.broadcast_to(x, _expand_shape(TensorType(DType.f32, x.shape), tuple(shape))),
-     {"shape": Attr("ints")}, _view_expand, "broadcast size-1 dims and add leading dims; -1 keeps a dim")
+     {"shape": Attr("ints")}, _view_expand, "broadcast size-1 dims and add leading dims; -1 keeps a dim",
+     no_op=lambda t, a: True)
 
 
 # -- slice --------------------------------------------------------------------------------------------
@@ -191,7 +194,8 @@ def _view_slice(out_index, in_types, attrs, result=0):
 
 _reg("slice", 1, _infer_slice, _slice_ref,
      {"dim": Attr("int"), "start": Attr("int"), "end": Attr("int"), "step": Attr("int", 1)},
-     _view_slice, "x[start:end:step] along dim; start/end within [0, size]")
+     _view_slice, "x[start:end:step] along dim; start/end within [0, size]",
+     no_op=lambda t, a: a["start"] == 0 and a["end"] == t.shape[a["dim"]] and a["step"] == 1)
 
 
 # -- cat, split ------------------------------------------------------------------------------------
@@ -233,8 +237,11 @@ def _view_split(out_index, in_types, attrs, result=0):
     return index
 
 
+# cat and embedding compute each element in a kernel of their own (never fused: a where-chain or
+# a data-dependent load per element is not worth recomputing in every consumer)
 _reg("cat", None, _infer_cat, _cat_ref, {"dim": Attr("int")},
-     doc="concatenate along dim; dtypes promote (lowering casts); not a view")
+     doc="concatenate along dim; dtypes promote (lowering casts); not a view",
+     role=Role.ELEMENTWISE, fuses=False, element=lowering_rule("special", "cat"))
 _reg("split", 1, _infer_split, _split_ref, {"dim": Attr("int"), "sizes": Attr("ints")}, _view_split,
      "one result per size; result r starts at sum(sizes[:r])", num_results=None)
 
@@ -255,7 +262,8 @@ def _embedding_ref(weight, ids):
     return weight[ids]
 
 
-_reg("embedding", 2, _infer_embedding, _embedding_ref, doc="out[..., j] = weight[ids[...], j]; not a view")
+_reg("embedding", 2, _infer_embedding, _embedding_ref, doc="out[..., j] = weight[ids[...], j]; not a view",
+     role=Role.ELEMENTWISE, fuses=False, element=lowering_rule("special", "embedding"))
 
 
 # -- upsample_nearest2d, copy -----------------------------------------------------------------------
@@ -288,4 +296,5 @@ _reg("upsample_nearest2d", 1, _infer_upsample, _upsample_ref, {"size": Attr("int
      "in = floor(out * in_size / out_size) for H and W")
 _reg("copy", 1, lambda types, attrs: [types[0]], lambda x: np.array(x, copy=True),
      view=lambda out_index, in_types, attrs, result=0: list(out_index),
-     doc="materialize a value (contiguous unless its type says otherwise)")
+     doc="materialize a value (contiguous unless its type says otherwise)",
+     role=Role.COPY, element=lowering_rule("special", "copy"))

@@ -1,6 +1,14 @@
 """Reduction and row-wise ops (category REDUCTION): sum, mean, amax, amin, argmax, argmin,
 var, softmax, log_softmax, layer_norm, batch_norm, cumsum.
 
+Each reduction's lowering rule sits beside its definition: a :class:`ReduceRule` says
+which dims of operand 0 the kernel's inner loops run over and which Reduce stages
+(:data:`minicomp.ir.kernel.REDUCE_KINDS`) compute the result; the lowering
+(:mod:`minicomp.ir.lowering.reductions`) builds the loops and hands each rule a
+:class:`~minicomp.ir.lowering.reductions.ReduceCtx` to append its stages with.
+``batch_norm`` (inference form) is a per-channel affine map: role ELEMENTWISE, lowered
+by its ``element`` rule.
+
 ``dims`` attributes are sorted tuples of distinct non-negative dims; ``()`` means
 all dims. ``dim`` attributes are non-negative (the importer normalizes negative
 dims). References accumulate f16/bf16 in f32 and, where PyTorch's CPU kernels
@@ -8,12 +16,15 @@ accumulate float in double (var, cumsum), in f64.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from minicomp.ir.dtypes import DType, round_to_dtype
-from minicomp.ir.ops import Attr, Category, IRError, OpDef, register
+from minicomp.ir.kernel import E, Expr, Var
+from minicomp.ir.ops import Attr, Category, IRError, OpDef, Role, lowering_rule, register
 from minicomp.ir.ops.dtype_util import as_dtype, dtype_of
 from minicomp.ir.types import TensorType
 
@@ -44,8 +55,81 @@ def _need_float(name: str, t: TensorType) -> None:
         raise IRError(f"op '{name}' needs a floating-point operand, got {t.dtype}")
 
 
-def _reg(name: str, arity: int, infer, reference, attrs: dict[str, Attr], doc: str = "") -> OpDef:
-    return register(OpDef(name, Category.REDUCTION, arity, infer, reference, attrs, doc=doc))
+Reader = Callable[[list[Expr]], Expr]
+
+
+@dataclass(frozen=True)
+class ReduceRule:
+    """How a reduction op becomes Reduce stages of one reduction kernel.
+
+    ``dims(in_type, attrs)``: the dims of operand 0 the inner loops run over.
+    ``stages(ctx)``: appends the op's Reduce stages through ``ctx`` (a
+    :class:`~minicomp.ir.lowering.reductions.ReduceCtx`) and returns the reader of its
+    result: result index -> Expr (checked by the lowering to be the current outer point).
+    ``full_result``: the result has every dim of the input (softmax, layer_norm, cumsum),
+    not the kept ones. ``cumulative``: a scan along the single dim ``dims`` names (the
+    outer loops cover the whole input, the inner loop runs over the scanned dim).
+    """
+
+    dims: Callable[[TensorType, dict[str, Any]], tuple[int, ...]]
+    stages: Callable[[Any], Reader]
+    full_result: bool = False
+    cumulative: bool = False
+
+
+def _reg(name: str, arity: int, infer, reference, attrs: dict[str, Attr], doc: str = "",
+         rule: ReduceRule | None = None, **more) -> OpDef:
+    return register(OpDef(name, Category.REDUCTION, arity, infer, reference, attrs, doc=doc, reduce=rule, **more))
+
+
+def _loop_dims(dims: Any, rank: int) -> tuple[int, ...]:
+    """An attribute naming dims (None, an int, a tuple; () or None: all) as sorted loop dims."""
+    if dims is None or (isinstance(dims, (tuple, list)) and len(dims) == 0):
+        return tuple(range(rank))
+    if isinstance(dims, int):
+        dims = (dims,)
+    return tuple(sorted(d % rank if rank else 0 for d in dims))
+
+
+def _dims_attr(key: str) -> Callable[[TensorType, dict[str, Any]], tuple[int, ...]]:
+    return lambda t, attrs: _loop_dims(attrs[key], t.rank)
+
+
+def _const_reader(ref: Expr) -> Reader:
+    return lambda idx: ref
+
+
+def _fold_rule(kind: str) -> ReduceRule:
+    """sum / amax / amin: one Reduce stage of ``kind`` in the accumulation dtype."""
+    return ReduceRule(_dims_attr("dims"), lambda c: _const_reader(c.reduce(kind, c.x(c.acc), c.acc)))
+
+
+def _mean_stages(c) -> Reader:
+    total = c.reduce("sum", c.x(c.acc), c.acc)
+    return lambda idx: E.div(total, E.const(c.n_inner, c.acc))
+
+
+def _arg_rule(kind: str) -> ReduceRule:
+    """argmax / argmin: the inner index of the first extreme value (NaN counting as extreme)."""
+    return ReduceRule(_dims_attr("dim"), lambda c: _const_reader(c.reduce(kind, c.x(c.in_dtype.compute), DType.i64)))
+
+
+def _centered(c) -> tuple[Expr, Expr]:
+    """The mean of the row and x - mean at the current inner point.
+
+    One correction pass makes the mean exact to rounding (a constant row normalizes to
+    exactly 0, as in PyTorch) at the cost of one more sweep over a cached row."""
+    n = E.const(c.n_inner, c.acc)
+    rough = E.div(c.reduce("sum", c.x(c.acc), c.acc), n)
+    mean = E.add(rough, E.div(c.reduce("sum", E.sub(c.x(c.acc), rough), c.acc), n))
+    return mean, E.sub(c.x(c.acc), mean)
+
+
+def _var_stages(c) -> Reader:
+    _, diff = _centered(c)
+    ss = c.reduce("sum", E.mul(diff, diff), c.acc)
+    denom = E.const(max(c.n_inner - c.attrs["correction"], 0), c.acc)
+    return lambda idx: E.div(ss, denom)
 
 
 def _np_axes(dims: tuple[int, ...], ndim: int) -> tuple[int, ...]:
@@ -101,12 +185,15 @@ def _extreme_ref(name: str, fn):
 
 _reg("sum", 1, _infer_reduce("sum", _sum_dtype), _sum_ref,
      {"dims": Attr("ints"), "keepdim": Attr("bool", False), "dtype": Attr("any", None)},
-     "int/bool sum to i64 unless dtype is given; f16/bf16 accumulate in f32; empty sums are 0")
+     "int/bool sum to i64 unless dtype is given; f16/bf16 accumulate in f32; empty sums are 0",
+     _fold_rule("sum"))
 _reg("mean", 1, _infer_reduce("mean", lambda d, a: d, lambda t, dims: _need_float("mean", t)), _mean_ref,
-     {"dims": Attr("ints"), "keepdim": Attr("bool", False)}, "floats only; the mean of nothing is NaN")
-for _name, _fn in (("amax", np.max), ("amin", np.min)):
+     {"dims": Attr("ints"), "keepdim": Attr("bool", False)}, "floats only; the mean of nothing is NaN",
+     ReduceRule(_dims_attr("dims"), _mean_stages))
+for _name, _fn, _kind in (("amax", np.max, "max"), ("amin", np.min, "min")):
     _reg(_name, 1, _infer_reduce(_name, lambda d, a: d, _nonempty(_name)), _extreme_ref(_name, _fn),
-         {"dims": Attr("ints"), "keepdim": Attr("bool", False)}, "NaN propagates; reduced dims must be non-empty")
+         {"dims": Attr("ints"), "keepdim": Attr("bool", False)}, "NaN propagates; reduced dims must be non-empty",
+         _fold_rule(_kind))
 
 
 # -- argmax, argmin ------------------------------------------------------------------------------
@@ -139,7 +226,8 @@ def _arg_ref(fn):
 
 for _name, _fn in (("argmax", np.argmax), ("argmin", np.argmin)):
     _reg(_name, 1, _infer_arg(_name), _arg_ref(_fn), {"dim": Attr("any", None), "keepdim": Attr("bool", False)},
-         "index (i64) of the first extreme value, NaN counting as extreme; dim None = flattened")
+         "index (i64) of the first extreme value, NaN counting as extreme; dim None = flattened",
+         _arg_rule(_name))
 
 
 # -- var -----------------------------------------------------------------------------------------
@@ -155,7 +243,7 @@ def _var_ref(x, dims, correction, keepdim):
 
 _reg("var", 1, _infer_reduce("var", lambda d, a: d, lambda t, dims: _need_float("var", t)), _var_ref,
      {"dims": Attr("ints"), "correction": Attr("float", 1.0), "keepdim": Attr("bool", False)},
-     "sum((x - mean)^2) / max(0, N - correction)")
+     "sum((x - mean)^2) / max(0, N - correction)", ReduceRule(_dims_attr("dims"), _var_stages))
 
 
 # -- softmax, log_softmax ---------------------------------------------------------------------------
@@ -189,12 +277,35 @@ def _softmax_ref(log: bool):
     return reference
 
 
+def _softmax_dims(t: TensorType, attrs: dict[str, Any]) -> tuple[int, ...]:
+    return _loop_dims(attrs["dim"], t.rank) if t.rank else ()
+
+
+def _softmax_stages(c) -> Reader:
+    acc = c.acc
+    m = c.reduce("max", c.x(acc), acc)
+    s = c.reduce("sum", E.exp(E.sub(c.x(acc), m)), acc)
+    return lambda idx: E.div(E.exp(E.sub(c.x(acc, idx), m)), s)
+
+
+def _log_softmax_stages(c) -> Reader:
+    acc, out_dt, rank = c.acc, c.out_dtype, c.in_type.rank
+    m = c.reduce("max", c.x(acc), acc)
+    s = c.reduce("sum", E.exp(E.sub(c.x(acc), m)), acc)
+    log_s = E.log(s)
+    if out_dt in (DType.f16, DType.bf16) and rank and c.attrs["dim"] == rank - 1:
+        # as PyTorch's last-dim kernel (and the interpreter): sum(exp) and its log are
+        # rounded to the input dtype before x - max - log_sum is formed in f32
+        log_s = E.cast(E.cast(E.log(E.cast(E.cast(s, out_dt), acc)), out_dt), acc)
+    return lambda idx: E.sub(E.sub(c.x(acc, idx), m), log_s)
+
+
 _reg("softmax", 1, _infer_softmax("softmax"), _softmax_ref(False), {"dim": Attr("int")},
-     "exp(x - max) / sum(exp(x - max)) along dim")
-register(OpDef("log_softmax", Category.REDUCTION, 1, _infer_softmax("log_softmax"), _softmax_ref(True),
-               {"dim": Attr("int")}, doc="x - max - log(sum(exp(x - max))) along dim; f16/bf16 on the last "
-               "dim round sum(exp) and its log to the input dtype, like PyTorch's CPU kernel",
-               takes_dtypes=True))
+     "exp(x - max) / sum(exp(x - max)) along dim", ReduceRule(_softmax_dims, _softmax_stages, full_result=True))
+_reg("log_softmax", 1, _infer_softmax("log_softmax"), _softmax_ref(True), {"dim": Attr("int")},
+     "x - max - log(sum(exp(x - max))) along dim; f16/bf16 on the last dim round sum(exp) and its log "
+     "to the input dtype, like PyTorch's CPU kernel",
+     ReduceRule(_softmax_dims, _log_softmax_stages, full_result=True), takes_dtypes=True)
 
 
 # -- layer_norm, batch_norm ------------------------------------------------------------------------
@@ -246,11 +357,27 @@ def _batch_norm_ref(x, mean, var, weight, bias, eps):
         return (x.astype(np.float64) * alpha.reshape(shape) + beta.reshape(shape)).astype(x.dtype)
 
 
+def _layer_norm_stages(c) -> Reader:
+    acc, k = c.acc, c.attrs["normalized_ndim"]
+    mean, diff = _centered(c)
+    var = E.div(c.reduce("sum", E.mul(diff, diff), acc), E.const(c.n_inner, acc))
+    rstd = E.div(E.const(1, acc), E.sqrt(E.add(var, E.const(c.attrs["eps"], acc))))
+
+    def read(idx: list[Expr]) -> Expr:
+        tail = list(idx[len(idx) - k:])
+        y = E.mul(E.sub(c.x(acc, idx), mean), rstd)
+        return E.add(E.mul(y, E.cast(c.operand(1, tail), acc)), E.cast(c.operand(2, tail), acc))
+    return read
+
+
 _reg("layer_norm", 3, _infer_layer_norm, _layer_norm_ref,
      {"normalized_ndim": Attr("int"), "eps": Attr("float", 1e-5)},
-     "(x - mean) / sqrt(biased var + eps) * weight + bias over the last normalized_ndim dims")
+     "(x - mean) / sqrt(biased var + eps) * weight + bias over the last normalized_ndim dims",
+     ReduceRule(lambda t, a: tuple(range(t.rank - a["normalized_ndim"], t.rank)), _layer_norm_stages,
+                full_result=True))
 _reg("batch_norm", 5, _infer_batch_norm, _batch_norm_ref, {"eps": Attr("float", 1e-5)},
-     "inference batch norm over channel dim 1: x * alpha + beta")
+     "inference batch norm over channel dim 1: x * alpha + beta",
+     role=Role.ELEMENTWISE, element=lowering_rule("special", "batch_norm"))
 
 
 # -- cumsum -----------------------------------------------------------------------------------------
@@ -268,5 +395,18 @@ def _cumsum_ref(x, dim, dtype=None):
     return round_to_dtype(np.cumsum(x.astype(out.compute.np).astype(acc), axis=dim), out)
 
 
+def _cumsum_stages(c) -> Reader:
+    """A masked sum over the scanned dim: inner point j adds where j <= the outer point's index.
+    A 0-d input (no scanned dim) sums over no dims: the value itself."""
+    d = c.space.cumulative
+    val = c.x(c.acc)
+    if d is not None:
+        val = E.where(E.le(Var(len(c.space.shape)), Var(d)), val, E.const(0, c.acc))
+    return _const_reader(c.reduce("sum", val, c.acc))
+
+
+# a scan's result has the input's shape: fusion keeps it in a kernel of its own
 _reg("cumsum", 1, _infer_cumsum, _cumsum_ref, {"dim": Attr("int"), "dtype": Attr("any", None)},
-     "running sum along dim; int/bool give i64 unless dtype is given")
+     "running sum along dim; int/bool give i64 unless dtype is given",
+     ReduceRule(lambda t, a: (a["dim"] % t.rank,) if t.rank else (), _cumsum_stages, full_result=True,
+                cumulative=True), fuses=False)
