@@ -1,127 +1,78 @@
 """``minicomp bench``: minicomp against PyTorch eager and torch.compile (Inductor), same run.
 
-For each case: median latency of eager, Inductor and minicomp (target cpu), timed in
-alternating rounds so that the three share the machine's drift
-(:func:`~minicomp.timing.interleaved_medians`); the cold compile time of minicomp (object
-cache off) and of Inductor (its caches off), both after one untimed trace of the case
-(torch's fake-tensor caches warm for both); and minicomp's second compile served from the
-disk cache. The machine's copy bandwidth and sgemm rate are measured in
-the same run so each case can be read against the machine's limits.
+For each case (:mod:`minicomp.bench_cases`):
 
-Peak memory (``peak_mb``) of one warm call of each is measured the same way for all
-three (:func:`peak_bytes`): the highest running sum of the torch profiler's
-allocation and free events during the call, i.e. the most bytes allocated during
-the call above what existed before it (the returned outputs included). minicomp's
-per-call kernel arena is allocated by its native code (``aligned_alloc``), which
-the profiler does not see, so its size is added explicitly: the arena lives
-during the one native call, when the outputs (and any contiguous copies of the
-inputs) are already allocated, so the sum is the call's peak. Persistent memory
-(parameters, minicomp's constants, Inductor's weights) is not per-call and is not
-counted for any of them.
+* latency: median of eager, Inductor and minicomp (target cpu), timed in alternating rounds so
+  that the three share the machine's drift (:func:`~minicomp.timing.interleaved_medians`). For
+  cases with outputs large enough for minicomp to advise transparent huge pages onto them (an
+  allocation trick eager and Inductor could use too), minicomp is also timed without it in the
+  same rounds (``minicomp_no_thp_ms``, :func:`huge_pages_off`);
+* the roofline (:mod:`minicomp.roofline`): each one's GFLOP/s over the FMA peak and GB/s over
+  the copy bandwidth, both measured at the start of the same run, and the fraction of the limit
+  that binds; for small cases minicomp's per-call overhead (:mod:`minicomp.bench_overhead`);
+* compile times on level ground (:mod:`minicomp.bench_cold`): each compiler in a fresh process
+  per case, cold, warm and disk-cached, with the process's start-up reported apart. The
+  in-process times the bench measured before (one untimed trace of the case, then minicomp with
+  its object cache off, then Inductor with its caches off; the first case carries Inductor's
+  one-time start-up) stay in the JSON as ``compile.in_process``, for comparison;
+* peak memory of one warm call, the same way for all three (:func:`peak_bytes`): the highest
+  running sum of the torch profiler's allocation and free events during the call. minicomp's
+  per-call kernel arena is allocated by its native code (``aligned_alloc``), which the profiler
+  does not see, so its size is added (:func:`minicomp_peak_bytes`). Persistent memory
+  (parameters, constants, Inductor's weights) is not per-call and is not counted for any.
+
+The JSON records the thread counts of the three, the limits measured and the options used.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from minicomp.bench_cases import CASES, SMOKE_CASES, Case, build, work
+from minicomp.bench_report import format_compile_table, format_table, machine_line, plot
 
-@dataclass
-class Case:
-    """A benchmark case: a module or function, its inputs, and its work (bytes, flops)."""
+__all__ = ["CASES", "Case", "format_table", "measure_machine", "minicomp_peak_bytes", "peak_bytes", "run_bench",
+           "run_case"]
 
-    name: str
-    build: Callable[[], tuple]  # -> (callable, inputs, bytes_moved, flops)
-
-
-def _example(name: str, **kw):
-    from minicomp.demo import _examples_dir
-    from minicomp.cli import load_model_file
-    mod = load_model_file(str(_examples_dir() / f"{name}.py"))
-    model = mod.model()
-    inputs = tuple(mod.example_inputs(**kw)) if kw else tuple(mod.example_inputs())
-    return model, inputs
+#: minicomp's per-call overhead is measured for cases whose call takes less than this (ms).
+OVERHEAD_BELOW_MS = 2.0
+#: Environment variables that change what the bench measures; their values go into the JSON.
+RECORDED_ENV = ("MINICOMP_NUM_THREADS", "MINICOMP_HUGEPAGES", "OMP_NUM_THREADS", "TORCHINDUCTOR_FORCE_DISABLE_CACHES",
+                "TORCHINDUCTOR_CACHE_DIR", "MINICOMP_CACHE_DIR")
 
 
-def _cases() -> list[Case]:
-    import torch
-
-    def mlp(b):
-        def build():
-            m, (x,) = _example("mlp")
-            x = torch.randn(b, x.shape[1])
-            return m, (x,), 0, 2 * b * (256 * 1024 * 2)
-        return build
-
-    def lenet(b):
-        def build():
-            m, (x,) = _example("lenet")
-            return m, (torch.randn(b, *x.shape[1:]),), 0, 0
-        return build
-
-    def block(b, t):
-        def build():
-            m, inputs = _example("transformer_block", batch=b, seq=t)
-            return m, inputs, 0, 0
-        return build
-
-    def chain():
-        x = torch.randn(16 * 1024 * 1024)
-        return (lambda x: torch.sigmoid(2 * x + 1) * torch.tanh(x) - torch.abs(x)), (x,), 8 * x.numel(), 0
-
-    def softmax():
-        x = torch.randn(4096, 1024)
-        return (lambda x: torch.softmax(x, dim=-1)), (x,), 8 * x.numel(), 0
-
-    def layernorm():
-        x = torch.randn(4096, 1024)
-        ln = torch.nn.LayerNorm(1024).eval()
-        return ln, (x,), 8 * x.numel(), 0
-
-    def gemm(n):
-        def build():
-            a, b = torch.randn(n, n), torch.randn(n, n)
-            return (lambda a, b: a @ b), (a, b), 12 * n * n, 2 * n ** 3
-        return build
-
-    def conv():
-        conv = torch.nn.Conv2d(64, 64, 3, padding=1).eval()
-        x = torch.randn(1, 64, 56, 56)
-        return conv, (x,), 0, 2 * 64 * 64 * 9 * 56 * 56
-
-    return [Case("mlp_b1", mlp(1)), Case("mlp_b64", mlp(64)), Case("lenet_b1", lenet(1)),
-            Case("lenet_b32", lenet(32)), Case("block_b1", block(1, 64)), Case("block_b8", block(8, 128)),
-            Case("chain_16m", chain), Case("softmax_4096x1024", softmax), Case("layernorm_4096x1024", layernorm),
-            Case("gemm_1024", gemm(1024)), Case("gemm_2048", gemm(2048)), Case("conv3x3_b1", conv)]
-
-
-def measure_machine() -> dict:
-    """CPU name, threads, copy bandwidth (GB/s, read+write) and sgemm GFLOP/s (torch, 2048^3)."""
-    import numpy as np
-    import torch
-
-    from minicomp.timing import median_time
-    cpu = platform.processor() or platform.machine()
+def _cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    src = np.ones(32 * 1024 * 1024, dtype=np.float32)
-    dst = np.empty_like(src)
-    t = median_time(lambda: np.copyto(dst, src), min_runs=5, budget_s=0.5)
+    return platform.processor() or platform.machine()
+
+
+def measure_machine(threads: int) -> dict:
+    """CPU name, the thread counts of the three, the limits of :func:`minicomp.roofline.measure_limits`
+    on ``threads`` threads, and torch's sgemm rate (2048^3) for reference."""
+    import torch
+    import torch._inductor.config as inductor_config
+
+    from minicomp.roofline import measure_limits
+    from minicomp.timing import median_time
     a = torch.randn(2048, 2048)
     tg = median_time(lambda: a @ a, min_runs=3, budget_s=1.0)
-    from minicomp.threads import requested_threads
-    return {"cpu": cpu, "threads": torch.get_num_threads(), "minicomp_threads": requested_threads({}),
-            "copy_gbps": round(2 * src.nbytes / t / 1e9, 2),
-            "sgemm_gflops": round(2 * 2048 ** 3 / tg / 1e9, 1)}
+    cpp = inductor_config.cpp.threads
+    return {"cpu": _cpu_name(), "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else os.cpu_count(),
+            "threads": {"minicomp": threads, "eager": torch.get_num_threads(),
+                        "inductor": cpp if cpp and cpp > 0 else torch.get_num_threads()},
+            "limits": measure_limits(threads), "sgemm_gflops": round(2 * 2048 ** 3 / tg / 1e9, 1)}
 
 
 def peak_bytes(call: Callable[[], object]) -> int:
@@ -148,122 +99,217 @@ def minicomp_peak_bytes(cm, call: Callable[[], object]) -> int:
     return peak_bytes(call) + arena
 
 
-def run_case(case: Case, progress: Callable[[str], None], repeat: int | None = None) -> dict:
+def uses_huge_pages(cm) -> bool:
+    """Whether some output of ``cm``'s program is large enough to be advised onto huge pages."""
+    from minicomp.codegen.llvm.runtime.hugepages import HUGE_OUTPUT_BYTES
+    for program, _ in cm._programs():
+        for s in program.slots:
+            if s.kind == "output":
+                n = 1
+                for d in s.type.shape:
+                    n *= d
+                if n * s.type.dtype.itemsize >= HUGE_OUTPUT_BYTES:
+                    return True
+    return False
+
+
+@contextlib.contextmanager
+def huge_pages_off() -> Iterator[None]:
+    """minicomp's calls inside the block allocate outputs without the transparent-huge-page advice
+    (its switch ``MINICOMP_HUGEPAGES=0``, read at each call; the previous setting comes back after)."""
+    from minicomp.codegen.llvm.runtime.hugepages import ENV
+    before = os.environ.get(ENV)
+    os.environ[ENV] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[ENV]
+        else:
+            os.environ[ENV] = before
+
+
+def compile_inductor(fn):
+    """``torch.compile(fn)`` (Inductor) after a dynamo reset: compiled at its first call."""
+    import torch
+    torch._dynamo.reset()
+    return torch.compile(fn)
+
+
+def _in_process_compiles(fn, inputs, progress) -> tuple[object, object, dict]:
+    """The compile measurement the bench made before (see the module docstring): minicomp's and
+    Inductor's compiled callables and their times."""
+    import minicomp
+    minicomp.trace(fn, inputs)  # torch's fake-tensor caches warm for both compilers
+    progress("minicomp compile (in process)")
+    t0 = time.perf_counter()
+    cm = minicomp.compile(fn, inputs, target="cpu", cache=False)
+    out = {"minicomp": time.perf_counter() - t0}
+    minicomp.compile(fn, inputs, target="cpu")  # populate the disk cache
+    t0 = time.perf_counter()
+    minicomp.compile(fn, inputs, target="cpu")
+    out["minicomp_cached"] = time.perf_counter() - t0
+    progress("inductor compile (in process)")
+    compiled = compile_inductor(fn)
+    t0 = time.perf_counter()
+    compiled(*inputs)
+    out["inductor"] = time.perf_counter() - t0
+    return cm, compiled, out
+
+
+def _timings(fn, compiled, cm, inputs, repeat, budget_s) -> dict:
+    """Interleaved medians in ms of eager, Inductor, minicomp (and minicomp without huge pages)."""
+    from minicomp.timing import interleaved_medians
+    fns = {"eager": lambda: fn(*inputs), "inductor": lambda: compiled(*inputs), "minicomp": lambda: cm(*inputs)}
+    if uses_huge_pages(cm):
+        def no_thp():
+            with huge_pages_off():
+                cm(*inputs)
+        fns["minicomp_no_thp"] = no_thp
+    med = interleaved_medians(fns, runs=repeat, budget_s=budget_s)
+    return {f"{k}_ms": v * 1e3 for k, v in med.items()}
+
+
+def run_case(case: Case, progress: Callable[[str], None], repeat: int | None = None, *, limits: dict,
+             cold: bool = True, budget_s: float = 3.0) -> dict:
+    """Measure one case (the module docstring); ``limits`` from :func:`minicomp.roofline.measure_limits`."""
     import torch
 
-    import minicomp
-    from minicomp.timing import interleaved_medians
-    fn, inputs, nbytes, flops = case.build()
+    from minicomp.bench_cold import fresh_compile_times
+    from minicomp.bench_overhead import call_overhead
+    from minicomp.roofline import roofline
+    fn, inputs = build(case)
+    flops, nbytes = work(fn, inputs)
+    compile_times: dict = {}
+    if cold:
+        progress(f"{case.name}: cold compiles, each compiler in a fresh process")
+        compile_times["fresh_process"] = {c: fresh_compile_times(case.name, c) for c in ("minicomp", "inductor")}
     with torch.no_grad():
-        # One untimed trace first: torch's fake-tensor dispatch warms its per-op caches on the
-        # first trace of each op in a process (0.18 s of the block's first compile), which would
-        # otherwise fall on whichever compiler traces the case first. Both compilers use them.
-        minicomp.trace(fn, inputs)
-        progress(f"{case.name}: minicomp (cold compile)")
-        t0 = time.perf_counter()
-        cm = minicomp.compile(fn, inputs, target="cpu", cache=False)
-        mc_compile = time.perf_counter() - t0
-        minicomp.compile(fn, inputs, target="cpu")  # populate the disk cache
-        t0 = time.perf_counter()
-        minicomp.compile(fn, inputs, target="cpu")
-        mc_cached = time.perf_counter() - t0
+        cm, compiled, compile_times["in_process"] = _in_process_compiles(fn, inputs, lambda m: progress(
+            f"{case.name}: {m}"))
         # Long float32 reductions (GEMM, conv) legitimately differ from eager in the last
         # bits; the benchmark reports the difference instead of asserting (the tests assert).
         max_err = (cm(*inputs).double() - fn(*inputs).double()).abs().max().item()
-        # Inductor compiles second: its pool of compile workers stays busy for a while after
-        # its first call, which would slow a compile timed right after it.
-        progress(f"{case.name}: inductor (cold compile)")
-        torch._dynamo.reset()
-        compiled = torch.compile(fn)
-        t0 = time.perf_counter()
-        compiled(*inputs)
-        inductor_compile = time.perf_counter() - t0
         progress(f"{case.name}: eager, inductor and minicomp timed in alternating rounds")
-        med = interleaved_medians({"eager": lambda: fn(*inputs), "inductor": lambda: compiled(*inputs),
-                                   "minicomp": lambda: cm(*inputs)}, runs=repeat)
-        eager, inductor, mc = med["eager"], med["inductor"], med["minicomp"]
+        row = {"name": case.name, **_timings(fn, compiled, cm, inputs, repeat, budget_s)}
         progress(f"{case.name}: peak memory of one call")
         peak = {"eager": peak_bytes(lambda: fn(*inputs)), "inductor": peak_bytes(lambda: compiled(*inputs)),
                 "minicomp": minicomp_peak_bytes(cm, lambda: cm(*inputs))}
-    row = {"name": case.name, "eager_ms": eager * 1e3, "inductor_ms": inductor * 1e3, "minicomp_ms": mc * 1e3,
-           "compile_s": {"minicomp": mc_compile, "minicomp_cached": mc_cached, "inductor": inductor_compile},
-           "kernels": len(cm.kernels), "max_abs_diff_vs_eager": max_err,
-           "peak_mb": {k: v / 2**20 for k, v in peak.items()}}
-    if nbytes:
-        row["minicomp_gbps"] = nbytes / mc / 1e9
-    if flops:
-        row["minicomp_gflops"] = flops / mc / 1e9
+        overhead = None
+        if row["minicomp_ms"] < OVERHEAD_BELOW_MS:
+            progress(f"{case.name}: minicomp's kernels alone against its whole call")
+            overhead = call_overhead(cm, inputs)
+    fresh = compile_times.get("fresh_process")
+    headline = compile_times["in_process"] if not fresh else {
+        "minicomp": fresh["minicomp"]["cold_s"], "inductor": fresh["inductor"]["cold_s"],
+        "minicomp_cached": fresh["minicomp"]["cached_s"]}
+    row.update({"threads": cm.threads, "compile_s": {**headline, "method": "fresh process" if fresh else "in process"},
+                "compile": compile_times, "kernels": len(cm.kernels), "max_abs_diff_vs_eager": max_err,
+                "peak_mb": {k: v / 2**20 for k, v in peak.items()},
+                "roofline": {k: roofline(flops, nbytes, row[f"{k}_ms"] / 1e3, limits)
+                             for k in ("eager", "inductor", "minicomp")}})
+    if overhead is not None:
+        row["overhead"] = overhead
     return row
 
 
-def format_table(rows: list[dict]) -> str:
-    header = ("case", "eager ms", "inductor ms", "minicomp ms", "vs eager", "vs inductor", "compile s",
-              "inductor compile s", "cached s", "max diff", "peak MB eager/ind/mc")
-    out = [header]
-    for r in rows:
-        out.append((r["name"], f"{r['eager_ms']:.3f}", f"{r['inductor_ms']:.3f}", f"{r['minicomp_ms']:.3f}",
-                    f"{r['eager_ms'] / r['minicomp_ms']:.2f}x", f"{r['inductor_ms'] / r['minicomp_ms']:.2f}x",
-                    f"{r['compile_s']['minicomp']:.2f}", f"{r['compile_s']['inductor']:.2f}",
-                    f"{r['compile_s']['minicomp_cached']:.3f}", f"{r['max_abs_diff_vs_eager']:.1e}",
-                    _peak_text(r)))
-    widths = [max(len(row[i]) for row in out) for i in range(len(header))]
-    return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in out)
+def _selected(cases: list[str] | None, quick: bool) -> list[Case]:
+    """The cases named (in the bench's order), else every case or, with ``quick``, the quick ones."""
+    from minicomp.cli import UserError
+    known = {c.name for c in CASES + SMOKE_CASES}
+    unknown = [c for c in cases or () if c not in known]
+    if unknown:
+        raise UserError(f"unknown bench case(s) {unknown}; known: {sorted(known)}")
+    if cases:
+        return [c for c in CASES + SMOKE_CASES if c.name in cases]
+    return [c for c in CASES if c.quick or not quick]
 
 
-def _peak_text(row: dict) -> str:
-    p = row.get("peak_mb")
-    return "-" if not p else f"{p['eager']:.3g}/{p['inductor']:.3g}/{p['minicomp']:.3g}"
-
-
-def plot(rows: list[dict], path: str) -> bool:
-    """Bar chart of speedups (eager/minicomp, inductor/minicomp); False when matplotlib is absent."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    names = [r["name"] for r in rows]
-    xs = range(len(rows))
-    fig, ax = plt.subplots(figsize=(10, 4))
-    ax.bar([x - 0.2 for x in xs], [r["eager_ms"] / r["minicomp_ms"] for r in rows], 0.4, label="vs eager")
-    ax.bar([x + 0.2 for x in xs], [r["inductor_ms"] / r["minicomp_ms"] for r in rows], 0.4, label="vs Inductor")
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks(list(xs), names, rotation=30, ha="right")
-    ax.set_ylabel("speedup of minicomp (higher is better)")
-    ax.set_yscale("log")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return True
+def _bar(total: int):
+    """A tqdm progress bar on stderr, or None when stderr is not a terminal (logs get lines instead)."""
+    import sys
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, file=sys.stderr, unit="case", leave=False, dynamic_ncols=True)
 
 
 def run_bench(cases: list[str] | None = None, json_path: str | None = None, plot_path: str | None = None,
-              repeat: int | None = None, progress: Callable[[str], None] = print) -> int:
-    """Run the benchmark, print the table, write JSON and the PNG plot. Returns an exit status."""
-    from minicomp.cli import UserError
-    # Inductor's compile time is measured cold: its on-disk caches would otherwise serve
-    # graphs compiled by earlier runs. (Set before torch._inductor reads its config.)
+              repeat: int | None = None, progress: Callable[[str], None] = print, *, quick: bool = False,
+              cold: bool = True, budget_s: float | None = None) -> int:
+    """Run the benchmark, print the tables, write JSON and the PNG plot. Returns an exit status.
+
+    ``quick``: the quick subset of the cases (unless ``cases`` names some) and 1 s of timing per
+    case instead of 3; ``cold=False`` skips the fresh-process compiles (the compile columns are
+    then the in-process ones)."""
+    # Inductor's in-process compile is measured with its caches off, as before (set before
+    # torch._inductor reads its config); the fresh processes set their own.
     os.environ.setdefault("TORCHINDUCTOR_FORCE_DISABLE_CACHES", "1")
-    all_cases = _cases()
-    known = {c.name for c in all_cases}
-    if cases:
-        unknown = [c for c in cases if c not in known]
-        if unknown:
-            raise UserError(f"unknown bench case(s) {unknown}; known: {sorted(known)}")
-        all_cases = [c for c in all_cases if c.name in cases]
-    progress("measuring the machine (copy bandwidth, sgemm)")
-    machine = measure_machine()
-    rows = [run_case(c, progress, repeat) for c in all_cases]
-    print(f"machine: {machine['cpu']}, {machine['threads']} torch threads, "
-          f"{machine['minicomp_threads']} minicomp threads, copy {machine['copy_gbps']} GB/s, "
-          f"sgemm {machine['sgemm_gflops']} GFLOP/s")
+    warnings.filterwarnings("ignore", message="dynamo_pgo force disabled")  # that is the point here
+    from minicomp.threads import requested_threads
+    selected = _selected(cases, quick)
+    budget_s = budget_s if budget_s is not None else 1.0 if quick else 3.0
+    options = {"cases": [c.name for c in selected], "quick": quick, "cold": cold, "repeat": repeat,
+               "budget_s": budget_s, "overhead_below_ms": OVERHEAD_BELOW_MS,
+               "env": {k: os.environ[k] for k in RECORDED_ENV if k in os.environ}}
+    threads = requested_threads({})
+    progress(f"measuring the machine (FMA peak and copy bandwidth on {threads} threads, torch sgemm)")
+    machine = measure_machine(threads)
+    bar, rows = _bar(len(selected)), []
+    step = progress if bar is None else (lambda m: bar.set_description_str(m[:60]))
+    try:
+        for c in selected:
+            rows.append(run_case(c, step, repeat, limits=machine["limits"], cold=cold, budget_s=budget_s))
+            if bar is not None:
+                bar.update()
+    finally:
+        if bar is not None:
+            bar.close()
+    print(machine_line(machine))
     print(format_table(rows))
+    compile_table = format_compile_table(rows)
+    if compile_table:
+        print("\ncompile seconds, each compiler in a fresh process per case (start-up apart) and, for "
+              "comparison, in the bench's own process (old method):")
+        print(compile_table)
     if json_path:
-        Path(json_path).write_text(json.dumps({"machine": machine, "date": time.strftime("%Y-%m-%d"),
-                                               "cases": rows}, indent=2))
+        record = {"machine": machine, "options": options, "date": time.strftime("%Y-%m-%d"), "cases": rows}
+        Path(json_path).write_text(json.dumps(record, indent=2))
         print(f"wrote {json_path}")
         plot_path = plot_path or os.path.splitext(json_path)[0] + ".png"
     if plot_path:
         print(f"wrote {plot_path}" if plot(rows, plot_path) else "matplotlib not installed: no plot")
     return 0
+
+
+def add_arguments(parser) -> None:
+    """The bench's command-line options (for ``minicomp bench`` and ``python -m minicomp.bench``)."""
+    parser.add_argument("--json")
+    parser.add_argument("--plot", default=None, help="PNG of the ratios (default: beside --json)")
+    parser.add_argument("--cases", nargs="*")
+    parser.add_argument("--repeat", type=int, default=None, help="timed runs per case (default: adaptive)")
+    parser.add_argument("--quick", action="store_true", help="one case of each kind, 1 s of timing per case")
+    parser.add_argument("--no-cold", dest="cold", action="store_false",
+                        help="skip the fresh-process compiles (compile times measured in this process only)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="minicomp's threads (sets MINICOMP_NUM_THREADS for this run and its fresh processes)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m minicomp.bench``: the options of :func:`add_arguments`."""
+    import argparse
+    import sys
+    ap = argparse.ArgumentParser(prog="python -m minicomp.bench", description=__doc__.splitlines()[0])
+    add_arguments(ap)
+    args = ap.parse_args(argv)
+    if args.repeat is not None and args.repeat < 1:
+        ap.error(f"--repeat {args.repeat}: expected at least 1 timed run per case")
+    if args.threads is not None:
+        os.environ["MINICOMP_NUM_THREADS"] = str(args.threads)
+    return run_bench(args.cases, args.json, args.plot, args.repeat,
+                     progress=lambda m: print(f"... {m}", file=sys.stderr, flush=True), quick=args.quick,
+                     cold=args.cold)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

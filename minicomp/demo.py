@@ -1,4 +1,8 @@
-"""``minicomp demo``: compile the examples, check them against PyTorch, print a table."""
+"""``minicomp demo``: compile the examples, check them against PyTorch, print a table.
+
+Eager and minicomp are timed in alternating rounds on the same device (the one minicomp's
+program runs on), so a busy machine's drift and the device itself fall on both alike.
+"""
 from __future__ import annotations
 
 import os
@@ -12,19 +16,37 @@ def _examples_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "examples"
 
 
-def _latency_us(cm, args) -> float:
-    """Median call time in microseconds; NaN under Triton's interpreter (meaningless there)."""
+def _latencies_us(model, cm, args, budget_s: float = 1.0) -> tuple[float, float]:
+    """Median call times of eager and minicomp in microseconds, timed in alternating rounds
+    (:func:`~minicomp.timing.interleaved_medians`, as ``minicomp bench`` does) on the device
+    minicomp runs on: for a CUDA target eager runs on a copy of the model moved there, and both
+    wait for the device after each call. NaN for both under Triton's interpreter (meaningless there)."""
+    import copy
+
     import torch
 
-    from minicomp.timing import median_time
+    from minicomp.timing import interleaved_medians
+    if cm.target in ("triton", "cuda") and cm.device.type != "cuda":
+        return float("nan"), float("nan")
     if cm.device.type == "cuda":
-        def call():
+        on_device = copy.deepcopy(model).to(cm.device) if isinstance(model, torch.nn.Module) else model
+
+        def eager():
+            on_device(*args)
+            torch.cuda.synchronize()
+
+        def ours():
             cm(*args)
             torch.cuda.synchronize()
-        return median_time(call) * 1e6
-    if cm.target in ("triton", "cuda"):
-        return float("nan")
-    return median_time(lambda: cm(*args)) * 1e6
+    else:
+        def eager():
+            model(*args)
+
+        def ours():
+            cm(*args)
+    with torch.no_grad():  # for both: no autograd bookkeeping on either side
+        med = interleaved_medians({"eager": eager, "minicomp": ours}, budget_s=budget_s)
+    return med["eager"] * 1e6, med["minicomp"] * 1e6
 
 
 def run_demo(targets: list[str] | None = None, progress: Callable[[str], None] = print) -> int:
@@ -34,7 +56,6 @@ def run_demo(targets: list[str] | None = None, progress: Callable[[str], None] =
     import minicomp
     from minicomp.cli import load_model_file
     from minicomp.passes.manager import kernel_count
-    from minicomp.timing import median_time
 
     targets = targets or ["cpu"]
     if "triton" in targets and not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
@@ -46,7 +67,6 @@ def run_demo(targets: list[str] | None = None, progress: Callable[[str], None] =
         model, inputs = module.model(), tuple(module.example_inputs())
         with torch.no_grad():
             expected = model(*inputs)
-            eager_us = median_time(lambda: model(*inputs)) * 1e6
         before = kernel_count(minicomp.trace(model, inputs))  # one op = one kernel before fusion
         for target in targets:
             progress(f"compiling {name} for {target}")
@@ -59,12 +79,12 @@ def run_demo(targets: list[str] | None = None, progress: Callable[[str], None] =
                 status = "ok"
             except AssertionError:
                 status, ok = "MISMATCH", False
-            with torch.no_grad():  # as eager is timed: no autograd bookkeeping on either side
-                mc_us = _latency_us(cm, args)
+            eager_us, mc_us = _latencies_us(model, cm, args)
             timed = mc_us == mc_us  # NaN: not timed
-            rows.append((name, target, before, len(cm.kernels), f"{err:.2e}", f"{eager_us:,.0f}",
+            rows.append((name, target, str(cm.device) if timed else "-", before, len(cm.kernels), f"{err:.2e}",
+                         f"{eager_us:,.0f}" if timed else "-",
                          f"{mc_us:,.0f}" if timed else "-", f"{eager_us / mc_us:.2f}x" if timed else "-", status))
-    header = ("model", "target", "ops", "kernels", "max err", "eager us", "minicomp us", "speedup", "check")
+    header = ("model", "target", "timed on", "ops", "kernels", "max err", "eager us", "minicomp us", "speedup", "check")
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     for r in [header] + rows:
         print("  ".join(str(c).rjust(w) for c, w in zip(r, widths)))
