@@ -15,7 +15,7 @@ import numpy as np
 from minicomp.ir.graph import Graph, Node, Value
 from minicomp.ir.ops import Role
 from minicomp.passes.manager import Pass, PassContext, register_pass
-from minicomp.passes.rewrite import RewritePattern, Rewriter, apply_patterns
+from minicomp.passes.rewrite import RewritePattern, Rewriter, apply_patterns, defining
 
 
 def remove_dead(graph: Graph) -> int:
@@ -163,10 +163,11 @@ class IdentityElement(RewritePattern):
     """``x*1``, ``1*x``, ``x/1``, ``x+(-0.0)``, ``(-0.0)+x``, ``x-0.0`` (and ints ``x+0``, ``x-0``) -> ``x``."""
 
     RULES = {"mul": (1.0, True, 1), "div": (1.0, False, 1), "add": (-0.0, True, 0), "sub": (0.0, False, 0)}
+    ops = tuple(RULES)
 
     def match_and_rewrite(self, node: Node, rw: Rewriter) -> bool:
-        rule = self.RULES.get(node.op)
-        if rule is None or (node.op == "div" and node.attrs.get("rounding_mode") is not None):
+        rule = self.RULES[node.op]
+        if node.attrs.get("rounding_mode") is not None:  # div with rounding: x / 1 rounds
             return False
         x = _identity_operand(node, rw, *rule)
         if x is None:
@@ -178,9 +179,11 @@ class IdentityElement(RewritePattern):
 class DoubleNegation(RewritePattern):
     """``neg(neg(x))`` -> ``x`` (exact for every value)."""
 
+    ops = ("neg",)
+
     def match_and_rewrite(self, node: Node, rw: Rewriter) -> bool:
-        p = node.operands[0].producer if node.op == "neg" else None
-        if p is not None and p.op == "neg" and _same_type(p.operands[0], node.result):
+        p = defining(node.operands[0], "neg")
+        if p is not None and _same_type(p.operands[0], node.result):
             rw.replace(node, [p.operands[0]])
             return True
         return False
@@ -189,8 +192,10 @@ class DoubleNegation(RewritePattern):
 class IntSelfSubtract(RewritePattern):
     """``x - x`` -> zeros, for integer dtypes only (NaN - NaN and inf - inf are NaN)."""
 
+    ops = ("sub",)
+
     def match_and_rewrite(self, node: Node, rw: Rewriter) -> bool:
-        if node.op != "sub" or node.operands[0] is not node.operands[1] or not node.result.type.dtype.is_int:
+        if node.operands[0] is not node.operands[1] or not node.result.type.dtype.is_int:
             return False
         t = node.result.type
         rw.replace(node, [rw.add("full", [], {"shape": t.shape, "value": 0.0, "dtype": t.dtype}).result])
@@ -215,16 +220,16 @@ class NoOpView(RewritePattern):
 class ComposeViews(RewritePattern):
     """``permute(permute(x))`` -> one permute; ``reshape(reshape(x))`` -> one reshape."""
 
+    ops = ("permute", "reshape")
+
     def match_and_rewrite(self, node: Node, rw: Rewriter) -> bool:
-        if node.op not in ("permute", "reshape"):
+        p = defining(node.operands[0], node.op)
+        if p is None:
             return False
-        p = node.operands[0].producer
-        if p is None or p.op != node.op:
-            return False
-        if node.op == "permute":
+        if "dims" in node.attrs:  # permute: compose the two dim orders
             inner, outer = p.attrs["dims"], node.attrs["dims"]
             attrs = {"dims": tuple(int(inner[d]) for d in outer)}
-        else:
+        else:  # reshape: the outer shape
             attrs = {"shape": tuple(node.result.type.shape)}
         rw.replace(node, [rw.add(node.op, [p.operands[0]], attrs).result])
         return True
@@ -233,9 +238,9 @@ class ComposeViews(RewritePattern):
 class ConstantWhere(RewritePattern):
     """``where(c, a, b)`` with an all-true (all-false) constant ``c`` -> ``a`` (``b``) when types match."""
 
+    ops = ("where",)
+
     def match_and_rewrite(self, node: Node, rw: Rewriter) -> bool:
-        if node.op != "where":
-            return False
         c = rw.splat(node.operands[0])
         if c is None:
             return False

@@ -44,7 +44,13 @@ from minicomp.ir.graph import Graph, Node, Value
 from minicomp.ir.ops import Role
 from minicomp.passes.canonicalize import ComposeViews, NoOpView
 from minicomp.passes.manager import Pass, PassContext, register_pass
-from minicomp.passes.rewrite import RewritePattern, Rewriter, apply_patterns
+from minicomp.passes.rewrite import RewritePattern, Rewriter, apply_patterns, defining
+
+# The layout rewrites are patterns over specific ops (the permute/reshape algebra, the products'
+# operand forms), so they name the ops they match (``ops``, ``defining``); whether an op is
+# elementwise, a contraction or a constant is asked of the registry.
+_PRODUCTS = ("matmul", "linear")  # the products whose operands and results the layout rewrites
+_MATMUL_KERNEL = "matmul"  # the kernel_kind of contractions whose operands fold transposes into strides
 
 
 def _elementwise(node: Node) -> bool:
@@ -62,8 +68,8 @@ class SinkPermute(RewritePattern):
     def match_and_rewrite(self, node: Node, rw: Rewriter) -> bool:
         if not _elementwise(node) or not node.operands:
             return False
-        perms = [o.producer for o in node.operands]
-        if any(p is None or p.op != "permute" for p in perms):
+        perms = [defining(o, "permute") for o in node.operands]
+        if any(p is None for p in perms):
             return False
         dims = tuple(perms[0].attrs["dims"])
         if any(tuple(p.attrs["dims"]) != dims for p in perms):
@@ -108,11 +114,11 @@ class UnflattenContraction(RewritePattern):
     def __init__(self, ctx: PassContext | None = None):
         self.ctx = ctx
 
+    ops = ("reshape",)
+
     def match_and_rewrite(self, node: Node, rw: Rewriter) -> bool:
-        if node.op != "reshape":
-            return False
         c = node.operands[0].producer
-        if c is None or c.op not in ("linear", "matmul") or len(rw.graph.uses(c.result)) != 1 \
+        if c is None or c.op not in _PRODUCTS or len(rw.graph.uses(c.result)) != 1 \
                 or any(o is c.result for o in rw.graph.outputs):
             return False
         out, old = tuple(node.result.type.shape), tuple(c.result.type.shape)
@@ -122,7 +128,7 @@ class UnflattenContraction(RewritePattern):
         new_ops = []
         for v, shape in zip(c.operands, shapes):
             if shape is not None and tuple(v.type.shape) != shape:
-                if v.producer is not None and v.producer.op == "reshape":
+                if defining(v, "reshape") is not None:
                     v = v.producer.operands[0]
                 if tuple(v.type.shape) != shape:
                     v = rw.add("reshape", [v], {"shape": shape}).result
@@ -139,7 +145,7 @@ class UnflattenContraction(RewritePattern):
     def _operand_shapes(c: Node, out: tuple, old: tuple) -> list | None:
         """The new shape of each operand (None: kept as is), or None when the pattern does not apply."""
         a = c.operands[0]
-        if c.op == "linear" or c.operands[1].type.rank == 2:
+        if c.operands[1].type.rank == 2:  # linear (its weight is always 2-d) or a matmul by a 2-d matrix
             if a.type.rank != 2 or len(old) != 2 or len(out) <= 2 or out[-1:] != old[-1:] \
                     or not _refines(out[:-1], old[:-1]):
                 return None
@@ -149,6 +155,10 @@ class UnflattenContraction(RewritePattern):
                 or tuple(a.type.shape[:-2]) != old[:-2] or tuple(b.type.shape[:-2]) != old[:-2]:
             return None
         return [out[:-2] + tuple(a.type.shape[-2:]), out[:-2] + tuple(b.type.shape[-2:])]
+
+
+def _user_is(u: Node | None, op: str) -> bool:
+    return u is not None and u.op == op
 
 
 def _single_user(graph: Graph, v) -> Node | None:
@@ -170,7 +180,7 @@ def _store_permuted(graph: Graph, node: Node, ctx: PassContext) -> None:
     v = node.results[0]
     u = _single_user(graph, v)
     dim_of = list(range(v.type.rank))  # current dim -> dim of v (None: a size-1 dim added by a reshape)
-    if u is not None and u.op == "reshape":
+    if _user_is(u, "reshape"):
         src = [d for d in range(v.type.rank) if v.type.shape[d] != 1]
         out = u.result.type.shape
         if [v.type.shape[d] for d in src] != [s for s in out if s != 1]:
@@ -178,10 +188,9 @@ def _store_permuted(graph: Graph, node: Node, ctx: PassContext) -> None:
         it = iter(src)
         dim_of = [next(it) if s != 1 else None for s in out]
         u = _single_user(graph, u.result)
-    if u is None or u.op != "permute":
+    if not _user_is(u, "permute"):
         return
-    after = _single_user(graph, u.result)
-    if after is None or after.op != "reshape":
+    if not _user_is(_single_user(graph, u.result), "reshape"):
         return
     dims = [dim_of[d] for d in u.attrs["dims"] if dim_of[d] is not None]
     order = [d for d in range(v.type.rank) if d not in dims and v.type.shape[d] == 1] + dims
@@ -205,7 +214,7 @@ def _store_weights_kn(graph: Graph, ctx: PassContext) -> None:
         return
     made: dict[int, Value] = {}
     for node in list(graph.nodes):
-        if node.op != "linear":
+        if node.op != "linear":  # a rewrite of linear's own weight form ([n, k] -> [k, n] view)
             continue
         x, w = node.operands[0], node.operands[1]
         wp = w.producer
@@ -313,12 +322,12 @@ class Layout(Pass):
         apply_patterns(graph, [UnflattenContraction(ctx), SinkPermute(ctx), ComposeViews(), NoOpView()])
         _store_weights_kn(graph, ctx)
         for n in graph.nodes:
-            if n.op in ("matmul", "linear"):
+            if n.op in _PRODUCTS:
                 _store_permuted(graph, n, ctx)
         for n in graph.nodes:
-            if n.op in ("matmul", "linear", "addmm"):
+            if n.opdef.kernel_kind == _MATMUL_KERNEL:  # matmul, linear, addmm
                 for o in n.operands:
-                    if o.producer is not None and o.producer.op == "permute":
+                    if defining(o, "permute") is not None:
                         ctx.record("layout", f"permute %{o.name} -> {n.op} %{n.results[0].name}",
                                    "transposed operand folded into the matmul's strides (a view, no copy)")
         _assign_channels_last(graph, ctx)

@@ -22,17 +22,22 @@ outside the arena. Two buffers share bytes only if their live ranges (from the
 defining kernel to the last kernel that reads them, directly or through views)
 do not overlap; an elementwise kernel may write its result into the buffer of an
 operand that dies at that kernel (``inplace``) when it reads every element of that
-operand exactly where it writes the same element of its result (see
-:func:`_inplace_problem`: same shape, element size and layout, no view, no
-broadcast, no movement op on it inside a fused body). Graph inputs, outputs and
-constants are never overwritten: they are not in the arena. The lowering checks
-each in-place pair again on the lowered kernel and ignores the plan if one fails.
+operand exactly where it writes the same element of its result. Whether it does is
+the lowering's rule, asked once per candidate pair
+(:func:`minicomp.ir.lowering.inplace_refusal`: the node's kernel, checked by
+:func:`~minicomp.ir.lowering.inplace.inplace_problem`); this pass only decides which
+dying operands to ask about and where buffers go. Graph inputs, outputs and
+constants are never overwritten: they are not in the arena. The lowering uses the
+plan as it is; it places buffers itself only when the plan does not describe the
+program it lowered (a pass changed the graph after ``plan-memory``, or a copy kernel
+was added), and says so in its notes.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from minicomp.ir.graph import Graph, Node, Value
+from minicomp.ir.lowering import inplace_refusal
 from minicomp.ir.ops import Role
 from minicomp.passes.manager import Pass, PassContext, is_kernel, register_pass
 
@@ -92,7 +97,7 @@ def plan_memory(graph: Graph, inplace: bool = True) -> dict:
                     slot = slot_of.get(id(o))
                     if slot is None or last_use.get(id(o)) != s or o.name in inplace_map.values():
                         continue  # not an arena intermediate dying here, or already overwritten
-                    why = _inplace_problem(n, o, root) or (None if slot[2] >= size else "the buffer is smaller")
+                    why = inplace_refusal(n, o) or (None if slot[2] >= size else "the buffer is smaller")
                     if why is None:
                         target = slot
                         inplace_map[r.name] = o.name
@@ -121,44 +126,6 @@ def plan_memory(graph: Graph, inplace: bool = True) -> dict:
     return {"alignment": ALIGN, "arena_bytes": arena, "total_bytes": total, "offsets": offsets,
             "inplace": inplace_map, "inplace_refused": refused,
             "order": [r.name for n in kernels for r in n.results]}
-
-
-def _inplace_problem(node: Node, buf: Value, root) -> str | None:
-    """Why ``node`` may not write its result over ``buf`` (an operand dying here); None if it may.
-
-    Legal only when the kernel reads every element of ``buf`` exactly where it writes the
-    same element of its result: an elementwise kernel with one result, ``buf`` read
-    directly (no view, no broadcast), with the result's shape, element size and layout,
-    and (for a fused body) every op that depends on ``buf`` elementwise at the result's
-    shape (a movement op or a view would read ``buf`` at another index).
-    """
-    if not _pointwise(node):
-        return "not an elementwise kernel"
-    if len(node.results) != 1:
-        return "the kernel has several results"
-    out = node.results[0]
-    uses = [i for i, o in enumerate(node.operands) if root(o) is buf]
-    if not uses or any(node.operands[i] is not buf for i in uses):
-        return f"%{buf.name} is read through a view"
-    if buf.type.shape != out.type.shape:
-        return f"%{buf.name} is broadcast"
-    if buf.type.dtype.itemsize != out.type.dtype.itemsize:
-        return "the element sizes differ"
-    if buf.type.order != out.type.order:
-        return "the layouts differ"
-    if not node.opdef.has_body:
-        return None
-    body = node.attrs["body"]
-    if len(body.outputs) != 1:
-        return "the fused body has several outputs"
-    tainted = {id(body.inputs[i]) for i in uses}
-    for n in body.nodes:
-        if not any(id(o) in tainted for o in n.operands):
-            continue
-        if n.opdef.role is not Role.ELEMENTWISE or any(r.type.shape != out.type.shape for r in n.results):
-            return f"'{n.op}' in the fused body reads %{buf.name} at another index"
-        tainted.update(id(r) for r in n.results)
-    return None
 
 
 @register_pass("plan-memory")

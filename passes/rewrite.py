@@ -36,9 +36,19 @@ class RewritePattern:
     """
 
     name: str = ""
+    #: The ops this pattern rewrites (MLIR's ``OpRewritePattern<Op>``): the driver calls
+    #: :meth:`match_and_rewrite` only on nodes of these ops; empty: on every node.
+    ops: tuple[str, ...] = ()
 
     def match_and_rewrite(self, node: Node, rewriter: "Rewriter") -> bool:  # pragma: no cover
         raise NotImplementedError
+
+
+def defining(value: Value, op: str) -> Node | None:
+    """The node that defines ``value`` when it is an ``op`` node, else None (MLIR's
+    ``getDefiningOp<Op>``): how a pattern matches the producers around the node it rewrites."""
+    p = value.producer
+    return p if p is not None and p.op == op else None
 
 
 class PatternError(RuntimeError):
@@ -165,6 +175,8 @@ def apply_patterns(graph: Graph, patterns: Sequence[RewritePattern], max_iterati
             if node not in graph.nodes:
                 continue
             for pattern in patterns:
+                if pattern.ops and node.op not in pattern.ops:
+                    continue
                 rw.current = node
                 if _try(pattern, node, rw):
                     rw.changed = True

@@ -16,7 +16,7 @@ import kernel_eval
 from minicomp.ir import DType, Graph, TensorType
 from minicomp.ir.graph import constant
 from minicomp.ir.interpreter import interpret
-from minicomp.ir.kernel import ConvKernel, LoopKernel, MatmulKernel, Op, PoolKernel
+from minicomp.ir.kernel import REDUCE_KINDS, ConvKernel, LoopKernel, MatmulKernel, Op, PoolKernel
 from minicomp.ir.lowering import first_fit_arena, lower_graph, lower_node
 from minicomp.ir.ops import Category, ops_in
 
@@ -355,3 +355,20 @@ def test_random_graphs_lower_correctly_after_fusion(data_):
     from minicomp.testing.graphs import graphs
     case = data_.draw(graphs(max_nodes=8, dtypes=(DType.f32,)))
     _random_case_check(case, run_passes=True)
+
+
+@pytest.mark.parametrize("kind", sorted(REDUCE_KINDS))
+@pytest.mark.parametrize("dt", [DType.f32, DType.f64, DType.i32, DType.i64, DType.bool])
+def test_reduce_identity_is_neutral(kind, dt):
+    """Each Reduce kind's identity (ir/kernel.py, the one table) leaves every value unchanged when folded in."""
+    k = REDUCE_KINDS[kind]
+    ident = np.array(k.identity(dt), dt.np)
+    info = np.finfo(dt.np) if dt.is_float else np.iinfo(dt.np) if dt.is_int else None
+    xs = np.array([False, True] if dt is DType.bool else [info.min, -1, 0, 1, info.max], dt.np)
+    fold = {"sum": np.add, "prod": np.multiply, "max": np.maximum, "min": np.minimum,
+            "argmax": np.maximum, "argmin": np.minimum}[kind]
+    if dt is DType.bool:
+        fold = {"sum": np.logical_or, "prod": np.logical_and, "max": np.logical_or, "min": np.logical_and,
+                "argmax": np.logical_or, "argmin": np.logical_and}[kind]
+    np.testing.assert_array_equal(fold(xs, ident), xs)
+    assert k.result_dtype(dt) is (DType.i64 if kind.startswith("arg") else dt)

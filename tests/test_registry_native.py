@@ -31,9 +31,10 @@ import minicomp
 import minicomp.ir.interpreter as interpreter
 from minicomp.ir.dtypes import DType
 from minicomp.ir.graph import Graph, Node
-from minicomp.ir.lowering import lower_node
+from minicomp.ir.lowering import lower_graph, lower_node
 from minicomp.ir.lowering.builder import is_view
 from minicomp.ir.ops import all_ops
+from minicomp.passes import PassContext, PassManager, default_pipeline, kernel_count
 from minicomp.testing import Case, check_compile, compare_outputs, graphs
 
 # var over no more elements than its correction is NaN (compared like any other value);
@@ -192,6 +193,22 @@ def test_op_has_a_lowering(op: str, data: st.DataObject) -> None:
     for node in nodes:
         kernel = lower_node(_as_kernel_node(node))
         assert kernel.outputs, f"the kernel of '{op}' writes nothing"
+
+
+@pytest.mark.parametrize("op", OPS)
+@budget(3)
+@given(data=st.data())
+def test_fusion_lowering_and_kernel_count_agree(op: str, data: st.DataObject) -> None:
+    """One registry answer for every layer: after the default pipeline, the lowering makes
+    exactly the kernels ``kernel_count`` counts (it splits no fused node), plus only the copy
+    kernels it notes for operands that are not affine views of a buffer."""
+    case = data.draw(graphs(ops=[op], dtypes=tuple(DType), max_nodes=3), label="case")
+    graph = PassManager(default_pipeline("cpu")).run(case.graph.copy(), PassContext())
+    notes: list[str] = []
+    program = lower_graph(graph, notes=notes)
+    assert not [n for n in notes if "split" in n], notes
+    copies = sum(n.startswith("copy kernel for") for n in notes)
+    assert len(program.kernels) == kernel_count(graph) + copies, (notes, [k.name for k in program.kernels])
 
 
 @pytest.mark.parametrize("op", OPS)

@@ -12,7 +12,8 @@ batch_norm), ``reductions`` and ``contractions`` (kernel templates),
 arena planning).
 """
 from minicomp.ir.lowering.builder import CannotFuse, LoweringError, NeedMaterialize
-from minicomp.ir.lowering.program import ArenaPlanner, body_problem, first_fit_arena, lower_graph, lower_node
+from minicomp.ir.lowering.program import (ArenaPlanner, body_problem, first_fit_arena, inplace_refusal, lower_graph,
+                                          lower_node)
 
-__all__ = ["lower_node", "lower_graph", "body_problem", "first_fit_arena", "ArenaPlanner", "LoweringError",
+__all__ = ["lower_node", "lower_graph", "body_problem", "inplace_refusal", "first_fit_arena", "ArenaPlanner", "LoweringError",
            "CannotFuse", "NeedMaterialize"]

@@ -7,6 +7,10 @@ affine function of the loop variables back into ``sum(c * Var) + c0`` using the
 loop extents, so a reshape of a contiguous buffer costs no division at run time.
 :func:`affine` reads the strides of such an expression (for contraction
 templates' :class:`~minicomp.ir.kernel.Access`).
+
+The ``e.op == "add"``-style tests below read kernel expressions: they name scalar
+primitives of :data:`minicomp.ir.kernel.PRIMITIVES` (the index arithmetic's own
+vocabulary), never graph ops, so the op registry has nothing to answer there.
 """
 from __future__ import annotations
 

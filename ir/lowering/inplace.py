@@ -1,5 +1,8 @@
 """In-place kernel calls: when a kernel may write an output over the bytes of one of its inputs.
 
+(String tests here name kernel kinds, slot kinds and scalar primitives of
+:mod:`minicomp.ir.kernel`, never graph ops.)
+
 The memory plan may give a kernel's output the arena bytes of an input that dies
 at that kernel. That is correct only when every element of the input is read
 before it is overwritten and never read again. :func:`inplace_problem` checks
@@ -114,8 +117,10 @@ def inplace_problem(k: Kernel, inp: int, out: int) -> str | None:
     if not (0 <= inp < len(k.inputs) and 0 <= out < len(k.outputs)):
         return f"kernel {k.name} has no input {inp} or output {out}"
     src, dst = k.inputs[inp].type, k.outputs[out].type
-    if src.numel != dst.numel or src.dtype.itemsize != dst.dtype.itemsize:
-        return "input and output differ in element count or element size"
+    if src.numel != dst.numel:
+        return "input and output differ in element count (the input is broadcast)"
+    if src.dtype.itemsize != dst.dtype.itemsize:
+        return "input and output differ in element sizes"
     writes = [s for s, st in enumerate(k.stages) if st.buf == out]
     if len(writes) != 1:
         return "the output is stored by more than one stage"

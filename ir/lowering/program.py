@@ -93,6 +93,11 @@ def _units_of(node: Node, st: _State) -> list[_Unit]:
 
 def lower_node(node: Node) -> Kernel:
     """One node (or ``fused`` node) as one kernel reading its operands from buffers."""
+    return _lower_alone(node)[0]
+
+
+def _lower_alone(node: Node) -> tuple[Kernel, list[Value]]:
+    """``node``'s kernel, every operand read from a buffer, and the values its inputs hold."""
     st = _State()
     units = _units_of(node, st)
     if len(units) != 1:
@@ -100,9 +105,36 @@ def lower_node(node: Node) -> Kernel:
     unit = units[0]
     inside = {id(n) for n in unit.nodes}
     stores = [v for v in (st.canon(s) for s in unit.stores) if v.producer is not None and id(v.producer) in inside]
-    kernel, _ = lower_group(unit.nodes, stores, st.canon,
-                            lambda v: id(v.producer) not in inside if v.producer is not None else True)
-    return kernel
+    return lower_group(unit.nodes, stores, st.canon,
+                       lambda v: id(v.producer) not in inside if v.producer is not None else True)
+
+
+def _view_root(v: Value) -> Value:
+    while v.producer is not None and v.producer.opdef.role is Role.VIEW:
+        v = v.producer.operands[0]
+    return v
+
+
+def inplace_refusal(node: Node, operand: Value) -> str | None:
+    """Why ``node``'s kernel may not write its result over the buffer of ``operand``; None when it may.
+
+    The one rule for in-place updates, asked by the memory planner (``plan-memory``) when
+    it plans them: :func:`~minicomp.ir.lowering.inplace.inplace_problem` on the kernel the
+    lowering makes of ``node``. ``operand`` must be read directly (a view would make the
+    kernel read another buffer's elements at other indices)."""
+    if len(node.results) != 1:
+        return "the kernel has several results"
+    if all(o is not operand for o in node.operands) or \
+            any(o is not operand and _view_root(o) is operand for o in node.operands):
+        return f"%{operand.name} is read through a view"
+    try:
+        kernel, ins = _lower_alone(node)
+    except LoweringError as e:
+        return f"the kernel does not lower on its own: {e}"
+    where = [i for i, v in enumerate(ins) if v is operand]
+    if len(where) != 1:
+        return f"%{operand.name} is not one input buffer of the kernel"
+    return inplace_problem(kernel, where[0], 0)
 
 
 def body_problem(body: Graph) -> str | None:
