@@ -8,8 +8,10 @@ For each case (:mod:`minicomp.bench_cases`):
   allocation trick eager and Inductor could use too), minicomp is also timed without it in the
   same rounds (``minicomp_no_thp_ms``, :func:`huge_pages_off`);
 * the roofline (:mod:`minicomp.roofline`): each one's GFLOP/s over the FMA peak and GB/s over
-  the copy bandwidth, both measured at the start of the same run, and the fraction of the limit
-  that binds; for small cases minicomp's per-call overhead (:mod:`minicomp.bench_overhead`);
+  the copy bandwidth, both measured at the start and at the end of the same run (the better of
+  the two), and the fraction of the limit that binds; for small cases minicomp's per-call
+  overhead (:mod:`minicomp.bench_overhead`); and minicomp against issue 19's target for the
+  case (``Case.target``: a fraction of the FMA peak or of the copy bandwidth, or the overhead);
 * compile times on level ground (:mod:`minicomp.bench_cold`): each compiler in a fresh process
   per case, cold, warm and disk-cached, with the process's start-up reported apart. The
   in-process times the bench measured before (one untimed trace of the case, then minicomp with
@@ -35,7 +37,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from minicomp.bench_cases import CASES, SMOKE_CASES, Case, build, work
-from minicomp.bench_report import format_compile_table, format_table, machine_line, plot
+from minicomp.bench_report import format_compile_table, format_table, format_targets, machine_line, plot
 
 __all__ = ["CASES", "Case", "format_table", "measure_machine", "minicomp_peak_bytes", "peak_bytes", "run_bench",
            "run_case"]
@@ -43,8 +45,8 @@ __all__ = ["CASES", "Case", "format_table", "measure_machine", "minicomp_peak_by
 #: minicomp's per-call overhead is measured for cases whose call takes less than this (ms).
 OVERHEAD_BELOW_MS = 2.0
 #: Environment variables that change what the bench measures; their values go into the JSON.
-RECORDED_ENV = ("MINICOMP_NUM_THREADS", "MINICOMP_HUGEPAGES", "OMP_NUM_THREADS", "TORCHINDUCTOR_FORCE_DISABLE_CACHES",
-                "TORCHINDUCTOR_CACHE_DIR", "MINICOMP_CACHE_DIR")
+RECORDED_ENV = ("MINICOMP_NUM_THREADS", "MINICOMP_HUGEPAGES", "OMP_NUM_THREADS", "OMP_WAIT_POLICY",
+                "TORCHINDUCTOR_FORCE_DISABLE_CACHES", "TORCHINDUCTOR_CACHE_DIR", "MINICOMP_CACHE_DIR")
 
 
 def _cpu_name() -> str:
@@ -170,14 +172,14 @@ def _timings(fn, compiled, cm, inputs, repeat, budget_s) -> dict:
     return {f"{k}_ms": v * 1e3 for k, v in med.items()}
 
 
-def run_case(case: Case, progress: Callable[[str], None], repeat: int | None = None, *, limits: dict,
-             cold: bool = True, budget_s: float = 3.0) -> dict:
-    """Measure one case (the module docstring); ``limits`` from :func:`minicomp.roofline.measure_limits`."""
+def run_case(case: Case, progress: Callable[[str], None], repeat: int | None = None, *, cold: bool = True,
+             budget_s: float = 3.0) -> dict:
+    """Measure one case (the module docstring); its roofline comes later (:func:`add_roofline`), once
+    the run's limits are known."""
     import torch
 
     from minicomp.bench_cold import fresh_compile_times
     from minicomp.bench_overhead import call_overhead
-    from minicomp.roofline import roofline
     fn, inputs = build(case)
     flops, nbytes = work(fn, inputs)
     compile_times: dict = {}
@@ -205,12 +207,33 @@ def run_case(case: Case, progress: Callable[[str], None], repeat: int | None = N
         "minicomp_cached": fresh["minicomp"]["cached_s"]}
     row.update({"threads": cm.threads, "compile_s": {**headline, "method": "fresh process" if fresh else "in process"},
                 "compile": compile_times, "kernels": len(cm.kernels), "max_abs_diff_vs_eager": max_err,
-                "peak_mb": {k: v / 2**20 for k, v in peak.items()},
-                "roofline": {k: roofline(flops, nbytes, row[f"{k}_ms"] / 1e3, limits)
-                             for k in ("eager", "inductor", "minicomp")}})
+                "peak_mb": {k: v / 2**20 for k, v in peak.items()}, "work": {"flops": flops, "bytes": nbytes}})
     if overhead is not None:
         row["overhead"] = overhead
     return row
+
+
+def add_roofline(row: dict, limits: dict, target: str | None = None) -> None:
+    """``row["roofline"]``: where eager, Inductor and minicomp stand against ``limits``; and
+    ``row["target"]``, minicomp against issue 19's ``target`` for the case (``Case.target``)."""
+    from minicomp.bench_cases import TARGETS
+    from minicomp.roofline import roofline
+    flops, nbytes = row["work"]["flops"], row["work"]["bytes"]
+    row["roofline"] = {k: roofline(flops, nbytes, row[f"{k}_ms"] / 1e3, limits)
+                       for k in ("eager", "inductor", "minicomp")}
+    mine = row["roofline"]["minicomp"]
+    if target == "overhead" and "overhead" in row:
+        value = row["overhead"]["overhead_us"]
+        row["target"] = {"kind": target, "value": value, "goal": TARGETS[target], "met": value < TARGETS[target]}
+    elif target in ("fma", "copy") and f"{target}_fraction" in mine:
+        value = mine[f"{target}_fraction"]
+        row["target"] = {"kind": target, "value": value, "goal": TARGETS[target], "met": value >= TARGETS[target]}
+
+
+def best_limits(first: dict, second: dict) -> dict:
+    """The higher of two measurements of each limit (a busy moment only ever lowers one), with both kept."""
+    keys = ("fma_peak_gflops", "fma_peak_gflops_1t", "copy_gbps", "copy_gbps_1t")
+    return {**first, **{k: max(first[k], second[k]) for k in keys}, "measured": [first, second]}
 
 
 def _selected(cases: list[str] | None, quick: bool) -> list[Case]:
@@ -259,14 +282,20 @@ def run_bench(cases: list[str] | None = None, json_path: str | None = None, plot
     step = progress if bar is None else (lambda m: bar.set_description_str(m[:60]))
     try:
         for c in selected:
-            rows.append(run_case(c, step, repeat, limits=machine["limits"], cold=cold, budget_s=budget_s))
+            rows.append(run_case(c, step, repeat, cold=cold, budget_s=budget_s))
             if bar is not None:
                 bar.update()
     finally:
         if bar is not None:
             bar.close()
+    progress("measuring the machine's limits again (each limit is the better of the two measurements)")
+    from minicomp.roofline import measure_limits
+    machine["limits"] = best_limits(machine["limits"], measure_limits(threads))
+    for case, row in zip(selected, rows):
+        add_roofline(row, machine["limits"], case.target)
     print(machine_line(machine))
     print(format_table(rows))
+    print(format_targets(rows))
     compile_table = format_compile_table(rows)
     if compile_table:
         print("\ncompile seconds, each compiler in a fresh process per case (start-up apart) and, for "
@@ -296,19 +325,28 @@ def add_arguments(parser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m minicomp.bench``: the options of :func:`add_arguments`."""
+    """``python -m minicomp.bench``: the options of :func:`add_arguments`; a bad option or case
+    name exits 2 with one line."""
     import argparse
     import sys
+
+    from minicomp.cli import UserError
     ap = argparse.ArgumentParser(prog="python -m minicomp.bench", description=__doc__.splitlines()[0])
     add_arguments(ap)
     args = ap.parse_args(argv)
     if args.repeat is not None and args.repeat < 1:
         ap.error(f"--repeat {args.repeat}: expected at least 1 timed run per case")
     if args.threads is not None:
+        if args.threads < 1:
+            ap.error(f"--threads {args.threads}: expected at least 1")
         os.environ["MINICOMP_NUM_THREADS"] = str(args.threads)
-    return run_bench(args.cases, args.json, args.plot, args.repeat,
-                     progress=lambda m: print(f"... {m}", file=sys.stderr, flush=True), quick=args.quick,
-                     cold=args.cold)
+    try:
+        return run_bench(args.cases, args.json, args.plot, args.repeat,
+                         progress=lambda m: print(f"... {m}", file=sys.stderr, flush=True), quick=args.quick,
+                         cold=args.cold)
+    except UserError as exc:
+        print(f"python -m minicomp.bench: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

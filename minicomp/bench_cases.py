@@ -22,6 +22,13 @@ class Case:
     build: Callable[[], tuple]
     #: in the ``--quick`` subset (one of each kind of case)
     quick: bool = False
+    #: issue 19's target for the case: "fma" (at least TARGETS["fma"] of the FMA peak), "copy"
+    #: (of the copy bandwidth), "overhead" (per-call overhead under TARGETS["overhead"] us) or None
+    target: str | None = None
+
+
+#: The goals of issue 19's targets (see ``Case.target``).
+TARGETS = {"fma": 0.8, "copy": 0.8, "overhead": 10.0}
 
 
 def _example(name: str, **kw):
@@ -80,11 +87,13 @@ def _conv():
     return torch.nn.Conv2d(64, 64, 3, padding=1).eval(), (torch.randn(1, 64, 56, 56),)
 
 
-CASES = (Case("mlp_b1", _mlp(1), quick=True), Case("mlp_b64", _mlp(64)), Case("lenet_b1", _lenet(1)),
-         Case("lenet_b32", _lenet(32)), Case("block_b1", _block(1, 64), quick=True), Case("block_b8", _block(8, 128)),
-         Case("chain_16m", _chain, quick=True), Case("softmax_4096x1024", _softmax),
-         Case("layernorm_4096x1024", _layernorm, quick=True), Case("gemm_1024", _gemm(1024), quick=True),
-         Case("gemm_2048", _gemm(2048)), Case("conv3x3_b1", _conv, quick=True))
+CASES = (Case("mlp_b1", _mlp(1), quick=True, target="overhead"), Case("mlp_b64", _mlp(64)),
+         Case("lenet_b1", _lenet(1), target="overhead"), Case("lenet_b32", _lenet(32)),
+         Case("block_b1", _block(1, 64), quick=True, target="overhead"), Case("block_b8", _block(8, 128)),
+         Case("chain_16m", _chain, quick=True, target="copy"), Case("softmax_4096x1024", _softmax, target="copy"),
+         Case("layernorm_4096x1024", _layernorm, quick=True, target="copy"),
+         Case("gemm_1024", _gemm(1024), quick=True, target="fma"), Case("gemm_2048", _gemm(2048), target="fma"),
+         Case("conv3x3_b1", _conv, quick=True, target="fma"))
 
 
 def _tiny_add():

@@ -67,6 +67,22 @@ def format_compile_table(rows: list[dict]) -> str:
     return _grid(header, out) if out else ""
 
 
+def format_targets(rows: list[dict]) -> str:
+    """One line per case with an issue-19 target: the value reached, the goal and whether it is met."""
+    lines = []
+    for r in rows:
+        t = r.get("target")
+        if not t:
+            continue
+        if t["kind"] == "overhead":
+            text = f"per-call overhead {t['value']:.1f} us (goal under {t['goal']:.0f} us)"
+        else:
+            text = f"{100 * t['value']:.0f}% of the {'FMA peak' if t['kind'] == 'fma' else 'copy bandwidth'} " \
+                   f"(goal at least {100 * t['goal']:.0f}%)"
+        lines.append(f"  {r['name']}: {text}: {'met' if t['met'] else 'MISSED'}")
+    return "targets (issue 19):\n" + "\n".join(lines) if lines else ""
+
+
 def machine_line(machine: dict) -> str:
     """One line: the CPU, the thread counts of the three and the limits measured in this run."""
     th, lim = machine["threads"], machine["limits"]

@@ -1,7 +1,8 @@
 """Measure minicomp on the CPU against eager PyTorch (not a test).
 
 For each example (batch sizes as in /work/shared/PERFORMANCE.md) and a few
-single-kernel workloads: compile time (cold, cache off), median latency of many
+single-kernel workloads: compile time (cache off; the process's start-up is paid first
+on a one-op function and printed apart), median latency of many
 runs for eager and minicomp, plus the 1024^3 fp32 matmul in GFLOP/s and the bare
 call overhead of a tiny compiled function.
 
@@ -75,6 +76,10 @@ def main(argv: list[str] | None = None) -> None:
         row(name, fn, args, repeat, opts.threads)
     from minicomp.threads import requested_threads
     print(f"torch threads: {torch.get_num_threads()}, minicomp threads: {requested_threads({'threads': opts.threads})}")
+    # minicomp's one-time start-up (tracer imports, LLVM) is paid here, apart, not by the first row's compile.
+    t = time.perf_counter()
+    minicomp.compile(lambda x: x + 1, (torch.ones(8),), cache=False)
+    print(f"start-up (first compile of x + 1): {time.perf_counter() - t:.2f} s")
     print(f"{'case':<34} {'eager us':>12} {'minicomp us':>12} {'speedup':>8} {'compile s':>9} {'kern':>4}")
     cases = [("mlp", 1), ("mlp", 64), ("lenet", 1), ("lenet", 32), ("transformer_block", 1)]
     for name, batch in cases:

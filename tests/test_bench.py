@@ -54,6 +54,26 @@ def test_roofline_reads_flops_against_the_peak_and_bytes_against_the_copy_rate()
     assert chain["bound"] == "memory" and chain["fraction"] == pytest.approx(0.4) and "gflops" not in chain
 
 
+def test_targets_compare_minicomp_with_issue_19_goals():
+    from minicomp.bench import add_roofline
+    from minicomp.bench_report import format_targets
+    limits = {"fma_peak_gflops": 100.0, "copy_gbps": 20.0}
+    gemm = {"name": "g", "eager_ms": 30.0, "inductor_ms": 30.0, "minicomp_ms": 25.0,
+            "work": {"flops": 2_000_000_000, "bytes": 12_000_000}}
+    add_roofline(gemm, limits, "fma")  # 80 GFLOP/s: exactly the goal
+    assert gemm["target"]["met"] and gemm["target"]["value"] == pytest.approx(0.8)
+    chain = {"name": "c", "eager_ms": 20.0, "inductor_ms": 20.0, "minicomp_ms": 16.0,
+             "work": {"flops": 0, "bytes": 128e6}}
+    add_roofline(chain, limits, "copy")  # 8 GB/s: 40%
+    assert not chain["target"]["met"]
+    small = {"name": "s", "eager_ms": 0.1, "inductor_ms": 0.1, "minicomp_ms": 0.03,
+             "work": {"flops": 1e6, "bytes": 2e6}, "overhead": {"overhead_us": 12.5}}
+    add_roofline(small, limits, "overhead")
+    assert small["target"] == {"kind": "overhead", "value": 12.5, "goal": 10.0, "met": False}
+    text = format_targets([gemm, chain, small])
+    assert "g: 80% of the FMA peak" in text and "c: 40% of the copy bandwidth" in text and "MISSED" in text
+
+
 def test_case_work_counts_matmul_flops_and_every_tensor_once():
     from minicomp.bench_cases import build, find, work
     fn, inputs = build(find("tiny_mm"))
@@ -125,6 +145,12 @@ def test_bench_json_records_threads_limits_options_and_roofline(tmp_path, monkey
     assert 0 < rows["tiny_mm"]["roofline"]["minicomp"]["fraction"] <= 1.5  # the FMA peak is a ceiling
     printed = capsys.readouterr().out
     assert "FMA peak" in printed and "limit" in printed and "% FMA" in printed and "% copy" in printed
+
+
+def test_progress_bar_is_quiet_when_stderr_is_not_a_terminal(capsys):
+    from minicomp.bench import _bar
+    assert _bar(3) is None  # pytest captures stderr: not a terminal
+    assert capsys.readouterr().err == ""
 
 
 def test_demo_times_eager_and_minicomp_on_the_same_device():
