@@ -13,9 +13,9 @@ here, so any update (in place, through ``.data``, or a new ``nn.Parameter``) is 
 by the next call. Nothing is keyed on object identity.
 
 Autograd: when grad mode is on and an example input (a parameter included) requires
-grad, the graph goes through ``aot_autograd``: minicomp compiles its forward and
-backward graphs, each on first use; a graph minicomp cannot compile runs as the FX
-graph in eager PyTorch, with the reason in the backend's ``fallbacks`` and a warning
+grad, the graph goes through AOTAutograd (:mod:`minicomp.training`): minicomp compiles
+its forward and backward graphs natively, each on first use; what cannot be compiled
+runs in PyTorch, listed in :func:`minicomp.training.record`'s records with a warning
 once per graph, so gradients are always eager's.
 
 For another target use ``make_backend(target="interpret")`` (the reference
@@ -35,22 +35,25 @@ from minicomp.errors import MinicompError
 __all__ = ["minicomp_backend", "make_backend"]
 
 
-def minicomp_backend(gm: fx.GraphModule, example_inputs: Sequence[Any], *, target: str = "cpu") -> Callable:
-    """Dynamo backend: a callable with ``gm``'s signature and results, running minicomp code."""
-    if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in example_inputs):
-        from torch._dynamo.backends.common import aot_autograd
-        from torch._functorch.aot_autograd import make_boxed_func
+def minicomp_backend(gm: fx.GraphModule, example_inputs: Sequence[Any], *, target: str = "cpu",
+                     strict: bool = False) -> Callable:
+    """Dynamo backend: a callable with ``gm``'s signature and results, running minicomp code.
 
-        def compiler(graph: fx.GraphModule, _inputs: Sequence[Any]) -> Callable:
-            return make_boxed_func(_Specializing(graph, target, eager_fallback=True))
-        return aot_autograd(fw_compiler=compiler, bw_compiler=compiler)(gm, example_inputs)
+    A graph that needs autograd gets compiled forward and backward graphs
+    (:func:`minicomp.training.aot_backend`); ``strict``: an op that would run in PyTorch
+    there is an error instead of a listed fallback.
+    """
+    if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in example_inputs):
+        from minicomp.training import aot_backend
+        return aot_backend(gm, example_inputs, target=target, strict=strict)
     return _Specializing(gm, target)
 
 
-def make_backend(target: str = "cpu") -> Callable:
-    """A Dynamo backend compiling for ``target`` ("cpu", "gpu", "interpret", ...)."""
+def make_backend(target: str = "cpu", strict: bool = False) -> Callable:
+    """A Dynamo backend compiling for ``target`` ("cpu", "gpu", "interpret", ...); ``strict``: see
+    :func:`minicomp_backend`."""
     def backend(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
-        return minicomp_backend(gm, example_inputs, target=target)
+        return minicomp_backend(gm, example_inputs, target=target, strict=strict)
     return backend
 
 
