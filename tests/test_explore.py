@@ -64,7 +64,7 @@ def test_record_of_an_ir_file_has_every_pass_its_diff_and_numbers():
     assert all(p["numeric"]["ok"] is True for p in data["passes"])
     assert all(p["numeric"]["max_abs"] == 0.0 for p in data["passes"])  # exact passes, same interpreter
     assert data["first_failure"] is None and data["pending"] == []
-    assert data["passes"][3]["kernels"] == 1 and 'class="gk"' in data["passes"][3]["svg"]
+    assert data["passes"][3]["kernels"] == 1 and 'data-k="0"' in data["passes"][3]["svg"]
 
 
 def test_first_pass_beyond_tolerance_is_the_wrong_one(tmp_path):
@@ -95,6 +95,17 @@ def test_each_rewrite_is_recorded_with_its_pattern_and_the_graph_before_and_afte
     assert data["passes"][1]["numeric"]["ok"] is True
 
 
+def test_kernels_of_both_targets():
+    cpu = explore_file(str(EXAMPLES / "graph.mcir"), [get_pass("fuse")]).data()["kernels"]
+    (k,) = cpu["kernels"]
+    assert cpu["error"] is None and k["language"] == "LLVM IR" and "define" in k["source"] and k["asm"]
+    assert k["node"] == ["d_f"] and k["us"] > 0 and 0 < k["share"]
+    gpu = explore_file(str(EXAMPLES / "graph.mcir"), [get_pass("fuse")], target="triton").data()["kernels"]
+    (k,) = gpu["kernels"]
+    assert gpu["error"] is None and k["language"] == "Triton" and "@triton.jit" in k["source"]
+    assert k["node"] == ["d_f"] and "us" not in k and "CPU target only" in gpu["timing_error"]
+
+
 def test_a_failing_pass_is_shown_and_ends_the_pipeline():
     @dataclass(frozen=True)
     class Broken(Pass):
@@ -118,9 +129,25 @@ def test_graph_svg_marks_every_value_and_draws_kernels_as_clusters():
         assert f'data-v="{node.results[0].name} {fused.results[0].name}"' in svg
 
 
+def test_graphviz_drawing_marks_every_box_and_cluster():
+    import shutil
+
+    from minicomp.explore.graphsvg import graph_svgs
+    from minicomp.passes import PassManager
+    if shutil.which("dot") is None:
+        pytest.skip("Graphviz's dot is not installed (.ci/run installs it)")
+    g = PassManager(["fuse"]).run(parse((EXAMPLES / "graph.mcir").read_text()))
+    (svg,), note = graph_svgs([g], "dot")
+    assert note is None and svg.startswith('<svg class="graph gv"')
+    fused = next(n for n in g.nodes if n.op == "fused")
+    assert f'class="cluster gk" data-k="0" data-v="{fused.results[0].name}"' in svg
+    for node in fused.attrs["body"].nodes:
+        assert f'data-v="{node.results[0].name} {fused.results[0].name}" data-k="0"' in svg
+
+
 def test_page_is_self_contained_and_its_json_cannot_close_the_script():
     page = render_page({"title": "t</script><script>alert(1)</script>", "passes": [], "x": float("nan")})
-    assert "</script><script>alert(1)" not in page
+    assert "</script><script>alert(1)" not in page and "<!--" not in page.split('id="data">')[1].split("</script>")[0]
     assert "http://" not in page and "https://" not in page  # no CDN, nothing fetched from the network
 
 

@@ -58,6 +58,7 @@ class Browser:
 
     @classmethod
     def launch(cls, width: int = 1400, height: int = 860, executable: str | None = None) -> "Browser":
+        """Start headless Chromium (``executable``, else :func:`find_chromium`) with one page of this size."""
         exe = executable or find_chromium()
         if exe is None:
             raise BrowserError("no Chromium found (apt-get install chromium, or set MINICOMP_CHROMIUM)")

@@ -3,8 +3,9 @@
 Serves the explorer page on 127.0.0.1 (a free port unless ``--port``; the address
 is printed, and a browser opens only with ``--open``), or writes one self-contained
 HTML file with ``--html OUT.html``. ``--passes`` and ``--load`` choose the pipeline
-as ``minicomp opt`` does: pass names, and plugin modules (``pkg.module[:function]``
-or a ``.py`` file) whose import registers the user's own passes.
+exactly as ``minicomp opt`` does (:mod:`minicomp.cli_passes`): pass names, and plugin
+modules (``pkg.module[:function]`` or a ``.py`` file) whose import registers the
+user's own passes.
 
 Every user error (an unknown option or pass, a missing file, an unwritable ``--html``
 path, a model file without ``model()``) prints one line and returns status 2.
@@ -12,10 +13,11 @@ path, a model file without ``model()``) prints one line and returns status 2.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
 from pathlib import Path
+
+from minicomp.cli_passes import add_plugin_args, load_plugins, pass_list
 
 EXIT_USER_ERROR = 2
 
@@ -34,9 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="minicomp explore",
                 description="Watch a model go through the compiler, pass by pass, in the browser.")
     p.add_argument("file", help="a model file (defines model() and example_inputs()) or a text IR file (.mcir)")
-    p.add_argument("--passes", help="comma-separated pass names (default: the CPU pipeline)")
-    p.add_argument("--load", action="append", default=[], metavar="PLUGIN",
-                   help="module (pkg.module[:function]) or .py file that registers passes; repeatable")
+    add_plugin_args(p, "comma-separated pass names (default: the CPU pipeline; 'default' stands for it, "
+                       "so default,my-pass appends one); passes of your own with --load")
     p.add_argument("--html", metavar="OUT.html", help="write one self-contained page instead of serving it")
     p.add_argument("--screenshot", metavar="OUT.png", help="save a picture of the page (needs Chromium) and exit")
     p.add_argument("--view", default="", metavar="STATE",
@@ -45,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--open", action="store_true", help="open the page in a browser")
     p.add_argument("--no-native", action="store_true",
                    help="skip compiling the kernels (no LLVM IR, assembly or timing)")
+    p.add_argument("--target", choices=["cpu", "triton"], default="cpu",
+                   help="cpu: LLVM IR, assembly and kernel times (default); triton: Triton source "
+                        "(in Triton's interpreter where there is no GPU)")
     p.add_argument("--drawing", choices=["auto", "dot", "builtin"], default="auto",
                    help="graph layout: Graphviz's dot (auto: when installed) or the built-in one")
     p.add_argument("--verbose", action="store_true", help="show tracebacks")
@@ -99,13 +103,13 @@ def _run(args: argparse.Namespace) -> int:
         from minicomp.explore.browser import find_chromium
         if find_chromium() is None:
             raise UserError("--screenshot needs Chromium (apt-get install chromium, or set MINICOMP_CHROMIUM)")
-    for spec in args.load:
-        load_plugin(spec)
-    passes = _passes(args.passes)
+    load_plugins(args.load)
+    passes = pass_list(args.passes, args.target)
     started = time.perf_counter()
     if html is not None or shot is not None:
         from minicomp.explore.page import render_page
-        report = explore_file(args.file, passes, native=not args.no_native, deferred=False, drawing=args.drawing)
+        report = explore_file(args.file, passes, native=not args.no_native, deferred=False, drawing=args.drawing,
+                              target=args.target)
         page = render_page(report.data())
         if html is not None:
             html.write_text(page, encoding="utf-8")
@@ -115,48 +119,9 @@ def _run(args: argparse.Namespace) -> int:
             print(f"wrote {args.screenshot}")
         return 0
     from minicomp.explore.server import serve
-    report = explore_file(args.file, passes, native=not args.no_native, deferred=True, drawing=args.drawing)
+    report = explore_file(args.file, passes, native=not args.no_native, deferred=True, drawing=args.drawing,
+                          target=args.target)
     return serve(report, port=args.port, open_browser=args.open, started=started)
-
-
-def _passes(text: str | None):
-    """The pipeline named by ``--passes`` (None: the default one); unknown names are user errors."""
-    if text is None:
-        return None
-    from minicomp.cli import UserError
-    from minicomp.passes.manager import get_pass
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise UserError("--passes: expected comma-separated pass names, e.g. dce,cse,fuse")
-    try:
-        return [get_pass(n) for n in names]
-    except KeyError as exc:
-        raise UserError(f"--passes: {exc.args[0]}") from None
-
-
-def load_plugin(spec: str) -> None:
-    """Import a plugin: a ``.py`` file by path, else ``pkg.module[:function]`` (minicomp.testing.plugins)."""
-    from minicomp.cli import UserError
-    if spec.endswith(".py"):
-        file = Path(spec)
-        if not file.is_file():
-            raise UserError(f"--load {spec}: no such file")
-        mod_spec = importlib.util.spec_from_file_location(f"_minicomp_plugin_{file.stem}", file)
-        if mod_spec is None or mod_spec.loader is None:
-            raise UserError(f"--load {spec}: not a Python file")
-        module = importlib.util.module_from_spec(mod_spec)
-        sys.modules[mod_spec.name] = module
-        try:
-            mod_spec.loader.exec_module(module)
-        except Exception as exc:
-            raise UserError(f"--load {spec}: failed to import: {type(exc).__name__}: {exc}") from exc
-        return
-    from minicomp.testing.plugins import PluginError
-    from minicomp.testing.plugins import load_plugin as load
-    try:
-        load(spec)
-    except PluginError as exc:
-        raise UserError(f"--load {spec}: {exc}") from None
 
 
 def take_screenshot(page: str, out: Path, view: str = "") -> None:

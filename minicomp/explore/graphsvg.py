@@ -50,6 +50,7 @@ class _Drawing:
     clusters: list[tuple[str, list[str]]] = field(default_factory=list)  # (label, names of the fused node)
 
     def add(self, box: _Box) -> int:
+        """Append ``box``; returns its index."""
         self.boxes.append(box)
         return len(self.boxes) - 1
 

@@ -24,23 +24,28 @@ _ASM_LABEL = re.compile(r"^([^\s#.][^:\s]*):")
 _KERNEL_OF_LABEL = re.compile(r"\.k(\d+)\.k\d+_")
 
 
-def kernel_report(graph: Graph, tensors: list[Any]) -> dict[str, Any]:
-    """``{"kernels": [...], "call_us": ..., "timing_note": ..., "error": None}`` for ``graph``."""
+def kernel_report(graph: Graph, tensors: list[Any], target: str = "cpu") -> dict[str, Any]:
+    """``{"kernels": [...], "call_us": ..., "error": None}`` for ``graph`` compiled for ``target``
+    ("cpu": LLVM IR, assembly and times; "triton": Triton source, no times)."""
     import minicomp
-    cm = minicomp.compile(graph, tensors, target="cpu", passes=[])
+    cm = minicomp.compile(graph, tensors, target=target, passes=[])
     entry = cm._current()
     program, module = entry.program, entry.module
     if program is None:
         return {"error": "no native program (the graph ran in the interpreter)", "kernels": []}
-    asm = _asm_by_kernel(cm.source("asm"))
+    asm = _asm_by_kernel(cm.source("asm")) if target == "cpu" else {}
     owner = _owners(graph)
     out: list[dict[str, Any]] = []
     for i, (info, k) in enumerate(zip(cm.kernels, program.kernels)):
         names = [_OUT_PREFIX.sub("", b.name) for b in k.outputs]
         node = next((owner[n] for n in names if n in owner), None)
-        out.append({"index": i, "name": info.name, "kind": info.kind, "llvm": info.source,
-                    "asm": asm.get(i, ""), "node": node, "outputs": names})
+        out.append({"index": i, "name": info.name, "kind": info.kind, "source": info.source,
+                    "language": "LLVM IR" if target == "cpu" else "Triton", "asm": asm.get(i, ""), "node": node,
+                    "outputs": names})
     result: dict[str, Any] = {"kernels": out, "error": None, "arena_bytes": program.arena_bytes}
+    if target != "cpu":
+        result["timing_error"] = "kernels are timed for the CPU target only"
+        return result
     try:
         times, call_us = time_kernels(program, module, entry.run, tensors)
     except Exception as exc:  # noqa: BLE001 - the page says why there are no times

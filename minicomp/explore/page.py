@@ -80,7 +80,7 @@ svg.graph path.ge{fill:none;stroke:#78909c;stroke-width:1.2}
 .bar{display:inline-block;height:9px;background:#7986cb;vertical-align:middle}
 #side{padding:8px;border-right:none}
 #side h3{margin:10px 0 4px;font-size:13px}
-#side .src div{white-space:pre}
+#side .code div{white-space:pre-wrap;overflow-wrap:anywhere}
 #side .src .here{background:#fff176}
 .numok{color:#2e7d32;font-weight:600}
 .numbad{color:#c62828;font-weight:600}
@@ -91,7 +91,7 @@ details{margin:4px 0}
 
 def _json_for_script(data: dict[str, Any]) -> str:
     """``data`` as JSON that cannot close the ``<script>`` element holding it."""
-    return json.dumps(data, allow_nan=False, default=str).replace("</", "<\\/").replace("<!--", "<\\!--")
+    return json.dumps(data, allow_nan=False, default=str).replace("<", "\\u003c")
 
 
 def render_page(data: dict[str, Any]) -> str:

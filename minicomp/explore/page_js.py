@@ -61,7 +61,7 @@ async function poll() {
 
 function render() {
   const d = S.data;
-  $("ref").textContent = "numbers checked against " + d.reference;
+  $("ref").textContent = "target " + d.target + "; numbers checked against " + d.reference;
   const st = $("status");
   st.className = d.pending.length ? "pending" : "";
   st.textContent = d.pending.length ? "computing: " + d.pending.join(", ") + "..." : "";
@@ -221,8 +221,8 @@ function renderKernelDetail() {
   $("kdetail").innerHTML = `<h3>${esc(k.name)} (${esc(k.kind)})</h3>` +
     `<details open><summary>fusion decisions (explain)</summary><div class="code">` +
     (dec.length ? dec.map((l) => `<div>${valueSpans(l)}</div>`).join("") : '<div class="fold">none recorded for its values</div>') +
-    `</div></details><details><summary>LLVM IR (${k.llvm.split("\n").length} lines)</summary><pre>${esc(k.llvm)}</pre></details>` +
-    `<details><summary>assembly (${k.asm.split("\n").length} lines)</summary><pre>${esc(k.asm)}</pre></details>`;
+    `</div></details><details><summary>${esc(k.language)} (${k.source.split("\n").length} lines)</summary><pre>${esc(k.source)}</pre></details>` +
+    (k.asm ? `<details><summary>assembly (${k.asm.split("\n").length} lines)</summary><pre>${esc(k.asm)}</pre></details>` : "");
 }
 
 function renderDecisions() {
@@ -385,5 +385,8 @@ function onKey(e) {
 }
 
 window.explorer = {state: S, setPass, setStep, setTab, select};
-load().catch((e) => { document.body.insertAdjacentHTML("afterbegin", `<p class="err">${esc(e.message)}</p>`); });
+load().catch((e) => {
+  console.error("minicomp explore: " + e.message);
+  document.body.insertAdjacentHTML("afterbegin", `<p class="err">${esc(e.message)}</p>`);
+});
 """

@@ -47,6 +47,7 @@ class PassRecord:
     numeric: dict[str, Any] | None = None
 
     def data(self) -> dict[str, Any]:
+        """The JSON-ready form the page reads."""
         return {"index": self.index, "name": self.name, "ms": round(self.seconds * 1e3, 3), "nodes": self.nodes,
                 "kernels": self.kernels, "bytes": self.bytes_moved, "diff": self.diff,
                 "changed": any(t != " " for t, _ in self.diff), "decisions": self.decisions,
@@ -61,6 +62,7 @@ class Report:
     title: str
     path: str
     reference: str
+    target: str = "cpu"
     passes: list[PassRecord] = field(default_factory=list)
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     kernels: dict[str, Any] | None = None
@@ -74,7 +76,7 @@ class Report:
         """The JSON-ready record (what the page reads)."""
         from minicomp.explore.numeric import first_failure
         with self.lock:
-            return {"title": self.title, "path": self.path, "reference": self.reference,
+            return {"title": self.title, "path": self.path, "reference": self.reference, "target": self.target,
                     "passes": [p.data() for p in self.passes], "sources": self.sources,
                     "kernels": self.kernels, "notes": list(self.notes), "pending": list(self.pending),
                     "first_failure": first_failure([p.numeric for p in self.passes]),
@@ -98,21 +100,25 @@ class _Subject:
 
 
 def explore_file(path: str, passes: list[Any] | None = None, *, native: bool = True,
-                 deferred: bool = False, drawing: str = "auto") -> Report:
+                 deferred: bool = False, drawing: str = "auto", target: str = "cpu") -> Report:
     """Explore a model file (``model()``, ``example_inputs()``) or a text IR file (``.mcir``).
 
-    ``passes``: pass objects (None: the default CPU pipeline); ``native``: compile and time the
-    kernels; ``drawing``: "auto", "dot" or "builtin" (:func:`minicomp.explore.graphsvg.graph_svgs`).
+    ``passes``: pass objects (None: the target's default pipeline); ``native``: compile (and, for
+    the CPU, time) the kernels; ``drawing``: "auto", "dot" or "builtin"
+    (:func:`minicomp.explore.graphsvg.graph_svgs`); ``target``: "cpu" or "triton" (the passes run
+    with that target's context options, the kernels are LLVM or Triton).
     """
     from minicomp.explore.subject import subject_of_ir_file, subject_of_model_file
     start = time.perf_counter()
     subject = subject_of_ir_file(path) if path.endswith(".mcir") else subject_of_model_file(path)
-    report = Report(title=Path(path).stem, path=str(path), reference=subject.reference_name)
+    report = Report(title=Path(path).stem, path=str(path), reference=subject.reference_name, target=target)
     report.timings["trace_s"] = time.perf_counter() - start
-    run_pipeline(report, subject.graph, passes)
+    run_pipeline(report, subject.graph, passes, target)
+    report.timings["passes_s"] = time.perf_counter() - start - report.timings["trace_s"]
+    mark = time.perf_counter()
     draw(report, drawing)
     report.sources = source_lines(report, Path(path))
-    report.timings["passes_s"] = time.perf_counter() - start - report.timings["trace_s"]
+    report.timings["draw_s"] = time.perf_counter() - mark
     report.pending = ["numeric"] + (["kernels"] if native else [])
 
     def finish() -> None:
@@ -144,7 +150,7 @@ def _finish(report: Report, subject: _Subject, native: bool) -> None:
     try:
         from minicomp.explore.kernels import kernel_report
         final = report.passes[-1]
-        kernels = kernel_report(final.graph, subject.tensors) if final.error is None else \
+        kernels = kernel_report(final.graph, subject.tensors, report.target) if final.error is None else \
             {"error": f"the pipeline stopped at pass {final.name!r}: no kernels", "kernels": []}
     except Exception as exc:  # noqa: BLE001
         kernels = {"error": f"{type(exc).__name__}: {exc}", "kernels": []}
@@ -161,19 +167,20 @@ def _note(report: Report, line: str, detail: str = "") -> None:
         print(detail, file=sys.stderr)
 
 
-def run_pipeline(report: Report, graph: Graph, passes: list[Any] | None) -> None:
-    """Run ``passes`` (None: the default CPU pipeline) one at a time, recording each; a pass that
+def run_pipeline(report: Report, graph: Graph, passes: list[Any] | None, target: str = "cpu") -> None:
+    """Run ``passes`` (None: the target's default pipeline) one at a time, recording each; a pass that
     raises (or leaves an invalid graph) is recorded with its error and ends the pipeline."""
     from minicomp.explore.rewrites import RewriteRecorder
     from minicomp.passes.manager import default_pipeline
-    pipeline = default_pipeline("cpu", {}) if passes is None else list(passes)
+    pipeline = default_pipeline("gpu" if target == "triton" else "cpu", {}) if passes is None else list(passes)
+    _preload(target)
     report.passes.append(_record(0, "input", graph, 0.0, [], [], None))
     with RewriteRecorder() as recorder, _progress(len(pipeline)) as bar:
         if recorder.unavailable:
             report.notes.append(recorder.unavailable)
         for i, p in enumerate(pipeline, start=1):
             bar.set_description(p.name)
-            rec = _run_one(i, p, graph, report.passes[-1], recorder)
+            rec = _run_one(i, p, graph, report.passes[-1], recorder, target)
             report.passes.append(rec)
             bar.update(1)
             if rec.error is not None:
@@ -181,13 +188,23 @@ def run_pipeline(report: Report, graph: Graph, passes: list[Any] | None) -> None
             graph = rec.graph
 
 
-def _run_one(index: int, p, graph: Graph, prev: PassRecord, recorder) -> PassRecord:
-    """Run pass ``p`` on (a copy of) ``graph`` as the compile driver does, and record it."""
+def _preload(target: str) -> None:
+    """Import what the first passes would import on first use (the backend's layout and attention
+    predicates, networkx for topological sorts), so that the per-pass times are the passes' own."""
+    import networkx  # noqa: F401
+    if target == "triton":
+        import minicomp.codegen.triton  # noqa: F401
+    else:
+        import minicomp.codegen.llvm  # noqa: F401
+
+
+def _run_one(index: int, p, graph: Graph, prev: PassRecord, recorder, target: str) -> PassRecord:
+    """Run pass ``p`` on (a copy of) ``graph`` as the compile driver does for ``target``, and record it."""
     from minicomp.driver import _run_passes
     work = graph.copy()
     start = time.perf_counter()
     try:
-        out, ctx = _run_passes(work, "cpu", [p], {"verify": True})
+        out, ctx = _run_passes(work, target, [p], {"verify": True})
     except Exception as exc:  # noqa: BLE001 - a user's pass may raise anything; the page shows it
         rec = _record(index, p.name, work, time.perf_counter() - start, [], recorder.take(), prev)
         rec.error = f"{type(exc).__name__}: {exc}"

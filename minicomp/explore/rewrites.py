@@ -37,6 +37,7 @@ class RewriteStep:
     after: str | None
 
     def data(self) -> dict[str, Any]:
+        """The JSON-ready form (the texts go to the page as a diff, see :mod:`minicomp.explore.record`)."""
         return {"pattern": self.pattern, "node": self.node, "matched": self.matched, "added": self.added,
                 "loc": self.loc}
 

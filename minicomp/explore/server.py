@@ -57,6 +57,7 @@ class ExploreServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
+        """The page's address."""
         return f"http://{HOST}:{self.server_address[1]}/"
 
 
