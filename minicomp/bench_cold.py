@@ -5,18 +5,20 @@ a process-wide GEMM library, the thread pool object and torch's fake-tensor cach
 keeps its imports, its pool of compile workers and its in-memory code caches. So for every case
 and each compiler, :func:`fresh_compile_times` starts a new Python process (``python -m
 minicomp.bench_cold``) with empty on-disk caches of its own (a new ``MINICOMP_CACHE_DIR`` and
-``TORCHINDUCTOR_CACHE_DIR``, Inductor's caches disabled) which measures, in this order:
+``TORCHINDUCTOR_CACHE_DIR``) which measures, in this order:
 
 * ``import_s``: importing torch and the compiler's package;
 * ``startup_s``: the compiler's first compile of a one-op function (``x + 1``): the one-time
   cost of its process (lazy imports, LLVM or Inductor's compile workers, the tracer), paid
   the same way by both and reported apart from the case;
 * ``cold_s``: the case's first compile in that process, with every cache empty (minicomp's
-  object cache off, Inductor's caches disabled): the cold compile of the table;
+  object cache off; Inductor's caches disabled, ``torch.compiler.config.force_disable_caches``,
+  from its start-up compile on): the cold compile of the table;
 * ``warm_s``: the same compile again in the same process (its in-process state warm) with the
   compiler's on-disk cache switched on but still empty: a miss, which compiles in full and
   fills the cache (minicomp's program cache; Inductor's FX-graph cache);
-* ``cached_s``: the compile once more, served from that on-disk cache.
+* ``cached_s``: the compile once more, served from that on-disk cache (``cache_hit`` says
+  whether it was: minicomp's program-cache hit, Inductor's ``fxgraph_cache_hit`` counter).
 
 Between the start-up compile and the case, each child waits :data:`SETTLE_S` seconds, so work a
 compiler leaves running in the background (Inductor's worker pool starting) does not fall
@@ -61,17 +63,24 @@ def _minicomp_times(fn, inputs, settle_s: float) -> dict:
 def _inductor_times(fn, inputs, settle_s: float) -> dict:
     import torch
     import torch._inductor.config as inductor_config
+    import torch.compiler.config as compiler_config
+    from torch._dynamo.utils import counters
 
     def first_call(f, args):
         torch._dynamo.reset()
         compiled = torch.compile(f)
         return _timed(lambda: compiled(*args))
+    # The switch is set here, not through TORCHINDUCTOR_FORCE_DISABLE_CACHES: a value from the
+    # environment overrides any later assignment, and the caches must come back on below.
+    compiler_config.force_disable_caches = True
     out = {"startup_s": first_call(lambda x: x + 1, (torch.ones(8),))}
     time.sleep(settle_s)
     out["cold_s"] = first_call(fn, inputs)
-    inductor_config.force_disable_caches = False
+    compiler_config.force_disable_caches = False
     out["warm_s"] = first_call(fn, inputs)  # a miss: fills the FX-graph cache
+    hits = counters["inductor"]["fxgraph_cache_hit"]
     out["cached_s"] = first_call(fn, inputs)
+    out["cache_hit"] = counters["inductor"]["fxgraph_cache_hit"] > hits
     cpp = inductor_config.cpp.threads
     out["threads"] = cpp if cpp and cpp > 0 else torch.get_num_threads()
     return out
@@ -102,7 +111,8 @@ def fresh_compile_times(case_name: str, compiler: str, *, settle_s: float = SETT
     find(case_name)  # an unknown case fails here, not in the child
     with tempfile.TemporaryDirectory(prefix="mc-bench-cold-") as tmp:
         env = dict(os.environ, MINICOMP_CACHE_DIR=os.path.join(tmp, "minicomp"),
-                   TORCHINDUCTOR_CACHE_DIR=os.path.join(tmp, "inductor"), TORCHINDUCTOR_FORCE_DISABLE_CACHES="1")
+                   TORCHINDUCTOR_CACHE_DIR=os.path.join(tmp, "inductor"))
+        env.pop("TORCHINDUCTOR_FORCE_DISABLE_CACHES", None)  # the child switches Inductor's caches itself
         os.makedirs(env["MINICOMP_CACHE_DIR"], mode=0o700)
         argv = [sys.executable, "-m", "minicomp.bench_cold", case_name, compiler, str(settle_s)]
         proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout_s)
@@ -112,6 +122,7 @@ def fresh_compile_times(case_name: str, compiler: str, *, settle_s: float = SETT
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``python -m minicomp.bench_cold CASE COMPILER [SETTLE_S]``: print :func:`child`'s times as JSON."""
     ap = argparse.ArgumentParser(description="one fresh-process compile measurement (used by minicomp bench)")
     ap.add_argument("case")
     ap.add_argument("compiler", choices=COMPILERS)

@@ -49,6 +49,7 @@ class _Layout:
         self.keep: dict[int, object] = {}
 
     def pointer(self, slot_id: int) -> int:
+        """The address the entry function passes for slot ``slot_id`` (constants and outputs made once)."""
         import torch
 
         from minicomp.guards import TORCH_DTYPE
