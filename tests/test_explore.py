@@ -157,9 +157,14 @@ def test_cli_user_errors_are_one_line_exit_2(capsys, tmp_path):
     assert explore_main([str(tmp_path / "missing.py")]) == 2
     assert explore_main([str(EXAMPLES / "graph.mcir"), "--passes", "dce,nosuchpass"]) == 2
     assert explore_main([str(EXAMPLES / "graph.mcir"), "--html", str(tmp_path / "no" / "dir.html")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 4 and all(ln.startswith("minicomp explore: error: ") for ln in err)
-    assert "nosuchpass" in err[2] and "Traceback" not in "".join(err)
+    nomodel = tmp_path / "nomodel.py"
+    nomodel.write_text("x = 1\n")
+    assert explore_main([str(nomodel)]) == 2  # (server mode: refused before anything is served)
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 5 and all(ln.startswith("minicomp explore: error: ") for ln in err)
+    assert "nosuchpass" in err[2] and "defines no model()" in err[4] and "Traceback" not in "".join(err)
+    assert "serving" not in captured.out
 
 
 def test_cli_html_with_a_plugin_pass(tmp_path, capsys):
@@ -303,17 +308,31 @@ def test_page_of_each_example_in_chromium(browser, tmp_path, example):
         browser.key("p")
         assert browser.eval("explorer.state.step") == 1
         assert browser.eval("document.querySelectorAll('#rwdiff .add, #rwdiff .del').length") > 0
+        for _ in range(len(data["passes"][canon]["rewrites"]) - 1):  # past the last one: the next pass's first
+            browser.key("n")
+        later = next(p["index"] for p in data["passes"] if p["index"] > canon and p["rewrites"])
+        assert browser.eval("[explorer.state.pass, explorer.state.step]") == [later, 0]
+        browser.key("p")
+        last = len(data["passes"][canon]["rewrites"]) - 1
+        assert browser.eval("[explorer.state.pass, explorer.state.step]") == [canon, last]
     assert browser.errors == []
 
 
-def test_served_page_fills_in_the_deferred_parts(browser, tmp_path):
-    report = explore_file(str(EXAMPLES / "mlp.py"), deferred=True)
+def test_served_page_fills_in_as_the_passes_run(browser, tmp_path):
+    from minicomp.explore.record import new_report
+    report = new_report(str(EXAMPLES / "mlp.py"))
     server = ExploreServer(report, EXAMPLES, 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         browser.errors.clear()
-        browser.open(server.url)
+        browser.open(server.url)  # before anything is traced: the page waits, then follows the passes
+        browser.wait_for("document.getElementById('status').textContent.startsWith('computing: trace')")
+        assert browser.eval("document.querySelectorAll('#passes tr').length") == 0
+        filler = threading.Thread(target=explore_file, args=(str(EXAMPLES / "mlp.py"),),
+                                  kwargs={"deferred": True, "report": report})
+        filler.start()
         _wait_ready(browser)
+        filler.join()
         _check_page(browser, len(report.passes), tmp_path, "served")
         browser.click("g.gn.g-op")
         if browser.eval("!!document.getElementById('wholefile')"):

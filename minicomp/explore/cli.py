@@ -111,6 +111,10 @@ def _run(args: argparse.Namespace) -> int:
         report = explore_file(args.file, passes, native=not args.no_native, deferred=False, drawing=args.drawing,
                               target=args.target)
         page = render_page(report.data())
+        failed = [p for p in report.passes if p.error is not None]
+        if failed:
+            print(f"minicomp explore: warning: pass '{failed[0].name}' failed ({failed[0].error}); the page shows "
+                  "the pipeline up to it", file=sys.stderr)
         if html is not None:
             html.write_text(page, encoding="utf-8")
             print(f"wrote {args.html} ({time.perf_counter() - started:.1f} s)")
@@ -118,10 +122,22 @@ def _run(args: argparse.Namespace) -> int:
             take_screenshot(page, shot, args.view)
             print(f"wrote {args.screenshot}")
         return 0
+    from minicomp.cli import model_and_inputs, read_ir_file
+    from minicomp.explore.record import new_report
     from minicomp.explore.server import serve
-    report = explore_file(args.file, passes, native=not args.no_native, deferred=True, drawing=args.drawing,
-                          target=args.target)
-    return serve(report, port=args.port, open_browser=args.open, started=started)
+    # The user's own errors (no model(), a model() that raises, bad IR) before the address is printed;
+    # tracing and the passes then run while the page already shows their progress.
+    loaded = None
+    if args.file.endswith(".mcir"):
+        read_ir_file(args.file)
+    else:
+        loaded = model_and_inputs(args.file)
+    report = new_report(args.file, args.target)
+
+    def fill() -> None:
+        explore_file(args.file, passes, native=not args.no_native, deferred=True, drawing=args.drawing,
+                     report=report, loaded=loaded)
+    return serve(report, port=args.port, open_browser=args.open, started=started, fill=fill)
 
 
 def take_screenshot(page: str, out: Path, view: str = "") -> None:

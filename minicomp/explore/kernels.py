@@ -87,6 +87,12 @@ def _asm_by_kernel(asm: str) -> dict[int, str]:
 
 
 def _median_us(fn, calls: int = 10, rounds: int = 7) -> float:
+    """Median over ``rounds`` of the mean time of ``calls`` back-to-back calls, in microseconds; a
+    call slower than a few milliseconds is timed fewer times, to keep large models quick to explore."""
+    t0 = time.perf_counter()
+    fn()
+    if time.perf_counter() - t0 > 0.005:
+        calls, rounds = 1, 3
     for _ in range(calls):
         fn()
     times = []

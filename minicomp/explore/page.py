@@ -134,7 +134,9 @@ def _document(title: str, data_json: str) -> str:
 <span class="kb">f</span> fit graph, <span class="kb">Esc</span> clear</span></header>
 <main>
 <section id="left"><table><thead><tr><th>#</th><th class="nm">pass</th><th>nodes</th><th title="kernels">kern.</th>
-<th title="estimated bytes moved">bytes</th><th>ms</th><th title="rewrites">rw</th><th title="largest difference from the reference">max |diff|</th></tr></thead><tbody id="passes"></tbody></table></section>
+<th title="estimated bytes moved">bytes</th><th>ms</th><th title="rewrites">rw</th>
+<th title="largest difference from the reference">max |diff|</th></tr></thead>
+<tbody id="passes"></tbody></table></section>
 <section id="center">
 <nav id="tabs"><button data-tab="ir">1 IR + diff</button><button data-tab="graph">2 graph</button>
 <button data-tab="rw">3 rewrites</button><button data-tab="kern">4 kernels</button>

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 SCRIPT = r"""
 "use strict";
-const S = {data: null, pass: 0, step: 0, tab: "ir", sel: null, kernel: null, vb: null, svgFor: -1};
+const S = {data: null, pass: 0, step: 0, tab: "ir", sel: null, kernel: null, vb: null, svgShown: null, follow: true};
 const $ = (id) => document.getElementById(id);
 function esc(s) {
   return String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
@@ -39,6 +39,7 @@ async function load() {
   }
   S.pass = Math.max(0, S.data.passes.length - 1);
   fromHash();
+  S.follow = S.data.pending.includes("passes") && !new URLSearchParams(location.hash.slice(1)).has("pass");
   setupEvents();
   render();
   if (S.data.pending.length) setTimeout(poll, 250);
@@ -55,6 +56,8 @@ async function poll() {
     $("status").textContent = "lost the server: " + e.message;
     return;
   }
+  if (S.follow) S.pass = Math.max(0, S.data.passes.length - 1);  // show each pass as it comes
+  if (!S.data.pending.includes("passes")) S.follow = false;
   render();
   if (S.data.pending.length) setTimeout(poll, 300);
 }
@@ -68,6 +71,7 @@ function render() {
   $("notes").textContent = d.notes.join("; ");
   renderPasses();
   renderTabs();
+  if (!d.passes.length) return;  // still tracing: nothing to show yet
   renderNumeric();
   renderView();
   renderSelection();
@@ -138,10 +142,10 @@ function renderIR() {
 }
 
 function renderGraph() {
-  const box = $("graphbox");
-  if (S.svgFor !== S.pass) {
-    box.innerHTML = cur().svg || '<p class="fold">(no drawing)</p>';
-    S.svgFor = S.pass;
+  const box = $("graphbox"), svg = cur().svg;
+  if (S.svgShown !== svg) {
+    box.innerHTML = svg || `<p class="fold">${S.data.pending.includes("passes") ? "drawing..." : "(no drawing)"}</p>`;
+    S.svgShown = svg;
     fitGraph();
   }
 }
@@ -251,6 +255,7 @@ function renderNumeric() {
 }
 
 function definingLine(name) {
+  if (!S.data.passes.length) return null;
   const re = new RegExp("%" + name.replace(/[.]/g, "\\.") + "(?![A-Za-z0-9_.])[^=]*= ");
   const p = cur(), step = S.tab === "rw" && p.rewrites.length ? p.rewrites[S.step] : null;
   const diffs = step && step.diff ? [step.diff, p.diff] : [p.diff];
@@ -317,15 +322,26 @@ function toHash() {
 
 function select(name) { S.sel = name; renderSelection(); highlight(); toHash(); }
 function setPass(i) {
+  S.follow = false;
   const n = S.data.passes.length;
   S.pass = Math.min(Math.max(i, 0), n - 1);
   S.step = 0;
   render();
 }
 function setStep(delta) {
+  // Within the pass's rewrites; past its last (first) one, on to the next (previous) pass that has rewrites.
   S.tab = "rw";
-  const steps = cur().rewrites.length;
-  if (steps) S.step = Math.min(Math.max(S.step + delta, 0), steps - 1);
+  const P = S.data.passes, steps = cur().rewrites.length, next = S.step + delta;
+  if (steps && next >= 0 && next < steps) {
+    S.step = next;
+  } else {
+    let i = S.pass + (delta > 0 ? 1 : -1);
+    while (i >= 0 && i < P.length && !P[i].rewrites.length) i += delta > 0 ? 1 : -1;
+    if (i >= 0 && i < P.length) {
+      S.pass = i;
+      S.step = delta > 0 ? 0 : P[i].rewrites.length - 1;
+    }
+  }
   render();
 }
 function setTab(t) { S.tab = t; render(); }
@@ -371,7 +387,7 @@ function setupEvents() {
   document.addEventListener("keydown", onKey);
 }
 function onKey(e) {
-  if (e.target.tagName === "INPUT" || e.ctrlKey || e.metaKey || e.altKey) return;
+  if (e.target.tagName === "INPUT" || e.ctrlKey || e.metaKey || e.altKey || !S.data.passes.length) return;
   const k = e.key;
   if (k === "j" || k === "ArrowDown") setPass(S.pass + 1);
   else if (k === "k" || k === "ArrowUp") setPass(S.pass - 1);

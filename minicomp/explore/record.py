@@ -45,13 +45,17 @@ class PassRecord:
     svg: str = ""
     error: str | None = None
     numeric: dict[str, Any] | None = None
+    rewrite_data: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.rewrite_data = [_rewrite_data(r) for r in self.rewrites]  # once: the server sends it on every poll
 
     def data(self) -> dict[str, Any]:
         """The JSON-ready form the page reads."""
         return {"index": self.index, "name": self.name, "ms": round(self.seconds * 1e3, 3), "nodes": self.nodes,
                 "kernels": self.kernels, "bytes": self.bytes_moved, "diff": self.diff,
                 "changed": any(t != " " for t, _ in self.diff), "decisions": self.decisions,
-                "rewrites": [_rewrite_data(r) for r in self.rewrites], "svg": self.svg, "error": self.error,
+                "rewrites": self.rewrite_data, "svg": self.svg, "error": self.error,
                 "numeric": self.numeric}
 
 
@@ -99,27 +103,42 @@ class _Subject:
     tensors: list[Any]
 
 
+def new_report(path: str, target: str = "cpu") -> Report:
+    """An empty record for ``path``, everything pending (a server can show it while it fills)."""
+    reference = "the input graph in the interpreter (seeded inputs)" if path.endswith(".mcir") else "eager PyTorch"
+    return Report(title=Path(path).stem, path=str(path), reference=reference, target=target,
+                  pending=["trace", "passes", "numeric", "kernels"])
+
+
 def explore_file(path: str, passes: list[Any] | None = None, *, native: bool = True,
-                 deferred: bool = False, drawing: str = "auto", target: str = "cpu") -> Report:
+                 deferred: bool = False, drawing: str = "auto", target: str = "cpu",
+                 report: Report | None = None, loaded: tuple[Any, Any] | None = None) -> Report:
     """Explore a model file (``model()``, ``example_inputs()``) or a text IR file (``.mcir``).
 
     ``passes``: pass objects (None: the target's default pipeline); ``native``: compile (and, for
     the CPU, time) the kernels; ``drawing``: "auto", "dot" or "builtin"
     (:func:`minicomp.explore.graphsvg.graph_svgs`); ``target``: "cpu" or "triton" (the passes run
-    with that target's context options, the kernels are LLVM or Triton).
+    with that target's context options, the kernels are LLVM or Triton). ``report``: a
+    :func:`new_report` to fill (pass by pass, under its lock) instead of a fresh one; ``loaded``:
+    the model file's ``(model(), example_inputs())`` when the caller already made them.
     """
     from minicomp.explore.subject import subject_of_ir_file, subject_of_model_file
+    report = report if report is not None else new_report(path, target)
     start = time.perf_counter()
-    subject = subject_of_ir_file(path) if path.endswith(".mcir") else subject_of_model_file(path)
-    report = Report(title=Path(path).stem, path=str(path), reference=subject.reference_name, target=target)
-    report.timings["trace_s"] = time.perf_counter() - start
-    run_pipeline(report, subject.graph, passes, target)
+    subject = subject_of_ir_file(path) if path.endswith(".mcir") else subject_of_model_file(path, loaded)
+    with report.lock:
+        report.reference = subject.reference_name
+        report.pending.remove("trace")
+        report.timings["trace_s"] = time.perf_counter() - start
+    run_pipeline(report, subject.graph, passes, report.target)
     report.timings["passes_s"] = time.perf_counter() - start - report.timings["trace_s"]
     mark = time.perf_counter()
     draw(report, drawing)
-    report.sources = source_lines(report, Path(path))
-    report.timings["draw_s"] = time.perf_counter() - mark
-    report.pending = ["numeric"] + (["kernels"] if native else [])
+    sources = source_lines(report, Path(path))
+    with report.lock:
+        report.sources = sources
+        report.timings["draw_s"] = time.perf_counter() - mark
+        report.pending.remove("passes")
 
     def finish() -> None:
         _finish(report, subject, native)
@@ -145,6 +164,7 @@ def _finish(report: Report, subject: _Subject, native: bool) -> None:
     if not native:
         with report.lock:
             report.kernels = {"error": "kernels not compiled (--no-native)", "kernels": []}
+            report.pending.remove("kernels")
         return
     start = time.perf_counter()
     try:
@@ -172,16 +192,19 @@ def run_pipeline(report: Report, graph: Graph, passes: list[Any] | None, target:
     raises (or leaves an invalid graph) is recorded with its error and ends the pipeline."""
     from minicomp.explore.rewrites import RewriteRecorder
     from minicomp.passes.manager import default_pipeline
+    first = _record(0, "input", graph, 0.0, [], [], None)
+    with report.lock:
+        report.passes.append(first)
     pipeline = default_pipeline("gpu" if target == "triton" else "cpu", {}) if passes is None else list(passes)
     _preload(target)
-    report.passes.append(_record(0, "input", graph, 0.0, [], [], None))
     with RewriteRecorder() as recorder, _progress(len(pipeline)) as bar:
         if recorder.unavailable:
             report.notes.append(recorder.unavailable)
         for i, p in enumerate(pipeline, start=1):
             bar.set_description(p.name)
             rec = _run_one(i, p, graph, report.passes[-1], recorder, target)
-            report.passes.append(rec)
+            with report.lock:
+                report.passes.append(rec)
             bar.update(1)
             if rec.error is not None:
                 break
@@ -236,10 +259,11 @@ def draw(report: Report, drawing: str = "auto") -> None:
         distinct.setdefault(id(rec.graph), rec.graph)
     svgs, note = graph_svgs(list(distinct.values()), drawing)
     by_id = dict(zip(distinct, svgs))
-    for rec in report.passes:
-        rec.svg = by_id[id(rec.graph)]
-    if note:
-        report.notes.append(note)
+    with report.lock:
+        for rec in report.passes:
+            rec.svg = by_id[id(rec.graph)]
+        if note:
+            report.notes.append(note)
 
 
 def line_diff(before: str, after: str) -> list[tuple[str, str]]:

@@ -24,7 +24,7 @@ import webbrowser
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 from minicomp.explore.page import render_shell, report_json
@@ -49,10 +49,6 @@ class ExploreServer(ThreadingHTTPServer):
     def __init__(self, report: Any, root: Path, port: int = 0):
         self.report = report
         self.root = root.resolve()
-        for entry in report.sources.values():  # the page asks for the whole file by this path
-            file = Path(entry["file"]).resolve()
-            if self.root in file.parents:
-                entry["rel"] = file.relative_to(self.root).as_posix()
         super().__init__((HOST, port), _Handler)
 
     @property
@@ -92,11 +88,19 @@ class _Handler(BaseHTTPRequestHandler):
             body = render_shell(self.server.report.title).encode()
             return self._send(HTTPStatus.OK, body, "text/html; charset=utf-8", head)
         if parts.path == "/api/report.json":
-            body = report_json(self.server.report.data()).encode()
+            body = report_json(self._with_paths(self.server.report.data())).encode()
             return self._send(HTTPStatus.OK, body, "application/json", head)
         if parts.path == "/api/source":
             return self._source(parts.query, head)
         return self._send(HTTPStatus.NOT_FOUND, b"no such page\n", "text/plain", head)
+
+    def _with_paths(self, data: dict[str, Any]) -> dict[str, Any]:
+        """``data`` with ``rel``, the path ``/api/source`` takes, on every source file inside the project."""
+        root, sources = self.server.root, {}
+        for loc, entry in data["sources"].items():
+            file = Path(entry["file"]).resolve()
+            sources[loc] = dict(entry, rel=file.relative_to(root).as_posix()) if root in file.parents else entry
+        return dict(data, sources=sources)
 
     def _host_ok(self) -> bool:
         host = self.headers.get("Host")
@@ -142,21 +146,29 @@ def read_project_file(root: Path, rel: str) -> tuple[HTTPStatus, bytes]:
     return HTTPStatus.OK, target.read_bytes()
 
 
-def serve(report: Any, port: int = 0, open_browser: bool = False, started: float | None = None) -> int:
-    """Serve ``report`` until interrupted; prints the address (and the time to get there)."""
+def serve(report: Any, port: int = 0, open_browser: bool = False, started: float | None = None,
+          fill: Callable[[], None] | None = None) -> int:
+    """Serve ``report`` until interrupted, printing the address first; ``fill()`` (run meanwhile in
+    this thread) records the passes into it while the page already shows what is there."""
     from minicomp.cli import UserError
     try:
         server = ExploreServer(report, project_root(report.path), port)
     except OSError as exc:
         raise UserError(f"--port {port}: cannot listen on {HOST}: {exc.strerror or exc}") from None
-    took = f" (ready after {time.perf_counter() - started:.1f} s)" if started is not None else ""
-    print(f"minicomp explore: serving {report.path} at {server.url}{took}; Ctrl-C stops", flush=True)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
+    print(f"minicomp explore: serving {report.path} at {server.url}; Ctrl-C stops", flush=True)
     if open_browser:
         threading.Thread(target=webbrowser.open, args=(server.url,), daemon=True).start()
     try:
-        server.serve_forever(poll_interval=0.2)
+        if fill is not None:
+            fill()
+            took = f" {time.perf_counter() - started:.1f} s after the start" if started is not None else ""
+            print(f"minicomp explore: {len(report.passes) - 1} passes recorded{took}", flush=True)
+        while True:
+            time.sleep(3600)
     except KeyboardInterrupt:
         print("minicomp explore: stopped", file=sys.stderr)
     finally:
+        server.shutdown()
         server.server_close()
     return 0

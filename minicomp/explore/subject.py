@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 
 
-def subject_of_model_file(path: str):
-    """Trace ``model()`` on ``example_inputs()`` of the model file ``path``."""
+def subject_of_model_file(path: str, loaded: tuple[Any, Any] | None = None):
+    """Trace ``model()`` on ``example_inputs()`` of the model file ``path`` (``loaded``: the two,
+    already made by :func:`minicomp.cli.model_and_inputs`)."""
     import torch
     from torch.utils._pytree import tree_leaves
 
@@ -22,7 +23,7 @@ def subject_of_model_file(path: str):
     from minicomp.explore.record import _Subject
     from minicomp.frontend import trace_with_spec
     from minicomp.weights import WeightPlan
-    model, inputs = model_and_inputs(path)
+    model, inputs = loaded if loaded is not None else model_and_inputs(path)
     plan = WeightPlan.of(model)
     weights = plan.fetch_checked() if plan is not None else []
     traced = trace_with_spec(model, inputs, lift_weights=True,
