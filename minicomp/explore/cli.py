@@ -111,10 +111,7 @@ def _run(args: argparse.Namespace) -> int:
         report = explore_file(args.file, passes, native=not args.no_native, deferred=False, drawing=args.drawing,
                               target=args.target)
         page = render_page(report.data())
-        failed = [p for p in report.passes if p.error is not None]
-        if failed:
-            print(f"minicomp explore: warning: pass '{failed[0].name}' failed ({failed[0].error}); the page shows "
-                  "the pipeline up to it", file=sys.stderr)
+        _warn_failed(report)
         if html is not None:
             html.write_text(page, encoding="utf-8")
             print(f"wrote {args.html} ({time.perf_counter() - started:.1f} s)")
@@ -137,7 +134,16 @@ def _run(args: argparse.Namespace) -> int:
     def fill() -> None:
         explore_file(args.file, passes, native=not args.no_native, deferred=True, drawing=args.drawing,
                      report=report, loaded=loaded)
+        _warn_failed(report)
     return serve(report, port=args.port, open_browser=args.open, started=started, fill=fill)
+
+
+def _warn_failed(report) -> None:
+    """One line on stderr when a pass failed (the page shows the pipeline up to it, with the error)."""
+    failed = [p for p in report.passes if p.error is not None]
+    if failed:
+        print(f"minicomp explore: warning: pass '{failed[0].name}' failed ({failed[0].error}); the page shows "
+              "the pipeline up to it", file=sys.stderr)
 
 
 def take_screenshot(page: str, out: Path, view: str = "") -> None:

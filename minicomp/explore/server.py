@@ -146,6 +146,18 @@ def read_project_file(root: Path, rel: str) -> tuple[HTTPStatus, bytes]:
     return HTTPStatus.OK, target.read_bytes()
 
 
+def _open_browser(url: str) -> None:
+    """``--open``: the default browser, or a line saying there is none (a headless machine)."""
+    try:
+        opened = webbrowser.open(url)
+    except Exception as exc:  # noqa: BLE001 - any failure of the platform's opener
+        opened, why = False, f" ({type(exc).__name__}: {exc})"
+    else:
+        why = ""
+    if not opened:
+        print(f"minicomp explore: could not open a browser{why}; open {url} yourself", file=sys.stderr)
+
+
 def serve(report: Any, port: int = 0, open_browser: bool = False, started: float | None = None,
           fill: Callable[[], None] | None = None) -> int:
     """Serve ``report`` until interrupted, printing the address first; ``fill()`` (run meanwhile in
@@ -158,7 +170,7 @@ def serve(report: Any, port: int = 0, open_browser: bool = False, started: float
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
     print(f"minicomp explore: serving {report.path} at {server.url}; Ctrl-C stops", flush=True)
     if open_browser:
-        threading.Thread(target=webbrowser.open, args=(server.url,), daemon=True).start()
+        threading.Thread(target=_open_browser, args=(server.url,), daemon=True).start()
     try:
         if fill is not None:
             fill()
