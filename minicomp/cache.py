@@ -317,7 +317,7 @@ def cache_key(*parts: str) -> str:
 
 
 def pool_key(ir_text: str) -> str:
-    """Cache key of the thread pool's object code (:mod:`minicomp.codegen.llvm.threadpool`).
+    """Cache key of the thread pool's object code (:mod:`minicomp.codegen.llvm.runtime.threadpool`).
 
     sha256 over the pool's IR text, the llvmlite and LLVM versions, the target triple
     and the host CPU name and features: everything its machine code depends on.
@@ -326,9 +326,9 @@ def pool_key(ir_text: str) -> str:
 
 
 def library_key(ir_text: str) -> str:
-    """Cache key of the shared GEMM library's object code (:mod:`minicomp.codegen.llvm.library`):
+    """Cache key of the shared GEMM library's object code (:mod:`minicomp.codegen.llvm.runtime.library`):
     like :func:`pool_key`, over the library module's IR text and its optimization level."""
-    from minicomp.codegen.llvm import library
+    from minicomp.codegen.llvm.runtime import library
     return _runtime_key(f"minicomp GEMM library, O{library.LEVEL}", ir_text)
 
 
@@ -349,10 +349,10 @@ def install_pool() -> None:
     compile. The ``.pool`` entry passes the same checks as every entry (owner, regular
     file, key and kind in the verified header): a planted or corrupt one is never
     loaded. No-op once installed. Also points the shared GEMM library
-    (:mod:`minicomp.codegen.llvm.library`) at ``KEY.lib`` entries, so its functions too
+    (:mod:`minicomp.codegen.llvm.runtime.library`) at ``KEY.lib`` entries, so its functions too
     are compiled once per cache, not once per process.
     """
-    from minicomp.codegen.llvm import library, threadpool
+    from minicomp.codegen.llvm.runtime import library, threadpool
     library.use_disk_cache(lambda text: load(library_key(text), ".lib"), _store_library)
     if not threadpool.supported() or threadpool.installed():
         return

@@ -6,14 +6,14 @@ One rule, in this order (the first that is given wins):
 2. the environment variable ``MINICOMP_NUM_THREADS`` (read when a model is compiled);
 3. the cores this process may run on: ``len(os.sched_getaffinity(0))`` (a CPU set from
    ``taskset`` or a container's cpuset counts), else ``os.cpu_count()``
-   (:func:`minicomp.codegen.llvm.threadpool.available_cores`).
+   (:func:`minicomp.codegen.llvm.runtime.threadpool.available_cores`).
 
 That is the rule eager PyTorch's intra-op pool follows too (``OMP_NUM_THREADS``, else the
 cores), but the two are set separately: to run minicomp on exactly the threads torch uses,
 pass ``threads=torch.get_num_threads()``. The count is fixed when a model is compiled (it is
 part of the generated code and of every cache key) and reported as ``CompiledModel.threads``.
 
-Parallel kernels run on the process-wide pool of :mod:`minicomp.codegen.llvm.threadpool`
+Parallel kernels run on the process-wide pool of :mod:`minicomp.codegen.llvm.runtime.threadpool`
 (the calling thread plus up to ``threads - 1`` workers). Where that pool does not exist
 (hosts other than x86-64 Linux) every kernel runs on the calling thread and the count is 1;
 asking for more there warns.
@@ -62,14 +62,14 @@ def requested_threads(options: Mapping[str, Any]) -> int:
     env = os.environ.get(ENV, "").strip()
     if env:
         return _check(env, f"${ENV}")
-    from minicomp.codegen.llvm.threadpool import available_cores
+    from minicomp.codegen.llvm.runtime.threadpool import available_cores
     return min(available_cores(), MAX_THREADS)
 
 
 def compile_threads(options: Mapping[str, Any]) -> int:
     """The thread count compiled CPU code for ``options`` uses: :func:`requested_threads`, or 1
     where the process-wide pool does not exist (with a warning when more was asked for)."""
-    from minicomp.codegen.llvm.threadpool import supported
+    from minicomp.codegen.llvm.runtime.threadpool import supported
     n = requested_threads(options)
     if n > 1 and not supported():
         if options.get("threads") is not None or os.environ.get(ENV, "").strip():

@@ -45,7 +45,7 @@ def _paths(cm) -> dict[str, str]:
     """Kernel symbol suffix -> the matmul path its code took (from the unoptimized IR)."""
     src = cm.source("llvm-unopt")
     found = {}
-    pattern = r'define internal void @"[^"]*\.(k\d+_[A-Za-z0-9_]+)\.(dtile|rtile|gemv|gemm|dot|axpy)"'
+    pattern = r'define internal void @"[^"]*\.(k\d+_[A-Za-z0-9_]+)\.(ptile|dtile|rtile|gemv|gemm|dot|axpy)"'
     for name, path in re.findall(pattern, src):
         found.setdefault(name, path)
     return found

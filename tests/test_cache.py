@@ -106,7 +106,7 @@ def test_world_readable_dir_is_tightened(cache_dir):
 _POOL_CHILD = """
 import sys, torch, minicomp
 from minicomp import cache
-from minicomp.codegen.llvm import threadpool
+from minicomp.codegen.llvm.runtime import threadpool
 if sys.argv[1] == "hit":
     def no_compile(text):
         raise AssertionError("the pool was JIT-compiled although its object code is cached")
@@ -129,7 +129,7 @@ def _pool_child(mode: str, cache_dir) -> str:
 
 
 def test_thread_pool_object_code_is_cached_for_fresh_processes(cache_dir):
-    from minicomp.codegen.llvm import threadpool
+    from minicomp.codegen.llvm.runtime import threadpool
     if not threadpool.supported():
         pytest.skip("the thread pool exists on x86-64 Linux only")
     assert _pool_child("fill", cache_dir) == "True"

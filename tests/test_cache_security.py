@@ -111,7 +111,7 @@ def test_entry_owned_by_another_user_is_refused(cache_dir, suffix):
 
 def test_planted_pool_entry_is_never_loaded(cache_dir, monkeypatch):
     """The thread pool's ``.pool`` entry gets the same checks: here a symbolic link to a valid entry."""
-    from minicomp.codegen.llvm import threadpool
+    from minicomp.codegen.llvm.runtime import threadpool
     k = cache.pool_key(threadpool.pool_ir())
     assert cache.store(k, b"\x7fELF planted pool", ".pool")
     elsewhere = cache_dir.parent / "elsewhere"

@@ -1,4 +1,4 @@
-"""The process-wide GEMM library (codegen/llvm/library.py): names, imports, disk cache, fresh processes."""
+"""The process-wide GEMM library (codegen/llvm/runtime/library.py): names, imports, disk cache, fresh processes."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,8 @@ import sys
 import pytest
 from llvmlite import ir
 
-from minicomp.codegen.llvm import gemm_shared, jit, library
+from minicomp.codegen.llvm import gemm_shared
+from minicomp.codegen.llvm.runtime import jit, library
 from minicomp.ir.dtypes import DType
 
 
@@ -50,7 +51,7 @@ def test_undefined_symbols_of_an_object():
 
 _CHILD = """
 import sys, torch, minicomp
-from minicomp.codegen.llvm import jit, library
+from minicomp.codegen.llvm.runtime import jit, library
 if sys.argv[1] == "hit":
     def no_compile(*args, **kwargs):
         raise AssertionError("compiled although everything is cached")

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from minicomp.codegen.llvm import compile_program, emit_object, jit
+from minicomp.codegen.llvm import compile_program, emit_object
+from minicomp.codegen.llvm.runtime import jit
 from minicomp.ir.dtypes import DType
 from minicomp.ir.kernel import E, Buffer, Call, Const, Load, LoopKernel, Program, Reduce, Ref, Slot, Store, Var
 from test_llvm_kernels import call_entry, flat, tt

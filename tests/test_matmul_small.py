@@ -1,6 +1,7 @@
 """The unpacked matmul paths and the cancellable 2-way split.
 
-Dot tiles (A and B unit-stride along k): shapes around the tile edges (rows % 3, columns % 4,
+Linears (B unit-stride along k; panel tiles since weights are read at call time, see also
+tests/test_matmul_panel.py): shapes around the tile edges (rows % 3, columns % 4,
 k % vector width) so clamped edge rows/columns and the k tail are all exercised, with and
 without epilogues. Row tiles (B unit-stride along n, e.g. attention's ``@ v``): rows % 6,
 strided A, batches that share or do not share B.
@@ -78,13 +79,22 @@ def test_other_dtypes_unchanged(dtype):
     torch.testing.assert_close(cm(a, b), a @ b.t())
 
 
-def test_kernel_uses_dot_tiles():
-    # B = w.T read in place (w an input, so the layout pass cannot store it [k, n]): dot tiles.
+def test_call_time_weight_uses_panel_tiles():
+    # B = w.T read at call time (w an input, so the layout pass cannot store it [k, n]): packed per call
+    # into panels for row tiles (matmul_panel), not the dot tiles that read it in place.
     x, w = torch.randn(64, 128), torch.randn(384, 128)
     cm = minicomp.compile(torch.nn.functional.linear, (x, w), cache=False)
     torch.testing.assert_close(cm(x, w), torch.nn.functional.linear(x, w))
     src = cm.source("llvm-unopt")
-    assert ".dtile" in src and "mc.gemm.packb" not in src
+    assert ".ptile" in src and ".dtile" not in src and "mc.gemm.packb" not in src
+
+
+def test_dot_tiles_when_forced(monkeypatch):
+    monkeypatch.setenv("MINICOMP_CODEGEN_PATHS", "matmul=dtile")
+    x, w = torch.randn(64, 128), torch.randn(384, 128)
+    cm = minicomp.compile(torch.nn.functional.linear, (x, w), cache=False)
+    torch.testing.assert_close(cm(x, w), torch.nn.functional.linear(x, w))
+    assert ".dtile" in cm.source("llvm-unopt")
 
 
 def test_constant_linear_weight_uses_row_tiles():

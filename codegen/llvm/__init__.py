@@ -1,5 +1,11 @@
 """CPU backend: kernel descriptions -> LLVM IR (llvmlite IRBuilder) -> host machine code (MCJIT).
 
+Where to read: :mod:`.dispatch` holds the one table that picks, per kernel kind, a fast path
+or the plain reference path; :mod:`.scalar` (expressions) and :mod:`.loops` (loop nests) are
+the core every kernel's epilogue shares; :mod:`.entry` and :mod:`.module` assemble and compile a
+program; :mod:`.runtime` (JIT and object loading, the shared GEMM library, the thread pool,
+huge pages) makes the machine code run.
+
 Public API:
 
 * :func:`compile_program` -> :class:`LLVMModule` with ``entry_address`` of

@@ -24,14 +24,15 @@ from llvmlite import ir
 from minicomp.codegen.llvm import convert
 from minicomp.codegen.llvm.control import carried_loop, entry_alloca, for_range, splat
 from minicomp.codegen.llvm.intrinsics import call
-from minicomp.codegen.llvm.jit import host_vector_bits
+from minicomp.codegen.llvm.runtime.jit import host_vector_bits
 from minicomp.codegen.llvm.kernelfn import buffer_table, emit_store, kernel_function
 from minicomp.codegen.llvm.mathlib import math_call
 from minicomp.codegen.llvm.matmul_common import batch_vars, c64, offset, smin
-from minicomp.codegen.llvm.matmul_tiles import RT_ROWS, _masked_load
+from minicomp.codegen.llvm.matmul_tiles import RT_ROWS
 from minicomp.codegen.llvm.parallel import PARALLEL_MIN_WORK, dynamic_for
 from minicomp.codegen.llvm.scalar import ExprEmitter
 from minicomp.codegen.llvm.types import register_type
+from minicomp.codegen.llvm.vectors import masked_load, transpose
 from minicomp.ir.dtypes import DType
 from minicomp.ir.kernel import AttentionKernel
 
@@ -80,24 +81,6 @@ def emit_attention_kernel(module: ir.Module, name: str, k: AttentionKernel, noal
         dynamic_for(b, f"{name}.attn", list(fn.args), noalias, _Body(k), items, th)
     b.ret_void()
     return fn
-
-
-def _transpose(b: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
-    """The columns of the W x W matrix whose rows are ``rows`` (W vectors of W lanes, W a power
-    of 2): log2(W) rounds of shuffles, round t swapping the t x t blocks off the diagonal of
-    every 2t x 2t block (row i keeps lanes with bit t clear and takes row i + t's, and back)."""
-    w = len(rows)
-    v = list(rows)
-    mask_t = ir.VectorType(ir.IntType(32), w)
-    t = 1
-    while t < w:
-        lo = ir.Constant(mask_t, [lane if not lane & t else w + lane - t for lane in range(w)])
-        hi = ir.Constant(mask_t, [lane + t if not lane & t else w + lane for lane in range(w)])
-        for i in range(w):
-            if not i & t:
-                v[i], v[i + t] = b.shuffle_vector(v[i], v[i + t], lo), b.shuffle_vector(v[i], v[i + t], hi)
-        t *= 2
-    return v
 
 
 def _rows_per_item() -> int:
@@ -150,7 +133,7 @@ class _Body:
         Where K's rows are unit stride along p (K stored [n, d], as attention's heads are),
         whole W x W blocks are read as W vectors along p and transposed in registers; the
         rest (and every element of other layouts) is copied one element at a time, which
-        LLVM vectorizes with gathers: 4 heads of 64 x 32 took 2.4 us of the kernel that way."""
+        LLVM vectorizes with gathers: a noticeable share of the kernel for the block's heads."""
         b, k, W = self.b, self.k, self.W
         kptr = self.tab[k.k.buf][0]
         sp, sj = k.k.strides[-2], k.k.strides[-1]
@@ -168,7 +151,7 @@ class _Body:
                     j0, p0 = b.mul(jb, c64(W)), b.mul(pb, c64(W))
                     rows = [b.load(self._at(kptr, offset(b, k.k, bvars + [p0, b.add(j0, c64(i))])), typ=self.vt,
                                    align=self.esize) for i in range(W)]
-                    for c, col in enumerate(_transpose(b, rows)):
+                    for c, col in enumerate(transpose(b, rows)):
                         at = self._at(self.kt, b.add(b.mul(b.add(p0, c64(c)), c64(self.npad)), j0))
                         b.store(col, at, align=self.esize)
         scalar_copy(0, pv * W, jv * W, k.n, "ktr")   # keys past the last whole block
@@ -233,8 +216,7 @@ class _Body:
         The score and exp loops are unit-stride loops LLVM vectorizes; the row maxima and
         sums are explicit vector reductions over all RT_ROWS rows at once, so the rows'
         horizontal reductions overlap instead of each waiting on the last (a per-row
-        reduction loop spent most of its time in that latency: 4 heads x 64 x 64 scores
-        took 32 of 46 us on one thread). The maximum is ``vmaxps``'s: a NaN may or may not
+        reduction loop spent most of the kernel's time in that latency). The maximum is ``vmaxps``'s: a NaN may or may not
         win it, but then exp(NaN - max) makes the row's sum NaN and the whole row NaN, as
         PyTorch's softmax makes it."""
         b, k, T = self.b, self.k, self.T
@@ -292,7 +274,7 @@ class _Body:
         if sve == 1:
             at = self._at(vptr, b.add(base, col_elem))
             return (b.load(at, typ=self.vt, align=self.esize) if lanes == W else
-                    _masked_load(b, at, self.vt, lanes, self.esize))
+                    masked_load(b, at, self.vt, lanes, self.esize))
         vec = ir.Constant(self.vt, [convert.constant(0, k.acc_dtype)] * W)
         for lane in range(lanes):
             x = b.load(self._at(vptr, b.add(base, b.mul(b.add(col_elem, c64(lane)), c64(sve)))), typ=self.T)

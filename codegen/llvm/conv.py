@@ -1,4 +1,6 @@
-"""ConvKernel -> LLVM: direct 2-d convolution (grouped and depthwise included).
+"""ConvKernel -> LLVM, the plain path: direct 2-d convolution (any stride, dilation, groups, dtype).
+
+The reference for the implicit GEMM of :mod:`.conv_gemm` (see :mod:`.dispatch`).
 
 For each (n, co) (the parallel range) and output row oh, a stack row
 ``acc[OW]`` accumulates ``w[co, ci, kh, kw] * x[n, g*cin_g + ci, ih, iw]``. The
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from minicomp.codegen.llvm import conv_gemm, convert
+from minicomp.codegen.llvm import convert
 from minicomp.codegen.llvm.control import entry_alloca, for_range
 from minicomp.codegen.llvm.kernelfn import buffer_table, define_kernel, emit_store, load_access
 from minicomp.codegen.llvm.parallel import PARALLEL_MIN_WORK
@@ -21,8 +23,6 @@ from minicomp.ir.kernel import ConvKernel
 
 def _c(v: int) -> ir.Constant:
     return ir.Constant(I64, v)
-
-
 
 
 def _ow_range(k: ConvKernel, kw: int) -> tuple[int, int]:
@@ -39,13 +39,7 @@ def _ow_range(k: ConvKernel, kw: int) -> tuple[int, int]:
 
 
 def emit_conv_kernel(module: ir.Module, name: str, k: ConvKernel, noalias: bool, threads: int) -> ir.Function:
-    """Define the kernel function for convolution ``k`` in ``module``.
-
-    Stride-1 float convolutions use the implicit GEMM of :mod:`.conv_gemm`; the rest
-    (integer, strided, depthwise-like) the direct loop below.
-    """
-    if conv_gemm.applies(k):
-        return conv_gemm.emit(module, name, k, noalias, threads)
+    """Define the kernel function for convolution ``k`` in ``module`` (the direct loop nest above)."""
     if k.groups <= 0 or k.cin % k.groups or k.cout % k.groups:
         raise ValueError(f"conv kernel {k.name}: channels {k.cin}->{k.cout} not divisible by groups {k.groups}")
     dt = k.acc_dtype

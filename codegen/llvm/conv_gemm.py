@@ -26,13 +26,13 @@ input rows stay in L1 while the packed weights stream from L2.
 
 The micro-kernel (every tap unrolled, sizes and strides runtime arguments) is
 :func:`~.gemm_shared.cmicro`, one per kernel size and column dilation, which the
-kernel only declares: the process-wide :mod:`.library` compiles it once, so each
+kernel only declares: the process-wide :mod:`.runtime.library` compiles it once, so each
 kernel's own code is its loop nest, padding copy, packing and epilogue (halving
 LeNet's compile; the micro-kernel inlined into each kernel was most of its O3 time).
 
 The padding and packing loops are marked not to be unrolled (packing: nor
-vectorized): fully unrolled copies of them made LLVM's O3 pipeline take 2-3x
-longer on LeNet's convolutions for no measurable speed-up.
+vectorized): fully unrolled copies of them made LLVM's O3 pipeline take several
+times longer on LeNet's convolutions for no measurable speed-up.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ from llvmlite import ir
 from minicomp.codegen.llvm import convert, gemm_shared
 from minicomp.codegen.llvm.control import entry_alloca, for_range
 from minicomp.codegen.llvm.intrinsics import declare
-from minicomp.codegen.llvm.jit import host_vector_bits
+from minicomp.codegen.llvm.runtime.jit import host_vector_bits
 from minicomp.codegen.llvm.kernelfn import buffer_table, emit_store, kernel_function, load_access
 from minicomp.codegen.llvm.parallel import PARALLEL_MIN_WORK, make_body, parallel_for
 from minicomp.codegen.llvm.scalar import ExprEmitter

@@ -13,19 +13,12 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from minicomp.codegen.llvm.attention import emit_attention_kernel
-from minicomp.codegen.llvm.conv import emit_conv_kernel
+from minicomp.codegen.llvm import dispatch
 from minicomp.codegen.llvm.intrinsics import declare
 from minicomp.codegen.llvm.loops import emit_loop_kernel
-from minicomp.codegen.llvm.matmul import emit_matmul_kernel
-from minicomp.codegen.llvm.pool import emit_pool_kernel
 from minicomp.codegen.llvm.types import I8, I32, I64, PTR, VOID
-from minicomp.ir.kernel import (AttentionKernel, ConvKernel, Kernel, LoopKernel, MatmulKernel, PoolKernel, Program,
-                                kernel_checks)
+from minicomp.ir.kernel import Kernel, LoopKernel, Program, kernel_checks
 from minicomp.ir.lowering.inplace import call_aliases
-
-_EMITTERS = {LoopKernel: emit_loop_kernel, MatmulKernel: emit_matmul_kernel,
-             ConvKernel: emit_conv_kernel, PoolKernel: emit_pool_kernel, AttentionKernel: emit_attention_kernel}
 
 
 def kernel_symbol(program_name: str, index: int, kernel: Kernel) -> str:
@@ -34,11 +27,11 @@ def kernel_symbol(program_name: str, index: int, kernel: Kernel) -> str:
     return f"{program_name}.k{index}.{safe}"
 
 
-def _emit_kernel(module: ir.Module, program: Program, index: int, sym: str, threads: int) -> ir.Function:
+def _emit_kernel(module: ir.Module, program: Program, index: int, sym: str, threads: int,
+                 forced: dict[str, str] | None) -> ir.Function:
+    """Define kernel ``index`` as ``sym`` with the path :func:`.dispatch.choose` picks (``forced``: its override)."""
     k = program.kernels[index]
-    emit = _EMITTERS.get(type(k))
-    if emit is None:
-        raise TypeError(f"LLVM backend cannot compile kernel {type(k).__name__}")
+    emit = dispatch.choose(k, forced)[2]
     if not isinstance(k, LoopKernel) and kernel_checks(k):  # lowering splits such groups
         raise TypeError(f"kernel {k.name}: only loop kernels can hold run-time checks")
     aliases = call_aliases(program, index)  # None: some arguments may share bytes
@@ -54,8 +47,9 @@ def build_module(program: Program, name: str, threads: int) -> tuple[ir.Module, 
     """The unoptimized module for ``program`` and the symbol of each kernel."""
     module = ir.Module(name=name)
     symbols = [kernel_symbol(name, i, k) for i, k in enumerate(program.kernels)]
+    forced = dispatch.forced_paths()
     for i, sym in enumerate(symbols):
-        _emit_kernel(module, program, i, sym, threads)
+        _emit_kernel(module, program, i, sym, threads, forced)
     _entry(module, program, name, symbols)
     return module, symbols
 
@@ -65,14 +59,15 @@ def build_parts(program: Program, name: str, threads: int) -> tuple[list[ir.Modu
     (in Program order), then the entry's, which declares the kernels. Linked together (e.g.
     loaded into one engine) they define exactly the symbols of :func:`build_module`'s module. Internal
     helpers (math functions) are compiled once per module that uses them; the shared GEMM
-    functions are only declared (:mod:`.library` defines them). Returns the modules and
+    functions are only declared (:mod:`.runtime.library` defines them). Returns the modules and
     the symbol of each kernel."""
     symbols = [kernel_symbol(name, i, k) for i, k in enumerate(program.kernels)]
     main = ir.Module(name=name)
     parts = []
+    forced = dispatch.forced_paths()
     for i, sym in enumerate(symbols):
         module = ir.Module(name=sym)
-        fn = _emit_kernel(module, program, i, sym, threads)
+        fn = _emit_kernel(module, program, i, sym, threads, forced)
         ir.Function(main, fn.ftype, name=sym)  # a declaration in the main module
         parts.append(module)
     _entry(main, program, name, symbols)

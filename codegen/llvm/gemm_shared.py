@@ -7,7 +7,7 @@ kernel-specific. Sizes and strides are runtime arguments.
 
 The helpers :func:`micro`, :func:`packa` and :func:`packb` return the function of that
 name in ``module``: a *declaration* in a kernel module, a definition (external linkage)
-in a :class:`LibraryModule`. :mod:`.library` builds the definitions from the names
+in a :class:`LibraryModule`. :mod:`.runtime.library` builds the definitions from the names
 alone (:func:`define`), compiles them once per process and registers their symbols, so
 kernel modules compiled separately (or loaded from a cache) share one copy.
 
@@ -29,18 +29,17 @@ from llvmlite import ir
 from minicomp.codegen.llvm import convert
 from minicomp.codegen.llvm.control import carried_loop, for_range, splat
 from minicomp.codegen.llvm.intrinsics import call
-from minicomp.codegen.llvm.jit import host_vector_bits
+from minicomp.codegen.llvm.runtime.jit import host_vector_bits
 from minicomp.codegen.llvm.types import I32, I64, PTR, VOID, register_type, storage_type
 from minicomp.ir.dtypes import DType
 
 #: Rows of the micro-kernels' register tiles (MR x 2 vectors of accumulators). AVX-512's 32
 #: vector registers hold 8 x 2 accumulators plus the B vectors and a broadcast; AVX2's 16
-#: hold 6 x 2. On the AVX-512 host, 8 rows against 6: conv3x3_b1 1.12-1.16x -> 1.01-1.05x
-#: eager's time, gemm_1024 1.02-1.14x -> 0.92-0.99x (alternating rounds, one process each).
+#: hold 6 x 2 (8 rows beat 6 on AVX-512 for both the GEMM and the implicit-GEMM convolution).
 MR = 8 if host_vector_bits() >= 512 else 6
 #: Most taps :func:`cmicro` unrolls (one copy of its body per tap).
 MAX_TAPS = 49
-#: Prefix of every function this module defines (what :mod:`.library` provides).
+#: Prefix of every function this module defines (what :mod:`.runtime.library` provides).
 PREFIX = "mc.gemm."
 
 #: (B, Bp, B batch-offset table, n, k, B stride along k, B stride along n, panels per batch)
@@ -120,7 +119,7 @@ def micro(module: ir.Module, acc: DType, W: int, const_k: int | None = None) -> 
     """``void micro(ptr apan, ptr bpan, ptr tile, i64 kk)`` (kk >= 1), NR = 2*W columns.
 
     With ``const_k`` the function ignores ``kk`` and runs ``const_k`` steps (one copy per k:
-    a constant trip count measured 3-5% faster on a 1024^3 GEMM than a runtime one).
+    LLVM schedules a loop of constant trip count better than a runtime one).
     """
     suffix = f".k{const_k}" if const_k is not None else ""
     fn, b = _shared(module, f"{PREFIX}micro.{acc.name}.{W}{suffix}", [PTR, PTR, PTR, I64])

@@ -12,9 +12,9 @@ Cody-Waite step for |x| < 2^10 and, for larger finite |x|, with Payne-Hanek's ex
 method (:func:`_reduce_large`: |x| times 24-bit chunks of 2/pi in exact double-precision
 products, each reduced mod 4), so every float32 argument is reduced accurately. Both
 paths are branch-free and vectorize; the exact one is computed for every element and
-selected, which makes sin/cos about 5x slower than with Cody-Waite alone (4M floats:
-2.4 -> 12 ms on the 2-core AVX2 machine; eager 5.9 ms), the price of correct results
-beyond |x| = 1e5, where the old reduction returned values like 1.8e8.
+selected, which makes sin/cos several times slower than with Cody-Waite alone (and slower
+than eager's), the price of correct results beyond |x| = 1e5, where the old reduction
+returned values like 1.8e8.
 """
 from __future__ import annotations
 

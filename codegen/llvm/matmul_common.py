@@ -14,7 +14,7 @@ from llvmlite import ir
 
 from minicomp.codegen.llvm import convert
 from minicomp.codegen.llvm.intrinsics import call
-from minicomp.codegen.llvm.jit import host_vector_bits
+from minicomp.codegen.llvm.runtime.jit import host_vector_bits
 from minicomp.codegen.llvm.kernelfn import emit_store
 from minicomp.codegen.llvm.scalar import ExprEmitter
 from minicomp.codegen.llvm.types import I64, register_type, storage_type

@@ -9,7 +9,7 @@
 
 The micro-kernel (one per distinct k), A packing and B packing are functions the
 kernel only declares; they are compiled once per process (:mod:`.gemm_shared`,
-:mod:`.library`), so each kernel adds only its loop nest and epilogue. Works for every accumulator dtype but bool, any strides, k >= 1. If a
+:mod:`.runtime.library`), so each kernel adds only its loop nest and epilogue. Works for every accumulator dtype but bool, any strides, k >= 1. If a
 scratch allocation fails the kernel writes nothing (callers size work so it does not).
 """
 from __future__ import annotations

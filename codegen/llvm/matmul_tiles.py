@@ -20,11 +20,12 @@ from llvmlite import ir
 
 from minicomp.codegen.llvm import convert
 from minicomp.codegen.llvm.control import carried_loop, entry_alloca, for_range, outlined, splat
-from minicomp.codegen.llvm.intrinsics import call, declare, type_suffix
-from minicomp.codegen.llvm.jit import host_vector_bits
+from minicomp.codegen.llvm.intrinsics import call
+from minicomp.codegen.llvm.runtime.jit import host_vector_bits
 from minicomp.codegen.llvm.kernelfn import buffer_table
 from minicomp.codegen.llvm.matmul_common import GemmInfo, batch_vars, c64, offset, smin
-from minicomp.codegen.llvm.types import I32, PTR
+from minicomp.codegen.llvm.types import I32
+from minicomp.codegen.llvm.vectors import masked_load
 
 #: Register tile of the dot-tile path: rows of A x columns of B (rows of B^T).
 DT_ROWS, DT_COLS = 3, 4
@@ -87,7 +88,7 @@ def _column_sums(b, vecs: list[ir.Value]) -> ir.Value:
     return v
 
 
-def _row_epilogues(g: GemmInfo, b, ptrs, bvars, i0, j0, ncols, buf, row_len: int, R: int) -> None:
+def row_epilogues(g: GemmInfo, b, ptrs, bvars, i0, j0, ncols, buf, row_len: int, R: int) -> None:
     """The epilogue of rows i0 .. min(i0+R, m), columns j0 .. j0+ncols, from the stack block
     ``buf`` (rows of ``row_len``, column 0 = j0), in a function of its own
     (:func:`.control.outlined`) so that its constants never crowd the tile loop's registers."""
@@ -153,17 +154,46 @@ def dot_tile_body(g: GemmInfo):
                             for r in range(R):
                                 slot = b.gep(buf, [b.add(c64(r * npad + c), j0)], source_etype=T)
                                 b.store(call(b, "llvm.fma", xs[r], y, b.load(slot, typ=T)), slot)
-            _row_epilogues(g, b, ptrs, bvars, i0, c64(0), c64(k.n), buf, npad, R)
+            row_epilogues(g, b, ptrs, bvars, i0, c64(0), c64(k.n), buf, npad, R)
     return emit
 
 
-def _masked_load(b, ptr, vt: ir.VectorType, lanes: int, align: int) -> ir.Value:
-    """The first ``lanes`` elements at ``ptr`` as a ``vt`` vector (the others 0, never read from memory)."""
-    mask_t = ir.VectorType(ir.IntType(1), vt.count)
-    fn = declare(b.module, f"llvm.masked.load.{type_suffix(vt)}.p0", vt, [PTR, I32, mask_t, vt])
-    mask = ir.Constant(mask_t, [int(lane < lanes) for lane in range(vt.count)])
-    zero = ir.Constant(vt, [ir.Constant(vt.element, 0.0)] * vt.count)
-    return b.call(fn, [ptr, ir.Constant(I32, align), mask, zero])
+def row_tile(g: GemmInfo, b: ir.IRBuilder, aptr, abases, bptr, bbase, sbk: int, buf, col, row_len: int,
+             lanes: list[int]) -> None:
+    """One RT_ROWS x RT_VECS-vector register tile: ``buf[r, col + c] = sum_p A[r, p] * B[p, j + c]``
+    over all of k, for the rows whose elements ``(r, p)`` are at ``abases[r] + p * (A's stride along k)``
+    of ``aptr`` and B's row p at ``bbase + p * sbk`` of ``bptr`` (unit stride along the columns).
+    Vector c of B has ``lanes[c]`` valid lanes (W: a plain load; fewer: a masked load that reads
+    nothing past them; 0: skipped). ``buf`` has rows of ``row_len``."""
+    k, R, NV, W, T = g.k, RT_ROWS, RT_VECS, g.W, g.T
+    vt = ir.VectorType(T, W)
+    esize = g.bits // 8
+    zero = ir.Constant(vt, [convert.constant(0, g.dt)] * W)
+    sak = k.a.strides[-1]
+    live = [c for c in range(NV) if lanes[c] > 0]
+
+    def step(p, accs):  # accs[r * len(live) + c]
+        brow = b.add(bbase, b.mul(p, c64(sbk)))
+        bvs = []
+        for c in live:
+            at = b.gep(bptr, [b.add(brow, c64(c * W))], inbounds=True, source_etype=T)
+            bvs.append(b.load(at, typ=vt, align=esize) if lanes[c] == W else masked_load(b, at, vt, lanes[c], esize))
+        new = []
+        for r in range(R):
+            x = b.load(b.gep(aptr, [b.add(abases[r], b.mul(p, c64(sak)))], inbounds=True, source_etype=T), typ=T)
+            new += [call(b, "llvm.fma", splat(b, x, vt), bv, accs[r * len(live) + c]) for c, bv in enumerate(bvs)]
+        return new
+    new = carried_loop(b, "rt", k.k, 1, [zero] * (R * len(live)), step)
+    for r in range(R):
+        for c_i, c in enumerate(live):
+            slot = b.gep(buf, [b.add(c64(r * row_len + c * W), col)], source_etype=T)
+            b.store(new[r * len(live) + c_i], slot, align=esize)
+
+
+def row_block_bases(g: GemmInfo, b: ir.IRBuilder, bvars, i0) -> list[ir.Value]:
+    """The offsets of A's rows i0 .. i0 + RT_ROWS (indices past m clamped to m - 1: computed, never stored)."""
+    k = g.k
+    return [offset(b, k.a, bvars + [smin(b, b.add(i0, c64(r)), c64(k.m - 1)), c64(0)]) for r in range(RT_ROWS)]
 
 
 def row_tile_body(g: GemmInfo):
@@ -174,55 +204,28 @@ def row_tile_body(g: GemmInfo):
     constant lane mask, so no element past a row of B is read and any n is exact.
     """
     def emit(b, ptrs, begin, end):
-        k, R, NV, W, T = g.k, RT_ROWS, RT_VECS, g.W, g.T
-        vt = ir.VectorType(T, W)
-        esize = g.bits // 8
+        k, R, W, T = g.k, RT_ROWS, g.W, g.T
         tab = buffer_table(ptrs[:g.nin], k.inputs)
         aptr, bptr = tab[k.a.buf][0], tab[k.b.buf][0]
-        bw, cg = NV * W, _group_cols(g)
+        bw, cg = RT_VECS * W, _group_cols(g)
         nrb, ncg = -(-k.m // R), -(-k.n // cg)
         nfull = k.n - k.n % bw  # columns covered by full blocks; the rest is the masked tail block
         buf = entry_alloca(b, ir.ArrayType(T, R * cg), "rtbuf")
-        zero = ir.Constant(vt, [convert.constant(0, g.dt)] * W)
-        sak, sbk = k.a.strides[-1], k.b.strides[-2]
-
-        def tile(abases, bbase, col, lanes):
-            """Accumulate columns [j, j + bw) of the R rows (``lanes[c]`` valid lanes of vector c)
-            over all of k and store them at column ``col`` of ``buf``."""
-            live = [c for c in range(NV) if lanes[c] > 0]
-
-            def step(p, accs):  # accs[r * len(live) + c]
-                brow = b.add(bbase, b.mul(p, c64(sbk)))
-                bvs = []
-                for c in live:
-                    at = b.gep(bptr, [b.add(brow, c64(c * W))], inbounds=True, source_etype=T)
-                    bvs.append(b.load(at, typ=vt, align=esize) if lanes[c] == W else
-                               _masked_load(b, at, vt, lanes[c], esize))
-                new = []
-                for r in range(R):
-                    x = b.load(b.gep(aptr, [b.add(abases[r], b.mul(p, c64(sak)))], inbounds=True,
-                                     source_etype=T), typ=T)
-                    new += [call(b, "llvm.fma", splat(b, x, vt), bv, accs[r * len(live) + c])
-                            for c, bv in enumerate(bvs)]
-                return new
-            new = carried_loop(b, "rt", k.k, 1, [zero] * (R * len(live)), step)
-            for r in range(R):
-                for c_i, c in enumerate(live):
-                    slot = b.gep(buf, [b.add(c64(r * cg + c * W), col)], source_etype=T)
-                    b.store(new[r * len(live) + c_i], slot, align=esize)
-
+        sbk = k.b.strides[-2]
         with for_range(b, begin, end, name="blk") as blk:
             rest = b.udiv(blk, c64(ncg))
             jg0 = b.mul(b.urem(blk, c64(ncg)), c64(cg))
             bvars = batch_vars(b, b.udiv(rest, c64(nrb)), k.batch) if k.batch else []
             i0 = b.mul(b.urem(rest, c64(nrb)), c64(R))
-            abases = [offset(b, k.a, bvars + [smin(b, b.add(i0, c64(r)), c64(k.m - 1)), c64(0)]) for r in range(R)]
+            abases = row_block_bases(g, b, bvars, i0)
             with for_range(b, jg0, smin(b, b.add(jg0, c64(cg)), c64(nfull)), step=bw, name="ct") as j0:
-                tile(abases, offset(b, k.b, bvars + [c64(0), j0]), b.sub(j0, jg0), [W] * NV)
+                row_tile(g, b, aptr, abases, bptr, offset(b, k.b, bvars + [c64(0), j0]), sbk, buf,
+                         b.sub(j0, jg0), cg, [W] * RT_VECS)
             if nfull < k.n:  # only the last group reaches the tail block
                 with b.if_then(b.icmp_signed(">", b.add(jg0, c64(cg)), c64(nfull))):
-                    lanes = [max(0, min(W, k.n - nfull - c * W)) for c in range(NV)]
-                    tile(abases, offset(b, k.b, bvars + [c64(0), c64(nfull)]), b.sub(c64(nfull), jg0), lanes)
+                    lanes = [max(0, min(W, k.n - nfull - c * W)) for c in range(RT_VECS)]
+                    row_tile(g, b, aptr, abases, bptr, offset(b, k.b, bvars + [c64(0), c64(nfull)]), sbk, buf,
+                             b.sub(c64(nfull), jg0), cg, lanes)
             ncols = smin(b, c64(cg), b.sub(c64(k.n), jg0))
-            _row_epilogues(g, b, ptrs, bvars, i0, jg0, ncols, buf, cg, R)
+            row_epilogues(g, b, ptrs, bvars, i0, jg0, ncols, buf, cg, R)
     return emit

@@ -1,15 +1,15 @@
 """compile_program / emit_object and the compiled-module handle.
 
 A Program compiles as several LLVM parts compiled on the host cores at once
-(:func:`~minicomp.codegen.llvm.jit.compile_objects`), planned by :func:`plan`: every kernel
+(:func:`~minicomp.codegen.llvm.runtime.jit.compile_objects`), planned by :func:`plan`: every kernel
 and the entry are built as modules of their own (:func:`~minicomp.codegen.llvm.entry.build_parts`),
 their cost estimated from the size of their IR, and distributed over
-:func:`~minicomp.codegen.llvm.jit.compile_workers` bins (largest first, each to the lightest
+:func:`~minicomp.codegen.llvm.runtime.jit.compile_workers` bins (largest first, each to the lightest
 bin); the modules of one bin and one pipeline level are linked into one part. Kernels of a
 kind in :data:`O3_KINDS` run the O3 pipeline, the rest O2 (:func:`kernel_level`).
 
 The packed GEMM's shared functions are only declared by the kernels: the process-wide
-:mod:`~minicomp.codegen.llvm.library` defines them, compiled once per process (in the same
+:mod:`~minicomp.codegen.llvm.runtime.library` defines them, compiled once per process (in the same
 parallel batch as the first program that needs them), so splitting compiles no copies of
 them. Small helpers (math functions) are compiled once per part that uses them.
 """
@@ -19,8 +19,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from minicomp.codegen.llvm import jit, library
 from minicomp.codegen.llvm.entry import build_module, build_parts, kernel_symbol
+from minicomp.codegen.llvm.runtime import jit, library
 from minicomp.ir.kernel import Program
 
 
@@ -40,7 +40,7 @@ class LLVMModule:
     Keep this object alive while calling ``entry_address``. The sources are produced
     lazily on first request: ``llvm_ir`` and the assembly come from the unoptimized IR
     of the whole program run through one pipeline at ``opt_level`` plus the shared GEMM
-    functions it calls (:mod:`.library`; the machine code was compiled in parts, each at
+    functions it calls (:mod:`.runtime.library`; the machine code was compiled in parts, each at
     its own level, so they may differ from it in detail). ``"llvm-unopt"`` is the
     program's own module: it only declares those functions.
     ``unopt_ir`` may be a function returning that text: it is then called on
@@ -107,9 +107,9 @@ class LLVMModule:
         return self._loaded.address(self.symbols[index])
 
 
-#: Kernel kinds whose code measurably gains from LLVM's O3 pipeline over O2 (LeNet's convolutions:
-#: 5-10%). Elsewhere (MLP, transformer block, softmax, layer norm, GEMM) O3 ran no
-#: faster than O2 but took 35-45% longer to optimize and up to 60% longer to emit.
+#: Kernel kinds whose code measurably gains from LLVM's O3 pipeline over O2 (LeNet's convolutions).
+#: Elsewhere (MLP, transformer block, softmax, layer norm, GEMM) O3 ran no faster than O2
+#: but took markedly longer to optimize and to emit.
 O3_KINDS = frozenset({"conv"})
 #: Estimated cost (IR lines, see :func:`plan`) below which a program is not worth another part:
 #: each part costs a few milliseconds of set-up (context, target machine, pass pipeline).
@@ -135,7 +135,7 @@ def pipeline_level(program: Program, opt_level: int) -> int:
 class Plan:
     """How :func:`compile_program` compiles a program: ``parts[i]`` (IR texts linked into one
     module) at ``levels[i]``; ``symbols`` of the kernels; ``library`` the shared GEMM functions
-    the parts declare (see :mod:`~minicomp.codegen.llvm.library`)."""
+    the parts declare (see :mod:`~minicomp.codegen.llvm.runtime.library`)."""
 
     parts: list[list[str]]
     levels: list[int]
@@ -198,5 +198,5 @@ def compile_program(program: Program, *, name: str = "main", opt_level: int = 3,
 
 def emit_object(program: Program, *, name: str = "main", opt_level: int = 3, threads: int = 2) -> bytes:
     """The object image of ``program`` (what an on-disk cache stores; see :func:`jit.pack_objects`).
-    It imports the shared GEMM functions, which loading it provides (:mod:`.library`)."""
+    It imports the shared GEMM functions, which loading it provides (:mod:`.runtime.library`)."""
     return _object_code(program, name, opt_level, threads)[1]

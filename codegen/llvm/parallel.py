@@ -5,7 +5,7 @@ i64 end)`` that runs iterations [begin, end) of a loop. The items [0, total) are
 into pieces of ``piece`` items; a generated *claiming* function ``ptr worker(ptr ctx)``
 takes the next piece with an atomic add on a counter in the kernel's frame and runs
 ``body`` on it, until none is left. The kernel hands that function to
-``minicomp_pool_run`` (:mod:`.threadpool`), which runs it on the calling thread and on
+``minicomp_pool_run`` (:mod:`.runtime.threadpool`), which runs it on the calling thread and on
 up to ``threads - 1`` pool workers at once and returns when all have left it.
 
 * :func:`parallel_for`: ``threads`` pieces of equal size (what the blocked GEMM and the
@@ -18,7 +18,7 @@ Every piece runs exactly once (the atomic add hands each number to one thread) a
 kernel goes on only after every thread that entered has left, so the results are those
 of one thread running the pieces in any order: the same whether 1 or ``threads`` threads
 took part, and whether or not the pool was free (a caller that finds it busy runs every
-piece itself). Where the pool does not exist (:func:`.threadpool.supported`) the kernel
+piece itself). Where the pool does not exist (:func:`.runtime.threadpool.supported`) the kernel
 calls the claiming function directly: one thread.
 """
 from __future__ import annotations
@@ -27,18 +27,17 @@ from collections.abc import Callable
 
 from llvmlite import ir
 
-from minicomp.codegen.llvm import threadpool
 from minicomp.codegen.llvm.control import as_i64, entry_alloca
 from minicomp.codegen.llvm.intrinsics import declare
+from minicomp.codegen.llvm.runtime import threadpool
 from minicomp.codegen.llvm.types import I32, I64, PTR, VOID
 
 #: Work (elements or multiply-adds) below which a kernel runs on one thread.
 PARALLEL_MIN_WORK = 1 << 18
 
 #: Grains per thread: enough for a late thread to catch up, few enough that claiming
-#: (one atomic add on a shared cache line each) stays cheap. Per-call medians on the
-#: shared 2-core machine, static split -> 16 grains per thread: mlp_b1 -5..-8%,
-#: block_b1 -7%; 4 grains per thread was slower than 8, 16 a little faster.
+#: (one atomic add on a shared cache line each) stays cheap. On the shared 2-core machine 16
+#: ran faster than a static split and than 4 or 8.
 GRAINS_PER_THREAD = 16
 
 BodyEmitter = Callable[[ir.IRBuilder, list[ir.Value], ir.Value, ir.Value], None]

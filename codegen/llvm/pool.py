@@ -24,8 +24,8 @@ from minicomp.ir.kernel import PoolKernel
 
 
 #: A window tap (a load, bounds checks, a NaN-propagating max) against one multiply-add, for the
-#: decision to split across threads: LeNet-32's first pool (110K taps, 12-wide rows the vector
-#: loop cannot fill) ran 56 -> 48 us per call on two threads.
+#: decision to split across threads: pools whose short rows the vector loop cannot fill (LeNet's
+#: first pool) are worth two threads although their tap count alone would keep them on one.
 POOL_TAP_WEIGHT = 4
 
 

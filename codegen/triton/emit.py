@@ -28,9 +28,11 @@ class Body:
     counter: int = 0
 
     def line(self, text: str) -> None:
+        """Append one line of source at the current indentation."""
         self.lines.append("    " * self.indent + text)
 
     def fresh(self, prefix: str = "t") -> str:
+        """A local name not used before in this body (``prefix`` + a counter)."""
         self.counter += 1
         return f"{prefix}{self.counter}"
 
@@ -41,6 +43,7 @@ class Body:
         return name
 
     def text(self) -> str:
+        """The body's source, one line per :meth:`line`."""
         return "\n".join(self.lines)
 
 

@@ -23,6 +23,7 @@ class Config:
     num_warps: int = 4
 
     def kwargs(self) -> str:
+        """The launch's keyword arguments as source: ``XBLOCK=..., num_warps=...``."""
         parts = [f"{k}={v}" for k, v in self.blocks] + [f"num_warps={self.num_warps}"]
         return ", ".join(parts)
 

@@ -42,6 +42,7 @@ def index_type(kernel) -> str:
 
 
 def program_id(index_tl: str, axis: int = 0) -> str:
+    """The program's index along ``axis`` as source, widened to int64 when indices need it."""
     pid = f"tl.program_id({axis})"
     return pid if index_tl == "tl.int32" else f"{pid}.to(tl.int64)"
 
@@ -61,6 +62,7 @@ def unflatten(body: Body, flat: str, shape: tuple[int, ...], first: int, needed:
 
 
 def used_vars(exprs: list[Expr]) -> set[int]:
+    """The loop variables ``exprs`` read (so only those are computed from the flat offset)."""
     return {v.dim for e in exprs for v in uses(e, Var)}
 
 
@@ -75,6 +77,7 @@ def store_value(em: ExprEmitter, value: Expr, dtype: DType) -> str:
 
 
 def emit_store(em: ExprEmitter, st: Store, outputs: list[str], out_dtypes: list[DType], mask: str) -> None:
+    """Emit the masked ``tl.store`` of ``st`` (ValueError for an output index out of range)."""
     if not 0 <= st.buf < len(outputs):
         raise ValueError(f"Store to output {st.buf}, kernel has {len(outputs)} outputs")
     index = em.index(st.index)
@@ -145,6 +148,8 @@ def _emit_reduction(kernel: LoopKernel, name: str, max_rblock: int) -> KernelSou
     em_out = ExprEmitter(body, Context(outer_vars, refs, inputs, "xmask", "[XBLOCK, 1]", itl))
 
     def open_inner(start: str) -> ExprEmitter:
+        """Start one RBLOCK-wide step of the inner loop at ``start``: its offsets and masks, and an
+        emitter that indexes with them."""
         body.line(f"roffs = {start}tl.arange(0, RBLOCK)[None, :]")
         body.line(f"rmask = roffs < {inner}")
         body.line("mask = xmask & rmask")

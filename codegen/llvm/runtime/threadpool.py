@@ -7,7 +7,7 @@ symbol for MCJIT to resolve:
 ``void minicomp_pool_run(ptr fn, ptr ctx, i32 helpers)`` runs ``fn(ctx)`` on the
 calling thread and on up to ``helpers`` pool workers at once, and returns when every
 thread that entered ``fn`` has left it. ``fn`` must be a *claiming* function (what
-:mod:`.parallel` generates): it takes the next piece of work from a counter in ``ctx``
+:mod:`..parallel` generates): it takes the next piece of work from a counter in ``ctx``
 until none is left, so it is correct however many threads run it, one included.
 
 * **Workers**: created on demand, up to the most ``helpers`` any call asked for (at most
@@ -93,10 +93,12 @@ class _State:
     x86: bool
 
     def pause(self, b: ir.IRBuilder) -> None:
+        """A spin-wait hint (x86 ``pause``): spinning threads yield the core's pipeline to its sibling."""
         if self.x86:
             b.call(declare(self.m, "llvm.x86.sse2.pause", VOID, []), [])
 
     def futex(self, b: ir.IRBuilder, word: ir.Value, op: int, val: ir.Value) -> None:
+        """The raw ``futex(word, op, val)`` syscall: sleep on / wake waiters of an i32 in shared memory."""
         b.call(self.syscall, [_c64(_SYS_FUTEX), word, _c32(op), val, ir.Constant(PTR, None)])
 
 
@@ -321,7 +323,7 @@ def pool_ir() -> str:
 
 def compile_object(ir_text: str) -> bytes:
     """Object code of the pool module ``ir_text`` (from :func:`pool_ir`), optimized at O2."""
-    from minicomp.codegen.llvm import jit
+    from minicomp.codegen.llvm.runtime import jit
     mod = jit.parse(ir_text)
     jit.optimize(mod, 2)
     return jit.emit_object(mod)
@@ -329,7 +331,7 @@ def compile_object(ir_text: str) -> bytes:
 
 def load_object(object_code: bytes) -> None:
     """Load the pool from ``object_code`` (of :func:`pool_ir`) and register its symbols, once per process."""
-    from minicomp.codegen.llvm import jit
+    from minicomp.codegen.llvm.runtime import jit
     if _KEEP or not supported():
         return
     loaded = jit.Loaded(object_code, with_pool=False)

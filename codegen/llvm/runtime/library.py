@@ -1,12 +1,12 @@
-"""The process-wide library of shared GEMM functions (:mod:`.gemm_shared`), compiled once per process.
+"""The process-wide library of shared GEMM functions (:mod:`..gemm_shared`), compiled once per process.
 
-Kernel modules only *declare* the functions of :mod:`.gemm_shared` (names starting with
-:data:`~.gemm_shared.PREFIX`); this module defines them in a library module of their own
+Kernel modules only *declare* the functions of :mod:`..gemm_shared` (names starting with
+:data:`~..gemm_shared.PREFIX`); this module defines them in a library module of their own
 (:func:`library_ir`), compiles it once per process (or loads its object code from a disk
 cache), keeps its engine alive and registers each function with ``llvm.add_symbol`` so
 that MCJIT resolves the kernels' calls. A program's object code can then be split into
 parts compiled in parallel without each part compiling its own copy of the GEMM helpers
-(about 120 ms of O2 for one micro / packa / packb set on the reference machine).
+(a micro / packa / packb set is the largest single piece of O2 work a program asks for).
 
 :func:`ensure` is what :class:`~.jit.Loaded` calls before loading an image: the names
 come from the image's undefined symbols (:func:`~.jit.undefined_symbols`), so object code
@@ -82,7 +82,7 @@ def remember_object(text: str, object_code: bytes) -> None:
 def install(names: Iterable[str], object_code: bytes) -> None:
     """Load ``object_code`` (of :func:`library_ir` of ``names``) and register its functions;
     names already loaded (e.g. by another thread meanwhile) keep their first definition."""
-    from minicomp.codegen.llvm import jit
+    from minicomp.codegen.llvm.runtime import jit
     names = list(names)
     with _LOCK:
         loaded = jit.Loaded(object_code, with_pool=False)
@@ -100,7 +100,7 @@ def ensure(names: Iterable[str]) -> None:
     names = list(names)
     if not missing(names):
         return
-    from minicomp.codegen.llvm import jit
+    from minicomp.codegen.llvm.runtime import jit
     with _LOCK:
         need = missing(names)
         if not need:

@@ -237,12 +237,12 @@ class Loaded:
 
     def __init__(self, object_code: bytes, *, with_pool: bool = True) -> None:
         if with_pool:
-            from minicomp.codegen.llvm import threadpool
+            from minicomp.codegen.llvm.runtime import threadpool
             threadpool.install()  # the symbols parallel kernels call
         self._data = unpack_objects(object_code)
         imported = {n for o in self._data for n in undefined_symbols(o)}
         if with_pool:
-            from minicomp.codegen.llvm import library
+            from minicomp.codegen.llvm.runtime import library
             library.ensure(imported)
         tm = new_target_machine()  # the engine takes ownership of (and later frees) it
         empty = llvm.parse_assembly("")
