@@ -1,8 +1,11 @@
 """The ``minicomp`` command line (also ``python -m minicomp``).
 
-Commands: ``demo``, ``compile``, ``opt``, ``explain``, ``bench``. A user error
-(missing file, no ``model()``, a ``model()`` that raises, an unwritable output path, a
-non-UTF-8 ``.mcir``, an unsupported op) prints one line and exits with status 2;
+Commands: ``demo``, ``compile``, ``opt``, ``explain``, ``bench``, ``explore`` (the pass
+explorer, :mod:`minicomp.explore.cli`, which parses its own arguments). ``compile``, ``opt`` and
+``explain`` take ``--load MODULE`` (plugins registering passes) and ``--passes``
+(:mod:`minicomp.cli_passes`). A user error (missing file, no ``model()``, a ``model()``
+that raises, an unwritable output path, a non-UTF-8 ``.mcir``, an unsupported op, an
+unknown pass, target or plugin) prints one line and exits with status 2;
 ``--verbose`` shows the traceback. Every argument and output path is checked before
 any long work starts, and an error raised by the user's own file is reported at that
 file's line.
@@ -20,6 +23,8 @@ import traceback
 from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any
+
+from minicomp.cli_passes import add_plugin_args, check_target, load_plugins, pass_list
 
 EXIT_USER_ERROR = 2
 
@@ -133,6 +138,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_compile(args: argparse.Namespace) -> int:
     import minicomp
+    from minicomp.driver import TARGETS
+    check_target(args.target, tuple(t for t in TARGETS if t != "interpret"))
+    load_plugins(args.load)
+    passes = pass_list(args.passes, args.target)
     arch = _aot_arch(args.aot) if args.aot else None
     if arch is not None and args.target not in ("triton", "cuda"):
         raise UserError("--aot needs --target triton")
@@ -140,7 +149,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     dump = writable_dir(args.dump_dir, "--dump-dir") if args.dump_dir else None
     m, inputs = model_and_inputs(args.file)
     _progress(f"compiling {args.file} for {args.target}")
-    cm = minicomp.compile(m, inputs, target=args.target, dump_dir=dump,
+    cm = minicomp.compile(m, inputs, target=args.target, dump_dir=dump, passes=passes,
                           print_ir_after_all=args.print_ir_after_all)
     if dump is not None:
         dump.mkdir(parents=True, exist_ok=True)
@@ -166,13 +175,10 @@ def _aot_arch(text: str) -> int:
 
 
 def cmd_opt(args: argparse.Namespace) -> int:
-    from minicomp.passes.manager import PassManager, get_pass
+    from minicomp.passes.manager import PassManager
     _check_exists(args.file)
-    names = [p for p in args.passes.split(",") if p]
-    try:
-        passes = [get_pass(n) for n in names]
-    except KeyError as exc:
-        raise UserError(str(exc.args[0])) from exc
+    load_plugins(args.load)
+    passes = pass_list(args.passes, "cpu")
     graph = read_ir_file(args.file)
     pm = PassManager(passes, verify=True, print_after_all=args.print_ir_after_all)
     graph = pm.run(graph)
@@ -209,6 +215,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     import minicomp
     from minicomp.ir.dot import to_dot_compare
     _check_exists(args.file)
+    load_plugins(args.load)
+    passes = pass_list(args.passes, "cpu")
     dot_path = writable_file(args.dot, "--dot") if args.dot else None
     svg_path = writable_file(args.svg, "--svg") if args.svg else None
     exe = shutil.which("dot") if args.svg else None
@@ -216,7 +224,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise UserError("--svg needs Graphviz's 'dot' program (apt-get install graphviz); use --dot instead")
     model, inputs = model_and_inputs(args.file)
     _progress(f"compiling {args.file}")
-    cm = minicomp.compile(model, inputs, target="cpu")
+    cm = minicomp.compile(model, inputs, target="cpu", passes=passes)
     print(cm.explain())
     dot = to_dot_compare(minicomp.trace(model, inputs), cm.graph, title=Path(args.file).stem)
     if dot_path is not None:
@@ -244,6 +252,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
                      progress=_progress)
 
 
+_PASSES_HELP = ("comma-separated passes to run instead of the default pipeline; 'default' stands for it "
+                "(default,my-pass appends one); passes of your own with --load")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="minicomp", description="A small deep-learning compiler.")
     p.add_argument("--verbose", action="store_true", help="show tracebacks and details")
@@ -256,15 +268,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compile", help="compile FILE.py (defines model() and example_inputs())")
     c.add_argument("file")
-    c.add_argument("--target", choices=["cpu", "triton", "cuda"], default="cpu")
+    c.add_argument("--target", default="cpu", help="cpu (default), triton or cuda")
     c.add_argument("--print-ir-after-all", action="store_true")
     c.add_argument("--dump-dir")
     c.add_argument("--aot", metavar="sm_90", help="compile every Triton kernel ahead of time for this GPU")
+    add_plugin_args(c, _PASSES_HELP)
     c.set_defaults(fn=cmd_compile)
 
     o = sub.add_parser("opt", help="run passes on a text IR file, print the result (like mlir-opt)")
     o.add_argument("file")
-    o.add_argument("--passes", required=True, help="comma-separated pass names, e.g. dce,cse,fuse")
+    add_plugin_args(o, None)
+    o.add_argument("--passes", required=True, help="comma-separated pass names, e.g. dce,cse,fuse, or default; "
+                                                   "passes of your own with --load")
     o.add_argument("--print-ir-after-all", action="store_true")
     o.set_defaults(fn=cmd_opt)
 
@@ -272,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("file")
     e.add_argument("--svg")
     e.add_argument("--dot")
+    add_plugin_args(e, _PASSES_HELP)
     e.set_defaults(fn=cmd_explain)
 
     b = sub.add_parser("bench", help="benchmark against PyTorch eager and torch.compile")
@@ -280,11 +296,25 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cases", nargs="*")
     b.add_argument("--repeat", type=int, default=None, help="timed runs per case (default: adaptive)")
     b.set_defaults(fn=cmd_bench)
+
+    x = sub.add_parser("explore", add_help=False, help="watch a model go through the passes, in the browser "
+                                                       "(minicomp explore --help)")
+    x.add_argument("rest", nargs=argparse.REMAINDER)
+    x.set_defaults(fn=lambda a: cmd_explore(a.rest))
     return p
+
+
+def cmd_explore(argv: list[str]) -> int:
+    """``minicomp explore ...``: the pass explorer (:mod:`minicomp.explore.cli`) parses its own arguments."""
+    from minicomp.explore.cli import main as explore_main
+    return explore_main(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["explore"]:  # everything after it is the explorer's (argparse would take its --help)
+        return cmd_explore(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.verbose:  # a model's own error is one line; torch's fake-tensor log repeats it with a traceback

@@ -72,6 +72,57 @@ def test_opt_unknown_pass_exits_2():
     assert proc.returncode == 2 and "nosuchpass" in proc.stderr and "Traceback" not in proc.stderr
 
 
+_RELU_TWICE = """graph @g(%x: f32[4]) {
+  %two = constant {dtype=f32, value=dense<[2.0] : f32[]>} : f32[]
+  %a = relu %x : f32[4]
+  %b = relu %a : f32[4]
+  %c = mul %b, %two : f32[4]
+  return %c
+}
+"""
+
+
+@pytest.mark.parametrize("load", ["examples/custom_pass.py", "examples.custom_pass"])
+def test_opt_loads_a_user_pass_with_load(tmp_path, load):
+    """--load registers examples/custom_pass.py's my-peephole (by file or module name); --passes runs it."""
+    ir = tmp_path / "g.mcir"
+    ir.write_text(_RELU_TWICE)
+    assert run_cli("opt", str(ir), "--passes", "my-peephole").returncode == 2  # not registered without --load
+    proc = run_cli("opt", str(ir), "--load", load, "--passes", "my-peephole,dce")
+    assert proc.returncode == 0, proc.stderr
+    ops = [line.split("=")[1].split()[0] for line in proc.stdout.splitlines() if " = " in line]
+    assert ops == ["relu", "add"], proc.stdout
+
+
+@pytest.mark.parametrize("args, words", [
+    (("opt", "examples/graph.mcir", "--passes", "my-peephole"), ["unknown pass 'my-peephole'", "--load"]),
+    (("opt", "examples/graph.mcir", "--plugin", "no_such_plugin", "--passes", "dce"),
+     ["--load no_such_plugin", "cannot import plugin"]),
+    (("opt", "examples/graph.mcir", "--load", "examples/no_such_file.py", "--passes", "dce"), ["no such file"]),
+    (("opt", "examples/graph.mcir", "--load", "examples.custom_pass:nothing", "--passes", "dce"), ["no callable"]),
+    (("compile", "examples/mlp.py", "--target", "tpu"), ["--target tpu: unknown target", "cpu, triton, cuda"]),
+    (("compile", "examples/mlp.py", "--passes", "dce,fuze"), ["unknown pass 'fuze'"]),
+    (("explain", "examples/mlp.py", "--passes", "fuze"), ["unknown pass 'fuze'"]),
+])
+def test_unknown_pass_target_or_plugin_is_a_one_line_usage_error(args, words):
+    proc = run_cli(*args)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("minicomp: error: "), proc.stderr
+    assert all(w in lines[0] for w in words), lines[0]
+
+
+def test_compile_and_explain_run_a_user_pass_in_the_pipeline():
+    """--passes default,my-peephole appends the user's pass to the default pipeline; explain reports it."""
+    proc = run_cli("compile", "examples/mlp.py", "--load", "examples/custom_pass.py", "--passes",
+                   "default,my-peephole")
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("explain", "examples/mlp.py", "--load", "examples/custom_pass.py", "--passes",
+                   "canonicalize,my-peephole,fuse")
+    assert proc.returncode == 0, proc.stderr
+    assert "my-peephole" in proc.stdout and "fuse" in proc.stdout
+
+
 def test_explain_writes_dot_and_svg(tmp_path):
     dot, svg = tmp_path / "g.dot", tmp_path / "g.svg"
     args = ["explain", "examples/transformer_block.py", "--dot", str(dot)]
@@ -243,3 +294,12 @@ def test_bench_json_directory_and_repeat_zero_exit_2_before_measuring(tmp_path, 
     assert "--json" in _one_line_exit_2(["bench", "--json", str(tmp_path), "--cases", "none"], capsys)
     assert "--repeat 0" in _one_line_exit_2(["bench", "--repeat", "0"], capsys)
     assert "--repeat -3" in _one_line_exit_2(["bench", "--repeat", "-3"], capsys)
+
+
+def test_explore_is_delegated_to_the_explorer_with_its_own_arguments():
+    """``minicomp explore`` hands everything after it to minicomp.explore.cli (its --help, its errors)."""
+    proc = run_cli("explore", "--help")
+    assert proc.returncode == 0 and "usage: minicomp explore" in proc.stdout, proc.stderr
+    proc = run_cli("explore", "no_such_model.py")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "no_such_model.py" in proc.stderr and "Traceback" not in proc.stderr

@@ -144,7 +144,7 @@ def test_backend_is_blamed_when_all_passes_agree(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("MINICOMP_REPRO_DIR", str(tmp_path))
     real = check_mod.run_layer
 
-    def off_by_one(graph, inputs, layer, passes=None):
+    def off_by_one(graph, inputs, layer, passes=None, verify=True):
         outs = real(graph, inputs, "interpreter")
         return [o + 1 for o in outs] if layer == "cpu" else outs
 
@@ -170,6 +170,43 @@ def test_repro_script_runs_and_reports(tmp_path, monkeypatch) -> None:
     run = subprocess.run([sys.executable, info.value.repro_path], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "interpreter: OK" in run.stdout
+
+
+def drops_zero_signs(graph, passes):
+    """A backend under test whose only bug is the sign of zero (every -0.0 comes out +0.0): module level,
+    so a repro script can import it; registered by the test that uses it, not at import."""
+    import minicomp
+
+    def run(inputs):
+        outs = [np.asarray(o) for o in minicomp.interpret(graph, *[t.numpy() for t in inputs])]
+        return [np.where(o == 0, np.zeros_like(o), o) if o.dtype.kind == "f" else o for o in outs]
+    return run
+
+
+def test_repros_written_by_the_tests_reproduce_in_fresh_processes(tmp_path, monkeypatch) -> None:
+    """The two kinds of repro these tests write for real bugs: a user's pass (carried by reference to this
+    module) and a target registered by a test (re-registered by the script), here one that only flips the
+    sign of zeros, which the differential oracle must see. Each runs in a fresh process and exits 1."""
+    from minicomp.ir import parse
+    from minicomp.testing import register_target
+    from minicomp.testing.targets import unregister_target
+    monkeypatch.setenv("MINICOMP_REPRO_DIR", str(tmp_path))
+    with pytest.raises(MismatchError) as info:
+        check_compile(_add_case(), targets=("interpret",), passes=["dce", AddBecomesSub()])
+    paths = [info.value.repro_path]
+    case = Case(parse("graph @g(%x: f32[3]) {\n  %y = neg %x : f32[3]\n  return %y\n}"),
+                [np.array([0.0, 1.5, -0.0], np.float32)])
+    register_target("drops-zero-signs", drops_zero_signs)
+    try:
+        with pytest.raises(MismatchError) as info:
+            check_compile(case, targets=("drops-zero-signs",))
+    finally:
+        unregister_target("drops-zero-signs")
+    assert info.value.layer == "backend drops-zero-signs" and "sign of zero" in info.value.detail
+    paths.append(info.value.repro_path)
+    for path in paths:
+        run = subprocess.run([sys.executable, path], capture_output=True, text=True, timeout=300)
+        assert run.returncode == 1 and "REPRODUCED" in run.stdout, (path, run.stdout + run.stderr)
 
 
 def test_type_disagreement_is_reported() -> None:

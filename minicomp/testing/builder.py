@@ -9,8 +9,12 @@ accepts it. Two knobs shape the graphs:
   instead of any fitting value. High depth grows long chains (deep graphs, where
   fusion and rewrites compose); low depth grows wide, shallow graphs.
 * leaf values: constants are often *splats* of the values rewrites care about
-  (0, 1, -1, 2, 0.5; -0.0, NaN and +-inf with special values), half the time, so identity and
-  annihilator rewrites (``x * 1``, ``x * 0``, ``x + -0.0``) are met, right and wrong.
+  (0, 1, -1, 2, 0.5, 3, 0.1; -0.0, NaN and +-inf with special values), half the time, so identity and
+  annihilator rewrites (``x * 1``, ``x * 0``, ``x + -0.0``, ``x / 3``) are met, right and wrong.
+* chains: with :attr:`Builder.chain` set (the graph generator sets it when it draws the
+  same op again), the next :meth:`Builder.pick` returns that value, so the new node
+  consumes the previous one: ``add(add(a, b), c)``, ``cast(cast(x))``, ``slice(slice(x))``,
+  the shapes composition and reassociation rewrites match.
 
 Exactness: a value is *exact* when every correct implementation computes it
 bit-identically (leaves, and exact ops of exact operands). Ops whose result jumps on
@@ -44,7 +48,8 @@ EXACT_ON_INTS = frozenset({"add", "sub", "mul", "sum", "cumsum"})
 DISCONTINUOUS = frozenset({"floor", "remainder", "fmod", "eq", "ne", "lt", "le", "gt", "ge", "argmax", "argmin"})
 
 #: Splat values for constants: the identities and annihilators rewrites test for.
-SPLATS_FLOAT = (0.0, 0.0, 1.0, 1.0, -1.0, 2.0, 0.5)  # (0 and 1, the most rewritten, twice as often)
+#: 3.0 and 0.1 are there because their reciprocals are inexact: ``x / 3`` and ``x * (1/3)`` round differently.
+SPLATS_FLOAT = (0.0, 1.0, -1.0, 2.0, 0.5, 3.0, 0.1)
 #: With special values: eager's sign of a zero from min/max(+0.0, -0.0) depends on the tensor's size
 #: (see docs/testing.md), so -0.0 splats come only with the other special values.
 SPLATS_SPECIAL = (-0.0, float("nan"), float("inf"), float("-inf"))
@@ -71,12 +76,18 @@ class Builder:
         self.exact: set[int] = set()
         self.input_values: list[np.ndarray] = []
         self.used: set[int] = set()
+        #: A value the next :meth:`pick` it fits returns (then cleared): chains of one op.
+        self.chain: Value | None = None
 
     # -- pool ---------------------------------------------------------------------------
     def pick(self, pred: Callable[[Value], bool] = lambda v: True, exact: bool = False) -> Value | None:
         """A pool value satisfying ``pred`` (and exact, if asked), or None; the newest one with
         probability ``depth``."""
-        cands = [v for v in self.pool if pred(v) and (not exact or id(v) in self.exact)]
+        fits = lambda v: pred(v) and (not exact or id(v) in self.exact)  # noqa: E731
+        if self.chain is not None and fits(self.chain):
+            chain, self.chain = self.chain, None
+            return chain
+        cands = [v for v in self.pool if fits(v)]
         if not cands:
             return None
         if self.depth > 0 and self.draw(st.integers(0, 99)) < int(self.depth * 100):
@@ -131,6 +142,24 @@ class Builder:
         if found is not None and self.draw(st.booleans()):
             return found
         return self.leaf(ttype)
+
+    def raw(self, v: Value | None) -> Value | None:
+        """``v``, or (with special values, one time in three) a fresh graph input of its type instead, whose
+        NaN, infinities and signed zeros then reach the op directly rather than through ops that absorb them."""
+        if v is None or not (self.special and v.type.dtype.is_float) or self.draw(st.integers(0, 2)):
+            return v
+        return self.leaf(v.type, const=False)
+
+    def same_type(self, v: Value) -> Value:
+        """Another value of exactly ``v``'s type: from the pool (sometimes) or a fresh graph input.
+
+        Rewrites that compose or reassociate (``(a + b) + c``, ``maximum(a, b) -> select``)
+        only fire when operand types match the result's, which random picks rarely do.
+        """
+        found = self.pick(lambda w: w.type == v.type and w is not v)
+        if found is not None and self.flag():
+            return found
+        return self.leaf(v.type, const=False)
 
     def add(self, op: str, operands: list[Value], attrs: dict[str, Any]) -> Node | None:
         """Insert ``op`` if its type inference accepts it; put its results in the pool."""

@@ -71,20 +71,21 @@ def _passes(passes: PassSpec | None, target: str) -> list:
     return [get_pass(p) if isinstance(p, str) else p for p in passes]
 
 
-def run_layer(graph: Graph, inputs: Sequence[np.ndarray], layer: str, passes: PassSpec | None = None) -> list:
+def run_layer(graph: Graph, inputs: Sequence[np.ndarray], layer: str, passes: PassSpec | None = None,
+              verify: bool = True) -> list:
     """Outputs of ``graph`` on ``inputs`` computed by one layer.
 
     ``layer`` is ``"interpreter"`` (no passes), or a compile target (``"cpu"``,
     ``"interpret"``, ``"triton"`` or a registered one) run through
     :func:`minicomp.testing.targets.compile_graph` with ``passes`` (None: the
-    driver's default pipeline). Returns numpy arrays or torch tensors.
+    driver's default pipeline; ``verify``: verify the IR after each pass). Returns numpy arrays or torch tensors.
     """
     import minicomp
     from minicomp.testing.strategies import to_torch
     from minicomp.testing.targets import compile_graph
     if layer == "interpreter":
         return list(minicomp.interpret(graph.copy(), *inputs))
-    run = compile_graph(graph, layer, passes)
+    run = compile_graph(graph, layer, passes, verify=verify)
     return list(run([to_torch(a, v.type.dtype) for a, v in zip(inputs, graph.inputs)]))
 
 
@@ -97,15 +98,16 @@ def _as_torch(x: Any, dtype: DType):
 
 
 def compare_outputs(expected: Sequence[Any], got: Sequence[Any], graph: Graph,
-                    fp64: Fp64Reference | None = None) -> str | None:
+                    fp64: Fp64Reference | None = None, signs: Sequence[Any] | None = None) -> str | None:
     """None when ``got`` matches ``expected`` (PyTorch's results) output by output, else why not.
 
     Checks count, the IR's declared dtype and shape of each output against
     PyTorch's, then values with ``assert_close(equal_nan=True)`` at default
     tolerances. A float16/bfloat16 output that fails that is judged instead by the
     float64 oracle rule of :mod:`minicomp.testing.oracle` when ``fp64`` (from
-    :func:`~minicomp.testing.oracle.fp64_reference`) is given. Each problem names
-    the rule that rejected the output.
+    :func:`~minicomp.testing.oracle.fp64_reference`) is given. With ``signs`` (the
+    reference interpreter's outputs) the sign of every zero counts too
+    (:func:`zero_sign_difference`). Each problem names the rule that rejected the output.
     """
     import torch
     if len(got) != len(expected):
@@ -118,12 +120,15 @@ def compare_outputs(expected: Sequence[Any], got: Sequence[Any], graph: Graph,
                             f"{e.dtype}{list(e.shape)} (type inference disagrees with PyTorch)")
             continue
         g = _as_torch(g, v.type.dtype)
+        head = f"output {i} (%{v.name}: {v.type})"
         try:
             torch.testing.assert_close(g, e, equal_nan=True)
+            flipped = zero_sign_difference(g, e, signs[i]) if signs is not None and i < len(signs) else None
+            if flipped is not None:
+                problems.append(f"{head} [rule: {ZERO_SIGN}]: {flipped}")
             continue
         except AssertionError as err:
             strict = str(err)
-        head = f"output {i} (%{v.name}: {v.type})"
         if fp64 is None or not fp64_covers(e.dtype) or g.dtype != e.dtype or g.shape != e.shape:
             problems.append(f"{head} [rule: {STRICT}]: {strict}")
             continue
@@ -134,6 +139,37 @@ def compare_outputs(expected: Sequence[Any], got: Sequence[Any], graph: Graph,
         elif why is not None:
             problems.append(f"{head} [rule: {FP64}]: {why}\n(strict check: {strict})")
     return "\n".join(problems) or None
+
+
+ZERO_SIGN = "sign of zero: where eager and the reference interpreter agree on a zero's sign, ours must too"
+
+
+def zero_sign_difference(got: Any, eager: Any, reference: Any) -> str | None:
+    """None unless ``got`` has a zero of the other sign than ``eager`` where ``reference`` agrees with eager.
+
+    ``assert_close`` counts ``-0.0`` equal to ``+0.0``, so a backend computing
+    ``neg(x)`` as ``0 - x`` or ``abs`` keeping ``-0.0`` would pass it. Eager alone is
+    no judge of signs: its ``minimum``/``maximum`` of ``+0.0`` and ``-0.0`` depend on the
+    tensor's size, and its reductions start from ``+0.0``. An element counts only
+    where eager and the reference interpreter (minicomp's specification) both give
+    that zero sign, so a disagreement between them never blames a backend.
+    """
+    import torch
+    g, e = _as_torch(got, DType.f32), eager
+    if not (g.is_floating_point() and e.is_floating_point()) or tuple(g.shape) != tuple(e.shape):
+        return None
+    r = _as_torch(reference, DType.f32)
+    if tuple(r.shape) != tuple(e.shape) or not r.is_floating_point():
+        return None
+    g, e, r = (t.detach().cpu().to(torch.float64) for t in (g, e, r))
+    zero = (g == 0) & (e == 0) & (r == 0)
+    bad = zero & (torch.signbit(g) != torch.signbit(e)) & (torch.signbit(r) == torch.signbit(e))
+    if not bool(bad.any()):
+        return None
+    flat = int(torch.nonzero(bad.reshape(-1))[0])
+    idx = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), tuple(g.shape))) if g.dim() else ()
+    return (f"{int(bad.sum())} / {bad.numel()} elements are zeros of the wrong sign; first at index {idx}: "
+            f"ours={g[idx].item()!r}, eager={e[idx].item()!r}, interpreter={r[idx].item()!r}")
 
 
 def crash_text(e: BaseException) -> str:
@@ -153,7 +189,8 @@ def _outcome(fn) -> tuple[list | None, str | None]:
 
 
 def bisect_passes(graph: Graph, inputs: Sequence[np.ndarray], expected: Sequence[Any], target: str = "cpu",
-                  passes: PassSpec | None = None, fp64: Fp64Reference | None = None) -> tuple[str, str] | None:
+                  passes: PassSpec | None = None, fp64: Fp64Reference | None = None,
+                  signs: Sequence[Any] | None = None) -> tuple[str, str] | None:
     """Run the pipeline pass by pass, interpreting after each; the first divergence from ``expected``.
 
     ``expected`` are PyTorch eager's outputs for ``inputs``; ``passes`` as for
@@ -161,7 +198,8 @@ def bisect_passes(graph: Graph, inputs: Sequence[np.ndarray], expected: Sequence
     <name>", detail)`` for the first pass after which the interpreter disagrees with
     ``expected`` (or which crashes), ``("interpreter", detail)`` when it disagrees
     before any pass, or None when every pass agrees (then a backend is to blame).
-    Comparisons use :func:`compare_outputs` with ``fp64``; outputs are named as in ``graph``.
+    Comparisons use :func:`compare_outputs` with ``fp64`` and ``signs`` (the interpreter's outputs before any
+    pass, the judge of zero signs); outputs are named as in ``graph``.
     """
     import minicomp
     from minicomp.passes.manager import PassContext, PassManager
@@ -177,7 +215,7 @@ def bisect_passes(graph: Graph, inputs: Sequence[np.ndarray], expected: Sequence
             got = list(minicomp.interpret(g.copy(), *inputs))
         except Exception as e:  # noqa: BLE001
             return f"pass {p.name}", crash_text(e)
-        problem = compare_outputs(expected, got, graph, fp64)
+        problem = compare_outputs(expected, got, graph, fp64, signs)
         if problem is not None:
             return f"pass {p.name}", problem
     return None
@@ -219,11 +257,13 @@ def find_failure(case, targets: Sequence[str] = ("cpu",), passes: PassSpec | Non
     graph, inputs = case.graph, [np.asarray(a) for a in case.inputs]
     fn, expected = _torch_expected(case)
     fp64 = fp64_reference(torch_fn(graph, upcast_constants=True), case.to_torch_inputs())
-    if differential and check_interpreter:
-        got, problem = _outcome(lambda: run_layer(graph, inputs, "interpreter"))
-        problem = problem if problem is not None else compare_outputs(expected, got, graph, fp64)
-        if problem is not None:
+    reference = None  # the interpreter's outputs: the judge of zero signs for passes and targets
+    if differential:
+        reference, problem = _outcome(lambda: run_layer(graph, inputs, "interpreter"))
+        problem = problem if problem is not None else compare_outputs(expected, reference, graph, fp64)
+        if problem is not None and check_interpreter:
             return Failure("interpreter", "interpreter", "differential", problem)
+        reference = None if problem is not None else reference
     if exact:  # before the targets: it needs no compile, and names the pass exactly
         from minicomp.testing.exact import check_passes_exact
         seen: set[str] = set()
@@ -235,11 +275,12 @@ def find_failure(case, targets: Sequence[str] = ("cpu",), passes: PassSpec | Non
                 if found is not None:
                     return Failure(found[0], target, "exact", found[1])
     for layer in targets if differential else []:
-        got, problem = _outcome(lambda: run_layer(graph, inputs, layer, passes))
+        # (the exact check verified the IR after every pass that changed it; a crash is bisected with verification)
+        got, problem = _outcome(lambda: run_layer(graph, inputs, layer, passes, verify=not exact))
         if problem is None:
-            problem = compare_outputs(expected, got, graph, fp64)
+            problem = compare_outputs(expected, got, graph, fp64, reference)
         if problem is not None:
-            found = bisect_passes(graph, inputs, expected, layer, passes, fp64)
+            found = bisect_passes(graph, inputs, expected, layer, passes, fp64, reference)
             blamed, detail = found if found is not None else (f"backend {layer}", problem)
             return Failure(blamed, layer, "differential", detail)
     return None

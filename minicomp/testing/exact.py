@@ -158,6 +158,7 @@ def check_passes_exact(graph: Graph, inputs: Sequence[np.ndarray], passes: Seque
     pass that :func:`reassociates`) or that raised, else None. ``graph`` is not
     modified; ``options`` go to the :class:`~minicomp.passes.manager.PassContext`.
     """
+    from minicomp.ir.verifier import verify
     from minicomp.passes.manager import PassContext, PassManager, get_pass
     from minicomp.testing.check import crash_text
     passes = [get_pass(p) if isinstance(p, str) else p for p in passes]
@@ -170,9 +171,10 @@ def check_passes_exact(graph: Graph, inputs: Sequence[np.ndarray], passes: Seque
     for p in passes:
         try:
             shape, given = _fingerprint(g), g.copy()
-            g = PassManager([p]).run(g, ctx)
+            g = PassManager([p], verify=False).run(g, ctx)
             if _fingerprint(g) == shape:
                 continue  # the pass changed nothing: its result is the graph before it
+            verify(g)  # (only a graph the pass changed can have been broken by it; a failure names the pass)
             after = _Run(g, inputs)
         except Exception as e:  # noqa: BLE001 - a crash on a valid graph is a finding
             return f"pass {p.name}", crash_text(e)

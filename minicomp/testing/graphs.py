@@ -106,7 +106,7 @@ class Coverage:
 
 
 #: How often the op just inserted is drawn again (chains of one op are what many rewrites match).
-REPEAT = 0.2
+REPEAT = 0.3
 
 
 def _pick_op(rng: random.Random, names: list[str], here: collections.Counter) -> str:
@@ -118,7 +118,8 @@ def _pick_op(rng: random.Random, names: list[str], here: collections.Counter) ->
 def graphs(draw: st.DrawFn, ops: Sequence[str] | None = None, max_nodes: int = 8,
            dtypes: Sequence[DType] = (DType.f32,), special_values: bool = False,
            max_inputs: int = 3, *, min_nodes: int = 1, depth: float = 0.3, magnitudes: bool = False,
-           max_numel: int = 96, coverage: Coverage | None = None) -> Case:
+           max_numel: int = 96, swarm: int = 0, extra_outputs: float = 1 / 6,
+           coverage: Coverage | None = None) -> Case:
     """A random valid graph with ``min_nodes``..``max_nodes`` op nodes (plus leaves) and its inputs.
 
     ``ops`` limits the ops drawn (default: :func:`default_ops`), each drawn with a
@@ -129,6 +130,13 @@ def graphs(draw: st.DrawFn, ops: Sequence[str] | None = None, max_nodes: int = 8
     ``magnitudes`` (with it) large and tiny finite values; ``depth`` (0..1) favours
     chains over wide graphs; ``max_numel`` bounds an input's size (one dim may
     grow up to 32 when the bound allows: larger dims exercise vector loops and tails).
+    ``swarm`` (> 0): each graph draws its ops from a random subset of that many ops
+    (*swarm testing*, Groce et al., ISSTA 2012): the few ops of a graph meet
+    themselves and each other often, so the pairs rewrites match (``add`` of ``add``,
+    ``cast`` of ``cast``, ``slice`` of ``slice``, ``x / constant``) are common, while over
+    many graphs every op is still drawn. ``extra_outputs``: the odds that a value some
+    node uses is an output as well (at most :data:`MAX_EXTRA` such): a backend bug in a value that
+    later ops mask (``abs(-0.0)`` then ``+ 1``) shows only at an output.
     Guarantees: every node passed its op's type inference, the graph has at least
     one output, and ``inputs`` matches ``graph.inputs`` in count, shape and dtype.
     """
@@ -139,6 +147,8 @@ def graphs(draw: st.DrawFn, ops: Sequence[str] | None = None, max_nodes: int = 8
     if not 1 <= min_nodes <= max_nodes:
         raise ValueError(f"need 1 <= min_nodes <= max_nodes, got {min_nodes}, {max_nodes}")
     rng = draw(st.randoms(use_true_random=True))
+    if 0 < swarm < len(names):
+        names = sorted(rng.sample(names, swarm))
     b = Builder(draw, tuple(dtypes), special_values, depth=depth, magnitudes=magnitudes)
     allow_empty = draw(st.integers(0, 7)) == 0
     big = max_numel >= 32 and draw(st.integers(0, 3)) == 0
@@ -152,14 +162,18 @@ def graphs(draw: st.DrawFn, ops: Sequence[str] | None = None, max_nodes: int = 8
     for _ in range(6 * target):
         if inserted == target:
             break
-        # now and then the same op again: with depth, chains like add(add(..)), cast(cast(..)), slice(slice(..))
-        op = last if last is not None and rng.random() < REPEAT else _pick_op(rng, names, here)
+        # now and then the same op again, fed the last result: add(add(..)), cast(cast(..)), slice(slice(..))
+        repeat = last is not None and rng.random() < REPEAT
+        op = last.op if repeat else _pick_op(rng, names, here)
         here[op] += 1
+        b.chain = last.results[0] if repeat else None  # the repeated op consumes the previous node
         made = GENERATORS[op](b, op)
-        last = None
-        if made is not None and b.add(op, *made) is not None:
-            inserted, last = inserted + 1, op
-    b.graph.set_outputs(_outputs(draw, b))
+        b.chain, last = None, None
+        if made is not None:
+            node = b.add(op, *made)
+            inserted += node is not None
+            last = None if repeat else node  # (pairs, not runs: a run of one op would crowd out the others)
+    b.graph.set_outputs(_outputs(draw, b, extra_outputs))
     if coverage is not None:
         coverage.add_graph(b.graph)
     return Case(b.graph, b.input_values)
@@ -167,17 +181,22 @@ def graphs(draw: st.DrawFn, ops: Sequence[str] | None = None, max_nodes: int = 8
 
 #: Most outputs a random graph gets: every result nobody uses is an output (dead nodes test nothing).
 MAX_OUTPUTS = 32
+#: Most outputs a random graph gets besides its unused values.
+MAX_EXTRA = 8
 
 
-def _outputs(draw: st.DrawFn, b: Builder) -> list:
-    """Every result nobody uses, plus a few more values (at most :data:`MAX_OUTPUTS`, at least one)."""
+def _outputs(draw: st.DrawFn, b: Builder, odds: float) -> list:
+    """Every result nobody uses, plus up to :data:`MAX_EXTRA` more values, each with ``odds`` (at most
+    :data:`MAX_OUTPUTS`, at least one)."""
     used = {id(o) for n in b.graph.nodes for o in n.operands}
     results = [r for n in b.graph.nodes if n.op != "constant" for r in n.results]
     outputs = [r for r in results if id(r) not in used]
     extra = [v for v in results + b.graph.inputs if id(v) not in {id(o) for o in outputs}]
+    added = 0
     for v in extra:
-        if len(outputs) < 4 and draw(st.integers(0, 5)) == 0:
+        if added < MAX_EXTRA and draw(st.integers(0, 99)) < int(odds * 100):
             outputs.append(v)
+            added += 1
     if not outputs:
         outputs = [b.graph.inputs[0]]
     return outputs[-MAX_OUTPUTS:]

@@ -48,7 +48,7 @@ def _unary(kind: str) -> Gen:
     pred = {"float": _is_float, "num": _is_num, "any": lambda v: True}[kind]
 
     def gen(b: Builder, op: str):
-        x = b.pick(pred, exact=op in DISCONTINUOUS)
+        x = b.raw(b.pick(pred, exact=op in DISCONTINUOUS))
         return None if x is None else ([x], {})
     return gen
 
@@ -76,13 +76,14 @@ def _cast(b: Builder, op: str):
     x = b.pick()
     if x is None:
         return None
-    target = b.choice(sorted(set(b.dtypes) | {DType.bool}, key=lambda d: d.value))
+    targets = sorted((set(b.dtypes) | {DType.bool}) - {x.type.dtype}, key=lambda d: d.value)
+    target = b.choice(targets or [x.type.dtype])
     p = x.producer
     if p is not None and p.op == "cast" and b.flag():
         target = p.operands[0].type.dtype  # a round trip: cast(cast(x, T), S) must keep T's rounding
     if x.type.dtype.is_float and not target.is_float:
-        # float -> int/bool jumps (and inf -> int is undefined): exact, finite operands only.
-        if b.special or id(x) not in b.exact:
+        # float -> int/bool jumps: exact operands only; inf/NaN -> int is undefined (-> bool is not).
+        if b.special and target is not DType.bool or id(x) not in b.exact:
             return None
     return [x], {"dtype": target}
 
@@ -102,25 +103,32 @@ def _binary(b: Builder, op: str):
     else:
         pred = _is_num if op in _ARITH else (lambda v: True)
     a = b.pick(pred, exact=exact)
+    chained = a is not None and a.producer is not None and a.producer.op == op
+    a = a if chained else b.raw(a)
     if a is None:
         return None
     other = b.pick(lambda v: pred(v) and _broadcasts(v.type.shape, a.type.shape), exact=exact)
     # 0: a fresh leaf, 1-2: a fresh splat constant (x*0, x-0.0, x/1 ...), 3: the same value (x-x, x/x,
-    # max(x,x)), else the pool's pick
+    # max(x,x)), 4-6 (and a chain, but for 3: (a + b) + c): a value of the same type, else the pool's pick
     fresh = b.draw(st.integers(0, 7))
     if fresh == 3:
         other = a
-    elif other is None or fresh <= 2:
-        shape = b.choice([(), a.type.shape, a.type.shape[1:], tuple(1 for _ in a.type.shape)])
+    elif (4 <= fresh <= 6 or chained) and not exact:
+        other = b.same_type(a)
+    elif other is None or fresh <= 2:  # (a scalar half the time: x * 0.5, x / 3.0)
+        shape = b.choice([(), (), a.type.shape, a.type.shape[1:], tuple(1 for _ in a.type.shape)])
         other = b.leaf(TensorType(a.type.dtype, shape), const=True if fresh else None,
                        splat=True if fresh else None)
-    lhs, rhs = (a, other) if b.flag() else (other, a)
+    # a chain, or a splat constant, keeps the previous node on the left three times in four (how code is
+    # written: x / 3.0, (a + b) + c; the shapes rewrites match); else either side
+    keep = b.flag() or (chained or 1 <= fresh <= 2) and b.flag()
+    lhs, rhs = (a, other) if keep else (other, a)
     attrs: dict[str, Any] = {}
     if op == "pow" and not (lhs.type.dtype.is_float or rhs.type.dtype.is_float):
         return None  # torch rejects negative integer powers of integers
     if op == "div":
         both_float = lhs.type.dtype.is_float and rhs.type.dtype.is_float
-        mode = b.choice([None, "trunc", "floor"]) if both_float else None
+        mode = b.choice([None, None, "trunc", "floor"]) if both_float else None
         if mode is not None and not (id(lhs) in b.exact and id(rhs) in b.exact):
             mode = None
         attrs["rounding_mode"] = mode
@@ -329,14 +337,25 @@ def _expand(b: Builder, op: str):
 
 
 def _slice(b: Builder, op: str):
-    x = b.pick(lambda v: v.type.rank >= 1)
+    """A slice: inside the dim, past its first element half the time, empty one time in eight; a strided
+    slice often keeps most of the dim, and a slice of a slice often cuts the same dim again (composition)."""
+    x = b.pick(lambda v: v.type.rank >= 1 and max(v.type.shape) >= 3) if b.flag() else None  # (room to cut)
+    x = x if x is not None else b.pick(lambda v: v.type.rank >= 1)
     if x is None:
         return None
     dim = b.draw(st.integers(0, x.type.rank - 1))
-    size = x.type.shape[dim]
-    start = b.draw(st.integers(0, size))
-    end = b.draw(st.integers(start, size))
-    return [x], {"dim": dim, "start": start, "end": end, "step": b.side(1, 3)}
+    if b.flag():
+        dim = max(range(x.type.rank), key=lambda d: x.type.shape[d])
+    composing = x.producer is not None and x.producer.op == "slice" and b.flag()
+    if composing:  # cut the same dim again, past its start, often contiguously: what slice composition meets
+        dim = x.producer.attrs["dim"]
+    size, step = x.type.shape[dim], 1 if composing and b.flag() else b.side(1, 3)
+    start = b.draw(st.integers(1, size - 1)) if size >= 2 and (composing or b.flag()) else \
+        b.draw(st.integers(0, max(size - 1, 0)))
+    end = b.draw(st.integers(start if b.draw(st.integers(0, 7)) == 0 else min(start + 1, size), size))
+    if step > 1 and b.flag():
+        start, end = min(start, 1), size
+    return [x], {"dim": dim, "start": start, "end": end, "step": step}
 
 
 def _cat(b: Builder, op: str):
@@ -416,7 +435,8 @@ GENERATORS: dict[str, Gen] = {
     "exp": _unary("float"),
     "floor": _unary("float"),
     **{op: _unary("float") for op in ("silu", "relu6")},
-    **{op: _unary("any") for op in ("isnan", "logical_not", "copy")},
+    "isnan": _unary("float"),  # (of an integer or bool it is always False)
+    **{op: _unary("any") for op in ("logical_not", "copy")},
     **{op: _attr_unary for op in ("leaky_relu", "hardtanh", "gelu", "clamp")},
     "cast": _cast,
     **{op: _binary for op in ("add", "sub", "mul", "div", "remainder", "fmod", "maximum", "minimum", "pow",

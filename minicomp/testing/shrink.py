@@ -5,11 +5,15 @@ works on any :class:`~minicomp.testing.graphs.Case` (one from a deep run, a user
 model, a repro). Steps, repeated until none makes progress or the time budget ends:
 
 1. keep one output, or drop one (dead nodes and unused inputs go with it);
-2. bypass a node (its uses take an operand of the same type instead);
-3. replace a node by a graph input holding the value it computed (the interpreter's);
-4. shrink shapes: a constant's or an input's dim to 1 or to half, every node
+2. isolate: the graph of one node alone (then with its producers one and two levels up),
+   every operand from outside it a graph input holding the value it had (constants stay
+   constants: rewrites match them), so a failure that lives in one or two nodes of a
+   large graph is found in a few tries;
+3. bypass a node (its uses take an operand of the same type instead);
+4. replace a node by a graph input holding the value it computed (the interpreter's);
+5. shrink shapes: a constant's or an input's dim to 1 or to half, every node
    re-inferred (attributes that no longer fit reject the candidate);
-5. simplify values: an input to all zeros or all ones, or its ordinary values to 1
+6. simplify values: an input to all zeros or all ones, or its ordinary values to 1
    (NaN, infinities and signed zeros kept).
 
 A candidate is kept only when it fails *the same way*: the same blamed layer under
@@ -99,6 +103,75 @@ def _node_candidates(case: Case) -> Iterator[Candidate]:
         yield lambda i=index: _edit(case, lambda g, ins: _to_input(g, ins, i))
 
 
+def _all_values(case: Case) -> dict[int, np.ndarray]:
+    """Every node result of ``case`` computed by the interpreter, by ``id`` of the value (cached per case)."""
+    cached = _VALUES.get(id(case))
+    if cached is not None and cached[0] is case:
+        return cached[1]
+    import minicomp
+    probe = case.graph.copy()
+    results = [r for n in case.graph.nodes for r in n.results]
+    probe.set_outputs([r for n in probe.nodes for r in n.results])
+    values = dict(zip(map(id, results), minicomp.interpret(probe, *case.inputs)))
+    _VALUES.clear()
+    _VALUES[id(case)] = (case, values)
+    return values
+
+
+_VALUES: dict[int, tuple[Case, dict]] = {}
+
+
+def _isolated(case: Case, index: int, levels: int) -> Case | None:
+    """Node ``index`` with its non-constant producers up to ``levels`` up, alone: operands from outside become
+    graph inputs holding their values, constants are copied; the node's results are the outputs."""
+    g = case.graph
+    keep, frontier = {id(g.nodes[index])}, [g.nodes[index]]
+    for _ in range(levels):
+        frontier = [o.producer for n in frontier for o in n.operands
+                    if o.producer is not None and o.producer.op != "constant" and id(o.producer) not in keep]
+        keep.update(id(n) for n in frontier)
+    values = _all_values(case)
+    ng, m, inputs = Graph(g.name), {}, []
+    for v, a in zip(g.inputs, case.inputs):
+        m[id(v)] = (v, a)
+    new: dict[int, Any] = {}
+    try:
+        for n in g.nodes:
+            if id(n) not in keep:
+                continue
+            operands = []
+            for o in n.operands:
+                if id(o) not in new:
+                    p = o.producer
+                    if p is not None and p.op == "constant":
+                        new[id(o)] = constant(ng, p.attrs["value"], p.attrs["dtype"], name=o.name)
+                    else:
+                        new[id(o)] = ng.add_input(o.type, name=o.name)
+                        inputs.append(np.array(np.asarray(m[id(o)][1] if id(o) in m else values[id(o)]), order="C"))
+                operands.append(new[id(o)])
+            made = ng.add(n.op, operands, dict(n.attrs), names=[r.name for r in n.results]).results
+            new.update((id(r), v) for r, v in zip(n.results, made))
+        ng.set_outputs([new[id(r)] for r in g.nodes[index].results])
+    except Exception:  # noqa: BLE001 - a candidate that cannot be built is not taken
+        return None
+    small = _valid(_clean(ng, inputs))
+    return small if small is not None and _op_nodes(small.graph) < _op_nodes(g) else None
+
+
+def _op_nodes(g: Graph) -> int:
+    return sum(n.op != "constant" for n in g.nodes)
+
+
+def _isolate_candidates(case: Case) -> Iterator[Candidate]:
+    nodes = case.graph.nodes
+    ops = [i for i in reversed(range(len(nodes))) if nodes[i].op != "constant"]
+    if len(ops) <= 1:
+        return
+    for levels in (0, 1, 2):
+        for index in ops:
+            yield lambda i=index, k=levels: _isolated(case, i, k)
+
+
 def rebuild(graph: Graph, input_types: Sequence[TensorType], constants: dict[int, np.ndarray] | None = None) -> Graph:
     """``graph`` with new input types (and constant values by node index), every node's types inferred
     again; raises where attributes no longer fit."""
@@ -178,7 +251,7 @@ def _value_candidates(case: Case) -> Iterator[Candidate]:
             yield lambda i=i, a=a, s=special: _with_value(case, i, np.where(s, a, np.ones_like(a)))
 
 
-STEPS = (_output_candidates, _node_candidates, _shape_candidates, _value_candidates)
+STEPS = (_output_candidates, _isolate_candidates, _node_candidates, _shape_candidates, _value_candidates)
 
 
 def shrink(case: Case, still_fails: Callable[[Case], bool], budget_s: float = 30.0) -> Case:
