@@ -43,10 +43,29 @@ def minicomp_backend(gm: fx.GraphModule, example_inputs: Sequence[Any], *, targe
     (:func:`minicomp.training.aot_backend`); ``strict``: an op that would run in PyTorch
     there is an error instead of a listed fallback.
     """
-    if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in example_inputs):
+    needs_grad = torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad
+                                                 for t in example_inputs)
+    if needs_grad or _mutates(gm):  # AOTAutograd: the backward, or the write-back of updated inputs
         from minicomp.training import aot_backend
         return aot_backend(gm, example_inputs, target=target, strict=strict)
     return _Specializing(gm, target)
+
+
+def _mutates(gm: fx.GraphModule) -> bool:
+    """Whether the graph updates one of its inputs or attributes in place (``p.add_(...)``,
+    ``torch._foreach_mul_(params, ...)``: an optimizer step, whose parameters and states Dynamo makes
+    attributes): minicomp programs are functional, AOTAutograd writes the new values back."""
+    for node in gm.graph.nodes:
+        if node.op not in ("call_method", "call_function") or not node.args:
+            continue
+        name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+        if not (isinstance(name, str) and name.endswith("_") and not name.startswith("__")):
+            continue
+        first = node.args[0]
+        targets = first if isinstance(first, (list, tuple)) else [first]
+        if any(isinstance(t, fx.Node) and t.op in ("placeholder", "get_attr") for t in targets):
+            return True
+    return False
 
 
 def make_backend(target: str = "cpu", strict: bool = False) -> Callable:

@@ -59,22 +59,24 @@ class Differentiable:
         """The flat outputs, connected to autograd like eager's."""
         tensors = (*user, *weights, *attrs)
         pattern = tuple(t.requires_grad for t in tensors)
-        mask = self._masks.get(pattern)
-        if mask is None:
-            with torch.enable_grad():
-                outs = self.eager(tensors)
-            mask = self._masks[pattern] = tuple(isinstance(o, torch.Tensor) and o.requires_grad for o in outs)
-            self._trainers[pattern] = self._trainer(outs)
-        trainer = self._trainers.get(pattern)
-        if trainer is not None and pattern in self._proven:
-            return list(_Trained.apply(self, trainer, mask, *tensors))
-        if trainer is not None:
-            try:  # the first call traces and compiles
-                outs = list(_Trained.apply(self, trainer, mask, *tensors))
-                self._proven.add(pattern)
-                return outs
-            except Exception as err:  # noqa: BLE001 - not traceable for training: eager backward from now on
-                self._fall_back(pattern, err)
+        if pattern in self._proven:
+            return list(_Trained.apply(self, self._trainers[pattern], self._masks[pattern], *tensors))
+        from minicomp.training import TRACE_LOCK
+        with TRACE_LOCK:  # the first call traces (functional_call swaps the module's weights): one at a time
+            mask = self._masks.get(pattern)
+            if mask is None:
+                with torch.enable_grad():
+                    outs = self.eager(tensors)
+                mask = self._masks[pattern] = tuple(isinstance(o, torch.Tensor) and o.requires_grad for o in outs)
+                self._trainers[pattern] = self._trainer(outs)
+            trainer = self._trainers.get(pattern)
+            if trainer is not None:
+                try:
+                    outs = list(_Trained.apply(self, trainer, mask, *tensors))
+                    self._proven.add(pattern)
+                    return outs
+                except Exception as err:  # noqa: BLE001 - not traceable for training: eager backward from now on
+                    self._fall_back(pattern, err)
         return list(_CompiledForward.apply(self, mask, *tensors))
 
     def _trainer(self, outs: Sequence[Any]) -> Callable | None:

@@ -11,11 +11,15 @@ compiled forward graph, and ``loss.backward()`` runs the compiled backward graph
 Used by ``torch.compile(model, backend="minicomp")`` (:mod:`minicomp.dynamo`) and by
 ``minicomp.compile`` on a model called with grad needed (:mod:`minicomp.grad`).
 
+Random numbers (training-mode dropout) are drawn with torch's generator before each
+call, in the shape the graph needs, and passed to the compiled program, which does
+the rest (the same distribution as eager's dropout, not the same numbers).
+
 What falls back (each listed in :attr:`GraphRecord.fallbacks`, with a ``RuntimeWarning``
 once per graph): a graph with an op minicomp cannot express runs its unsupported ops in
 PyTorch between native parts (``fallback`` targets), or the whole graph in eager
-PyTorch when it cannot be compiled at all (random ops such as training-mode dropout,
-transposed convolutions). With ``strict=True`` any fallback is an error instead.
+PyTorch when it cannot be compiled at all (other random ops, transposed convolutions,
+symbolic sizes). With ``strict=True`` any fallback is an error instead.
 :func:`record` lists every graph compiled while it is active (tests use it to check
 that forward and backward ran natively).
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +42,9 @@ __all__ = ["GraphCompiler", "GraphRecord", "aot_backend", "aot_callable", "parti
 
 _RECORDERS: list[list[GraphRecord]] = []
 _COMPUTED = object()  # an output slot filled by the compiled program
+#: AOTAutograd's tracing and minicomp's first compile of a graph, one at a time (their tracers keep
+#: process-wide state); calls of compiled graphs are not serialized.
+TRACE_LOCK = threading.RLock()
 
 
 @dataclass
@@ -48,6 +56,9 @@ class GraphRecord:
     fallbacks: list[str] = field(default_factory=list)
     eager: bool = False
     kernels: int = 0
+    notes: list[str] = field(default_factory=list)
+    #: Kernels that compute (not only gather, copy or fill: ``cat``, ``copy``, ``full`` kernels).
+    compute_kernels: int = 0
 
     @property
     def native(self) -> bool:
@@ -80,13 +91,14 @@ def _compilers(target: str, strict: bool, options: dict[str, Any]) -> dict[str, 
     from torch._functorch.aot_autograd import make_boxed_func
 
     from minicomp.frontend.aten_backward import decompositions
+    from minicomp.train_optim import foreach_decompositions
 
     def make(kind: str) -> Callable:
         def compiler(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
             return make_boxed_func(GraphCompiler(gm, kind, target, strict, options))
         return compiler
     return dict(fw_compiler=make("forward"), bw_compiler=make("backward"), inference_compiler=make("inference"),
-                partition_fn=partition, decompositions=decompositions())
+                partition_fn=partition, decompositions={**decompositions(), **foreach_decompositions()})
 
 
 def aot_backend(gm: fx.GraphModule, example_inputs: Sequence[Any], *, target: str = "cpu", strict: bool = False,
@@ -122,7 +134,9 @@ class GraphCompiler:
 
     def __call__(self, *args: Any) -> Any:
         if self._run is None:
-            self._run = self._compile(args)
+            with TRACE_LOCK:
+                if self._run is None:
+                    self._run = self._compile(args)
         return self._run(*args)
 
     def _compile(self, args: Sequence[Any]) -> Callable:
@@ -148,21 +162,27 @@ class GraphCompiler:
         fixed = [_COMPUTED if isinstance(o, fx.Node) else o for o in outputs]
         if not kept:
             return lambda *_: tuple(fixed)
-        gm = _with_outputs(self.gm, kept)
-        cm = driver_compile(gm, list(args), target=self.target, fallback=not self.strict, **self.options)
+        gm, draws = _lift_random(_with_outputs(self.gm, kept))
+        if draws:
+            self.record.notes.append(f"{len(draws)} random tensor(s) drawn by torch's generator per call")
+        example = [*args, *[_placeholder_value(d) for d in draws]]  # no draw: calls follow the seed
+        cm = driver_compile(gm, example, target=self.target, fallback=not self.strict, **self.options)
         if cm.fallbacks:
             if self.strict:
                 raise CompileError("; ".join(cm.fallbacks))
             self.record.fallbacks.extend(cm.fallbacks)
             warnings.warn(f"minicomp runs part of a {self.kind} graph of a training step in PyTorch: "
                           + "; ".join(cm.fallbacks), RuntimeWarning, stacklevel=4)
-        self.record.kernels = len(cm.kernels) if not cm.fallbacks else 0
+        if not cm.fallbacks:
+            names = [k.name.split("_", 1)[-1] for k in cm.kernels]
+            self.record.kernels = len(names)
+            self.record.compute_kernels = sum(n not in ("cat", "copy", "full") for n in names)
         self.compiled = cm
-        return functools.partial(_run_compiled, cm, fixed)
+        return functools.partial(_run_compiled, cm, fixed, draws)
 
 
-def _run_compiled(cm: Any, fixed: list[Any], *args: torch.Tensor) -> tuple:
-    results = iter(cm(*args))
+def _run_compiled(cm: Any, fixed: list[Any], draws: list[fx.Node], *args: torch.Tensor) -> tuple:
+    results = iter(cm(*args, *[_draw(d) for d in draws]) if draws else cm(*args))
     return tuple(next(results) if f is _COMPUTED else f for f in fixed)
 
 
@@ -180,3 +200,39 @@ def _with_outputs(gm: fx.GraphModule, outputs: list[fx.Node]) -> fx.GraphModule:
         else:
             env[node] = graph.node_copy(node, lambda n: env[n])
     return fx.GraphModule(gm, graph)
+
+
+#: Random ops of a static shape (training-mode dropout's uniform numbers): drawn with torch's generator
+#: before each call and passed in, so the compiled program is deterministic and the draws follow
+#: ``torch.manual_seed``.
+_RANDOM = {torch.ops.aten.rand.default}
+
+
+def _lift_random(gm: fx.GraphModule) -> tuple[fx.GraphModule, list[fx.Node]]:
+    """``gm`` with each random node of constant arguments turned into a trailing graph input, and those nodes."""
+    draws = [n for n in gm.graph.nodes if n.op == "call_function" and n.target in _RANDOM
+             and not any(isinstance(a, fx.Node) for a in n.all_input_nodes)]
+    if not draws:
+        return gm, []
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            env[node] = graph.node_copy(node, lambda n: env[n])
+    for i, node in enumerate(draws):
+        env[node] = graph.placeholder(f"random_{i}")
+        env[node].meta = dict(node.meta)
+    for node in gm.graph.nodes:
+        if node not in env:
+            env[node] = graph.node_copy(node, lambda n: env[n])
+    return fx.GraphModule(gm, graph), draws
+
+
+def _draw(node: fx.Node) -> torch.Tensor:
+    return node.target(*node.args, **node.kwargs)
+
+
+def _placeholder_value(node: fx.Node) -> torch.Tensor:
+    """Zeros shaped like a random node's result (an example input for compiling; draws nothing)."""
+    val = node.meta["val"]
+    return torch.zeros(val.shape, dtype=val.dtype, device=val.device)

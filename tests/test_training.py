@@ -67,6 +67,16 @@ def test_max_pool_backward_is_eager_s_with_ties_and_nan(h, w, k, s, p, d, ceil):
            aten.max_pool2d_with_indices_backward(grad, x, *params, idx), "max_pool2d")
 
 
+@pytest.mark.parametrize("h,w,k,s,p,ceil,include_pad,divisor", [
+    (8, 8, 2, 2, 0, False, True, None), (9, 9, 3, 2, 1, False, True, None), (9, 9, 3, 2, 1, False, False, None),
+    (10, 11, 3, 2, 1, True, True, None), (10, 11, 3, 2, 1, True, False, None), (7, 7, 3, 1, 1, False, True, 5)])
+def test_avg_pool_backward_is_eager_s(h, w, k, s, p, ceil, include_pad, divisor):
+    x = torch.randn(2, 3, h, w)
+    params = ([k, k], [s, s], [p, p], ceil, include_pad, divisor)
+    grad = torch.randn_like(aten.avg_pool2d(x, *params))
+    _close(ab.avg_pool2d_backward(grad, x, *params), aten.avg_pool2d_backward(grad, x, *params), "avg_pool2d")
+
+
 @pytest.mark.parametrize("padding_idx,by_freq", [(-1, False), (2, False), (-1, True)])
 def test_embedding_backward_is_eager_s(padding_idx, by_freq):
     ids, grad = torch.randint(0, 7, (3, 5)), torch.randn(3, 5, 4)
@@ -106,7 +116,7 @@ def test_layer_norm_statistics_and_view_backwards_are_eager_s():
 # -- OpInfo gradient samples -------------------------------------------------------------------
 #: The ops a training step of the supported models uses, and how many samples each (spread over the list).
 OPINFO_OPS = {
-    "nn.functional.conv2d": 4, "nn.functional.max_pool2d": 4, "nn.functional.layer_norm": 3, "softmax": 3,
+    "nn.functional.conv2d": 4, "nn.functional.max_pool2d": 4, "nn.functional.avg_pool2d": 3, "nn.functional.layer_norm": 3, "softmax": 3,
     "log_softmax": 3, "nn.functional.gelu": 2, "nn.functional.silu": 2, "nn.functional.embedding": 2,
     "nn.functional.nll_loss": 4, "nn.functional.cross_entropy": 3, "nn.functional.mse_loss": 2,
     "nn.functional.relu": 2, "sigmoid": 2, "tanh": 1, "nn.functional.linear": 3, "nn.functional.batch_norm": 4,
@@ -334,3 +344,53 @@ def test_distributed_data_parallel_gives_single_process_gradients():
         assert kinds.count("forward") >= 2 and all(native for _, native in res["graphs"]), res["graphs"]
         for name, p in model.named_parameters():
             _close(res["grads"][name], p.grad, name)
+
+
+# -- optimizers --------------------------------------------------------------------------------
+@pytest.mark.parametrize("make", [lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, foreach=True),
+                                  lambda ps: torch.optim.AdamW(ps, lr=0.01, foreach=True)], ids=["sgd", "adamw"])
+def test_compiled_optimizer_step_is_eager_s_in_a_few_kernels_over_all_parameters(make):
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    eager = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 2))
+    model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 2))
+    model.load_state_dict(eager.state_dict())
+    opt_eager, opt = make(eager.parameters()), make(model.parameters())
+    step = torch.compile(opt.step, backend=make_backend("cpu", strict=True))
+    with training.record() as records:
+        for i in range(3):
+            x = torch.randn(4, 8, generator=torch.Generator().manual_seed(i))
+            for m in (eager, model):
+                m.zero_grad()
+                m(x).square().mean().backward()
+            opt_eager.step()
+            step()
+    for p, q in zip(model.parameters(), eager.parameters()):
+        _close(p, q, "parameter")
+    assert records and all(r.native and r.kind == "inference" for r in records), records
+    # the update formulas: a few fused kernels over the concatenated parameters, not one per parameter
+    # (the rest gather the parameters into one buffer and copy the results out)
+    n_params = len(list(model.parameters()))
+    for r in records:
+        assert 0 < r.compute_kernels < n_params, (r.compute_kernels, n_params)
+
+
+# -- dropout -----------------------------------------------------------------------------------
+def test_training_mode_dropout_compiles_with_torch_s_distribution_and_seed():
+    """Native masking of uniform numbers drawn by torch's generator: p of the elements dropped, the rest
+    scaled by 1/(1-p), the same numbers after the same ``torch.manual_seed``, gradients through the mask."""
+    torch._dynamo.reset()
+    drop = torch.compile(lambda t: nn.functional.dropout(t, 0.3, True), backend=make_backend("cpu", strict=True))
+    x = torch.ones(400, 100, requires_grad=True)
+    with training.record() as records:
+        torch.manual_seed(1)
+        y = drop(x)
+        y.sum().backward()
+    assert all(r.native for r in records) and any(r.notes for r in records), records
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.01  # 40,000 draws: 5 standard deviations
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.7))
+    torch.testing.assert_close(x.grad, kept.float() / 0.7)
+    torch.manual_seed(1)
+    assert torch.equal(drop(x), y)
+    assert not torch.equal(drop(x), y)

@@ -49,9 +49,11 @@ def decompositions() -> dict[Any, Callable[..., Any]]:
         aten.native_layer_norm.default: native_layer_norm,
         aten.convolution_backward.default: convolution_backward,
         aten.max_pool2d_with_indices_backward.default: max_pool2d_with_indices_backward,
+        aten.avg_pool2d_backward.default: avg_pool2d_backward,
         aten.embedding_dense_backward.default: embedding_dense_backward,
         aten.nll_loss_forward.default: nll_loss_forward,
         aten.nll_loss_backward.default: nll_loss_backward,
+        aten.native_dropout.default: native_dropout,
         aten.select_backward.default: select_backward,
         aten.slice_backward.default: slice_backward,
     })
@@ -72,6 +74,18 @@ def native_layer_norm(x: torch.Tensor, normalized_shape: list[int], weight: Any,
     acc = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
     var, mean = torch.var_mean(acc, dims, correction=0, keepdim=True)
     return out, mean, torch.rsqrt(var + eps)
+
+
+def native_dropout(x: torch.Tensor, p: float, train: Any) -> Any:
+    """Dropout as ``x * (u < 1 - p) / (1 - p)`` with ``u`` uniform from ``aten.rand`` of a static shape, which
+    :class:`minicomp.training.GraphCompiler` draws with torch's generator before each call (the same
+    distribution as eager's dropout, not the same numbers); the masking is compiled."""
+    if not train or p == 0:
+        return x.clone(), torch.ones_like(x, dtype=torch.bool)
+    if p >= 1:
+        return torch.zeros_like(x), torch.zeros_like(x, dtype=torch.bool)
+    keep = torch.rand(list(x.shape), dtype=torch.float32, device=x.device) < (1 - p)
+    return x * keep * (1.0 / (1 - p)), keep
 
 
 # -- convolution ------------------------------------------------------------------------------
@@ -223,6 +237,40 @@ def max_pool2d_with_indices_backward(grad: torch.Tensor, x: torch.Tensor, kernel
     for o in offsets:
         part = _place(torch.where(hits[o], grad, 0.0), *o, (hp, wp), stride, dilation)
         total = part if total is None else total + part
+    out = total[:, :, ph:ph + h, pw:pw + w]
+    return out.squeeze(0) if squeeze else out
+
+
+def avg_pool2d_backward(grad: torch.Tensor, x: torch.Tensor, kernel: list[int], stride: list[int],
+                        padding: list[int], ceil_mode: bool, count_include_pad: bool,
+                        divisor_override: Any) -> torch.Tensor:
+    """Average-pool backward: each window's gradient divided by its divisor, spread over the window."""
+    if x.dim() not in (3, 4):
+        return NotImplemented
+    squeeze = x.dim() == 3
+    if squeeze:
+        x, grad = x.unsqueeze(0), grad.unsqueeze(0)
+    kh, kw = (list(kernel) * 2)[:2]
+    stride = (list(stride) * 2)[:2] if stride else [kh, kw]
+    ph, pw = (list(padding) * 2)[:2]
+    h, w = x.shape[2:]
+    oh, ow = grad.shape[2:]
+    hp = max(h + 2 * ph, (oh - 1) * stride[0] + kh)
+    wp = max(w + 2 * pw, (ow - 1) * stride[1] + kw)
+    if divisor_override:
+        scaled = grad / divisor_override
+    else:  # the elements each window counts: inside the padded input (or the input), never the ceil overhang
+        ones = torch.ones_like(x[:1, :1])
+        counted = (aten.constant_pad_nd.default(ones, [pw, pw, ph, ph], 1.0) if count_include_pad
+                   else aten.constant_pad_nd.default(ones, [pw, pw, ph, ph], 0.0))
+        counted = aten.constant_pad_nd.default(counted, [0, wp - w - 2 * pw, 0, hp - h - 2 * ph], 0.0)
+        count = aten.avg_pool2d.default(counted, [kh, kw], stride, [0, 0], False, True, None) * (kh * kw)
+        scaled = grad / count
+    total = None
+    for i in range(kh):
+        for j in range(kw):
+            part = _place(scaled, i, j, (hp, wp), stride, (1, 1))
+            total = part if total is None else total + part
     out = total[:, :, ph:ph + h, pw:pw + w]
     return out.squeeze(0) if squeeze else out
 
