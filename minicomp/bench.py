@@ -295,7 +295,9 @@ def run_bench(cases: list[str] | None = None, json_path: str | None = None, plot
         add_roofline(row, machine["limits"], case.target)
     print(machine_line(machine))
     print(format_table(rows))
-    print(format_targets(rows))
+    targets = format_targets(rows)
+    if targets:
+        print(targets)
     compile_table = format_compile_table(rows)
     if compile_table:
         print("\ncompile seconds, each compiler in a fresh process per case (start-up apart) and, for "

@@ -16,34 +16,40 @@ def _examples_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "examples"
 
 
-def _latencies_us(model, cm, args, budget_s: float = 1.0) -> tuple[float, float]:
-    """Median call times of eager and minicomp in microseconds, timed in alternating rounds
-    (:func:`~minicomp.timing.interleaved_medians`, as ``minicomp bench`` does) on the device
-    minicomp runs on: for a CUDA target eager runs on a copy of the model moved there, and both
-    wait for the device after each call. NaN for both under Triton's interpreter (meaningless there)."""
+def _on_gpu(model, inputs: tuple, target: str) -> tuple:
+    """``(model, inputs)`` where the ``target``'s program runs: for a GPU target with a CUDA device,
+    a copy of the model and the inputs moved there (so minicomp reads its weights where it runs,
+    and eager is timed on the same device); unchanged otherwise."""
     import copy
 
+    import torch
+    if target not in ("triton", "cuda") or not torch.cuda.is_available():
+        return model, inputs
+    device = torch.device("cuda")
+    moved = copy.deepcopy(model).to(device) if isinstance(model, torch.nn.Module) else model
+    return moved, tuple(t.to(device) for t in inputs)
+
+
+def _latencies_us(model, cm, args, budget_s: float = 1.0) -> tuple[float, float]:
+    """Median call times of eager ``model`` and minicomp's ``cm`` on ``args`` in microseconds, timed
+    in alternating rounds (:func:`~minicomp.timing.interleaved_medians`, as ``minicomp bench``
+    does). The caller passes the model and the arguments on the device ``cm`` runs on
+    (:func:`_on_gpu`); on CUDA both wait for the device after each call. NaN for both under
+    Triton's interpreter (meaningless there)."""
     import torch
 
     from minicomp.timing import interleaved_medians
     if cm.target in ("triton", "cuda") and cm.device.type != "cuda":
         return float("nan"), float("nan")
-    if cm.device.type == "cuda":
-        on_device = copy.deepcopy(model).to(cm.device) if isinstance(model, torch.nn.Module) else model
+    sync = torch.cuda.synchronize if cm.device.type == "cuda" else (lambda: None)
 
-        def eager():
-            on_device(*args)
-            torch.cuda.synchronize()
+    def eager():
+        model(*args)
+        sync()
 
-        def ours():
-            cm(*args)
-            torch.cuda.synchronize()
-    else:
-        def eager():
-            model(*args)
-
-        def ours():
-            cm(*args)
+    def ours():
+        cm(*args)
+        sync()
     with torch.no_grad():  # for both: no autograd bookkeeping on either side
         med = interleaved_medians({"eager": eager, "minicomp": ours}, budget_s=budget_s)
     return med["eager"] * 1e6, med["minicomp"] * 1e6
@@ -70,8 +76,9 @@ def run_demo(targets: list[str] | None = None, progress: Callable[[str], None] =
         before = kernel_count(minicomp.trace(model, inputs))  # one op = one kernel before fusion
         for target in targets:
             progress(f"compiling {name} for {target}")
-            cm = minicomp.compile(model, inputs, target=target)
-            args = tuple(t.to(cm.device) for t in inputs)
+            where, example = _on_gpu(model, inputs, target)
+            cm = minicomp.compile(where, example, target=target)
+            args = tuple(t.to(cm.device) for t in example)
             got = cm(*args).cpu()
             err = (got.float() - expected.float()).abs().max().item() if got.numel() else 0.0
             try:
@@ -79,7 +86,7 @@ def run_demo(targets: list[str] | None = None, progress: Callable[[str], None] =
                 status = "ok"
             except AssertionError:
                 status, ok = "MISMATCH", False
-            eager_us, mc_us = _latencies_us(model, cm, args)
+            eager_us, mc_us = _latencies_us(where, cm, args)
             timed = mc_us == mc_us  # NaN: not timed
             rows.append((name, target, str(cm.device) if timed else "-", before, len(cm.kernels), f"{err:.2e}",
                          f"{eager_us:,.0f}" if timed else "-",

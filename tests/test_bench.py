@@ -160,3 +160,20 @@ def test_demo_times_eager_and_minicomp_on_the_same_device():
     cm = minicomp.compile(model, (x,), cache=False)
     eager_us, mc_us = _latencies_us(model, cm, (x,), budget_s=0.1)
     assert eager_us > 0 and mc_us > 0 and math.isfinite(eager_us) and math.isfinite(mc_us)
+
+
+def test_demo_leaves_cpu_targets_where_they_are():
+    from minicomp.demo import _on_gpu
+    model, x = torch.nn.Linear(4, 4), torch.randn(1, 4)
+    assert _on_gpu(model, (x,), "cpu") == (model, (x,))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_demo_times_a_gpu_target_against_eager_on_the_same_gpu():
+    from minicomp.demo import _latencies_us, _on_gpu
+    model, inputs = _on_gpu(torch.nn.Linear(64, 64).eval(), (torch.randn(8, 64),), "triton")
+    assert next(model.parameters()).is_cuda and inputs[0].is_cuda
+    cm = minicomp.compile(model, inputs, target="triton")
+    assert cm.device.type == "cuda"
+    eager_us, mc_us = _latencies_us(model, cm, inputs, budget_s=0.1)
+    assert math.isfinite(eager_us) and math.isfinite(mc_us) and eager_us > 0 and mc_us > 0
