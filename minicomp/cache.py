@@ -288,12 +288,10 @@ def backend_fingerprint() -> str:
     development the version number does not change) never reuses stale object code."""
     from minicomp.codegen import llvm as backend
     from minicomp.ir import kernel
-    h = hashlib.sha256()
-    files = sorted(Path(backend.__file__).parent.glob("*.py")) + [Path(kernel.__file__)]
-    for f in files:
-        h.update(f.name.encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
+    root = Path(backend.__file__).parent  # with its subpackages (runtime/: the JIT, library, pool)
+    files = [(f"llvm/{f.relative_to(root).as_posix()}", f) for f in sorted(root.rglob("*.py"))]
+    files.append(("ir/kernel.py", Path(kernel.__file__)))
+    return hash_parts(*(part for rel, f in files for part in (rel, f.read_bytes())))
 
 
 def hash_parts(*parts: str | bytes) -> str:

@@ -32,6 +32,7 @@ import functools
 import hashlib
 import importlib.util
 import json
+import os
 import sys
 import zlib
 from collections.abc import Callable, Sequence
@@ -263,7 +264,11 @@ def compile_cpu(program: Any, name: str, options: dict[str, Any]):
     if not options.get("cache", True):
         return build()
     cache.install_pool()  # the thread pool's object code from the cache, not a per-process JIT
-    key = cache.cache_key(program_text(program), "cpu", name, f"threads={threads}", f"opt={opt_level}")
+    # the debugging override of codegen's path choice changes the object code: part of the key
+    from minicomp.codegen.llvm.dispatch import ENV
+    paths = os.environ.get(ENV, "").strip()
+    key = cache.cache_key(program_text(program), "cpu", name, f"threads={threads}", f"opt={opt_level}",
+                          f"paths={paths}")
     obj = cache.load(key)
     if obj is not None:
         return build(object_code=obj)

@@ -148,3 +148,30 @@ def test_thread_pool_object_code_is_cached_for_fresh_processes(cache_dir):
 def test_pool_key_depends_on_ir_text():
     assert cache.pool_key("a") == cache.pool_key("a") != cache.pool_key("b")
     assert len(cache.pool_key("a")) == 64
+
+
+def test_codegen_path_override_is_part_of_the_key(cache_dir, monkeypatch):
+    """MINICOMP_CODEGEN_PATHS changes the object code, so a compile under it never reuses (or
+    leaves behind) the entry of the usual path choice."""
+    x = torch.randn(16, 8)
+    minicomp.compile(fn, (x,))
+    (usual,) = entries(cache_dir)
+    monkeypatch.setenv("MINICOMP_CODEGEN_PATHS", "plain")
+    cm = minicomp.compile(fn, (x,))
+    torch.testing.assert_close(cm(x), fn(x))
+    assert len(entries(cache_dir)) == 2 and usual in entries(cache_dir)
+
+
+def test_backend_fingerprint_covers_the_runtime_subpackage(monkeypatch):
+    """Editing any source of the CPU backend, its runtime/ subpackage included (the JIT's
+    optimization pipeline lives there), changes the fingerprint that keys cached object code."""
+    from pathlib import Path
+    before = cache.backend_fingerprint()
+    real = Path.read_bytes
+
+    def edited(self):
+        data = real(self)
+        return data + b"\n# edited" if self.as_posix().endswith("llvm/runtime/jit.py") else data
+
+    monkeypatch.setattr(Path, "read_bytes", edited)
+    assert cache.backend_fingerprint() != before
