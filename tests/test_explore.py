@@ -189,7 +189,11 @@ def served(tmp_path_factory):
     outside = tmp_path_factory.mktemp("elsewhere") / "secret.txt"
     outside.write_text("secret\n")
     (root / "link.txt").symlink_to(outside)
+    (root / "sub" / "private.txt").write_text("private\n")
     report = explore_file(str(root / "graph.mcir"), None, native=False)
+    # the record refers to these files (user lines), and only these are served
+    for name in ("sub/notes.txt", "missing.txt", "link.txt", "../elsewhere/secret.txt"):
+        report.sources[f"{name}:1"] = {"file": str(root / name), "line": 1, "first": 1, "lines": []}
     server = ExploreServer(report, root, 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server
@@ -221,10 +225,11 @@ def test_server_routes(served):
 
 
 @pytest.mark.parametrize("path", ["/api/source?path=../elsewhere/secret.txt", "/api/source?path=/etc/passwd",
-                                  "/api/source?path=link.txt", "/api/source?path=sub/../../x"])
-def test_server_refuses_paths_outside_the_project(served, path):
+                                  "/api/source?path=link.txt", "/api/source?path=sub/../../x",
+                                  "/api/source?path=sub/private.txt", "/api/source?path=graph.mcir"])
+def test_server_refuses_paths_outside_the_project_or_the_record(served, path):
     status, body = _get(served, path)
-    assert status == 403 and b"secret" not in body
+    assert status == 403 and b"secret" not in body and b"private" not in body
 
 
 @pytest.mark.parametrize("path,status", [("/nope", 404), ("/api/nope.json", 404), ("/api/source?path=missing.txt", 404),

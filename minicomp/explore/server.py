@@ -4,10 +4,13 @@ Routes (GET only):
 
 * ``/`` : the page (:func:`minicomp.explore.page.render_shell`);
 * ``/api/report.json`` : the record so far (the page polls it while parts are pending);
-* ``/api/source?path=REL`` : a text file of the project, ``REL`` relative to the project
-  root (the directory holding the explored file, or the current directory when it
-  holds that file). A path that leaves the root (``..``, an absolute path, a symbolic
-  link pointing out) is refused with 403, a missing one is 404.
+* ``/api/source?path=REL`` : a source file the record refers to (a user's line that some
+  node came from), ``REL`` relative to the project root (the directory holding the
+  explored file, or the current directory when it holds that file). Only those files
+  are served: any other path, even inside the root, is refused with 403, so another
+  local user who finds the port cannot read the rest of the directory (keys, tokens).
+  A path that leaves the root (``..``, an absolute path, a symbolic link pointing out)
+  is 403 too, and a referenced file that has gone is 404.
 
 Anything else is 404; a request the server cannot make sense of (a query without
 ``path``, a ``Host`` other than this server's, a method other than GET/HEAD) is 400 or
@@ -115,6 +118,9 @@ class _Handler(BaseHTTPRequestHandler):
         paths = params.get("path", [])
         if len(paths) != 1 or not paths[0] or set(params) != {"path"}:
             return self._send(HTTPStatus.BAD_REQUEST, b"expected exactly one ?path=FILE\n", "text/plain", head)
+        referenced = {e["rel"] for e in self._with_paths(self.server.report.data())["sources"].values() if "rel" in e}
+        if paths[0] not in referenced:
+            return self._send(HTTPStatus.FORBIDDEN, b"not a source file of this report\n", "text/plain", head)
         status, body = read_project_file(self.server.root, paths[0])
         self._send(status, body, "text/plain; charset=utf-8", head)
 
