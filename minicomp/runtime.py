@@ -14,54 +14,24 @@ calls from several threads are safe). Outputs that alias an input, a constant or
 from __future__ import annotations
 
 import ctypes
-import sys
 import threading
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from minicomp.codegen.llvm.runtime.hugepages import HUGE_OUTPUT_BYTES, advise
 from minicomp.guards import TORCH_DTYPE
 from minicomp.ir.dtypes import DType
 from minicomp.ir.kernel import Program, check_failure
 
 _ENTRY = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)
-#: Outputs of at least this many bytes are backed by transparent huge pages (see :func:`huge_pages`).
-HUGE_OUTPUT_BYTES = 4 << 20
-_HUGE = 2 << 20  # x86-64 huge page
-_MADV_HUGEPAGE = 14
-
-
-def _madvise():
-    """libc's ``madvise`` (Linux), or None where there is none."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).madvise
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_MADVISE = _madvise()
 
 
 def huge_pages(t: torch.Tensor) -> None:
-    """Ask the kernel to back the whole 2 MiB pages inside ``t``'s bytes with transparent huge pages.
-
-    A fresh large output is memory the allocator has just mapped: the kernel's first store to
-    each 4 KiB page faults, and for a 64 MiB output those 16,384 faults took about 17 ms of a 19.5 ms
-    allocate-and-fill (2 MiB pages: 544 faults, 4.3 ms). Advice only: where the system does not
-    give huge pages (THP off, another OS) nothing changes, and a failed call is ignored.
-    """
-    if _MADVISE is None:
-        return
-    start, nbytes = t.data_ptr(), t.numel() * t.element_size()
-    lo, hi = -(-start // _HUGE) * _HUGE, (start + nbytes) // _HUGE * _HUGE
-    if hi > lo:
-        _MADVISE(lo, hi - lo, _MADV_HUGEPAGE)
+    """Advise ``t``'s whole 2 MiB pages onto transparent huge pages
+    (:func:`minicomp.codegen.llvm.runtime.hugepages.advise`; off with ``MINICOMP_HUGEPAGES=0``)."""
+    advise(t.data_ptr(), t.numel() * t.element_size())
 
 
 def constant_tensor(array: np.ndarray, dtype: DType) -> torch.Tensor:

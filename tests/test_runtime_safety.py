@@ -131,9 +131,10 @@ def test_recompile_limit():
 
 
 def test_large_outputs_get_huge_page_advice_inside_their_bytes(monkeypatch):
-    from minicomp import runtime
+    from minicomp.codegen.llvm.runtime import hugepages
     calls = []
-    monkeypatch.setattr(runtime, "_MADVISE", lambda addr, n, advice: calls.append((addr, n, advice)) or 0)
+    monkeypatch.delenv("MINICOMP_HUGEPAGES", raising=False)
+    monkeypatch.setattr(hugepages, "_MADVISE", lambda addr, n, advice: calls.append((addr, n, advice)) or 0)
     x = torch.randn(3 * 1024 * 1024 + 5)  # 12 MiB: above HUGE_OUTPUT_BYTES
     small = torch.randn(1000)
     cm = minicomp.compile(lambda x, s: (x * 2 - 1, s + 1), (x, small), cache=False)
@@ -148,7 +149,8 @@ def test_large_outputs_get_huge_page_advice_inside_their_bytes(monkeypatch):
 
 def test_huge_page_advice_skips_tensors_without_a_whole_huge_page(monkeypatch):
     from minicomp import runtime
+    from minicomp.codegen.llvm.runtime import hugepages
     calls = []
-    monkeypatch.setattr(runtime, "_MADVISE", lambda *a: calls.append(a) or 0)
+    monkeypatch.setattr(hugepages, "_MADVISE", lambda *a: calls.append(a) or 0)
     runtime.huge_pages(torch.empty(1000))
     assert calls == []
