@@ -73,7 +73,7 @@ def main() -> None:
     else:
         compiled = minicomp.compile(model, (x[:args.batch],))
     runs = {"eager": (eager, eager), "minicomp": (model, compiled)}
-    opts = {k: torch.optim.SGD(m.parameters(), lr=0.02, momentum=0.9) for k, (m, _) in runs.items()}
+    opts = {k: torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9) for k, (m, _) in runs.items()}
     steps: dict[str, list[float]] = {k: [] for k in runs}
     print(f"LeNet-5, {args.samples} synthetic digits, batch {args.batch}, SGD(momentum 0.9), api={args.api}")
     print(f"{'epoch':>5} {'eager loss':>11} {'minicomp loss':>14}")

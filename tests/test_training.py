@@ -12,11 +12,9 @@
 """
 from __future__ import annotations
 
-import math
 import os
 import sys
 import tempfile
-import warnings
 
 import pytest
 import torch
@@ -207,8 +205,15 @@ def _block() -> nn.Module:
     return TransformerBlock(d=32, heads=2, hidden=64)
 
 
+def _convnet() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 6, 3, stride=2),
+                         nn.Tanh(), nn.Flatten(), nn.Linear(6, 10))
+
+
 def _data(name: str, step: int):
     g = torch.Generator().manual_seed(step)
+    if name == "convnet":
+        return torch.randn(4, 1, 8, 8, generator=g), torch.randint(0, 10, (4,), generator=g)
     if name == "mlp":
         return torch.randn(8, 16, generator=g), torch.randint(0, 4, (8,), generator=g)
     if name == "lenet":
@@ -217,6 +222,7 @@ def _data(name: str, step: int):
 
 
 MODELS = {"mlp": _mlp, "lenet": _lenet, "block": _block}
+SMALL = {"mlp": _mlp, "convnet": _convnet}
 
 
 def _loss(name: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -277,13 +283,13 @@ def test_torch_compile_trains_natively_like_eager(name):
     torch.testing.assert_close(torch.tensor(got), torch.tensor(want), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["mlp", "lenet"])
+@pytest.mark.parametrize("name", SMALL)
 def test_minicomp_compile_in_training_mode_trains_natively_like_eager(name):
     """A model compiled by minicomp.compile and called with grad needed trains as eager does, with
     compiled forward and backward graphs (the eager backward is only a listed fallback)."""
     torch.manual_seed(0)
-    eager = MODELS[name]()
-    model = MODELS[name]()
+    eager = SMALL[name]()
+    model = SMALL[name]()
     model.load_state_dict(eager.state_dict())
     want = _train(name, eager, lambda x, y: _loss(name, eager(x), y))
     compiled = minicomp.compile(model, (_data(name, 0)[0],), cache=False)
