@@ -37,7 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from minicomp.ir.graph import Graph, Node, Value
-from minicomp.ir.lowering import inplace_refusal
+from minicomp.ir.lowering import first_fit_arena, inplace_refusal
 from minicomp.ir.ops import Role
 from minicomp.passes.manager import Pass, PassContext, is_kernel, register_pass
 
@@ -109,18 +109,10 @@ def plan_memory(graph: Graph, inplace: bool = True) -> dict:
             target[1] = max(target[1], end)
             target[3].append(r.name)
             slot_of[id(r)] = target
-    placed: list[tuple[int, int, int, int]] = []  # (start, end, offset, size)
+    # placement is the lowering's first-fit allocator (one algorithm, used by both layers)
+    places, arena = first_fit_arena([(start, end, size) for start, end, size, _ in slots])
     offsets: dict[str, int] = {}
-    arena = 0
-    for start, end, size, names in sorted(slots, key=lambda t: (-t[2], t[0])):
-        busy = sorted((o, o + z) for (s0, e0, o, z) in placed if s0 <= end and start <= e0)
-        off = 0
-        for lo, hi in busy:
-            if off + size <= lo:
-                break
-            off = max(off, hi)
-        placed.append((start, end, off, size))
-        arena = max(arena, off + size)
+    for (_, _, _, names), off in zip(slots, places):
         for name in names:
             offsets[name] = off
     return {"alignment": ALIGN, "arena_bytes": arena, "total_bytes": total, "offsets": offsets,

@@ -273,12 +273,15 @@ def test_upsample_is_a_view_for_fusion_lowering_and_kernel_count():
 
 
 def test_fusion_leaves_apart_what_the_lowering_cannot_make_one_kernel():
-    """A group whose body fits no kernel template is not formed (recorded), instead of split later."""
-    from minicomp.ir.graph import Graph as G
-    from minicomp.ir.lowering import body_problem
-    body = G("b")
-    x = body.add_input(TensorType(F32, (4, 8)), "x")
-    s = body.add("sum", [x], {"dims": (1,)}).result
-    m = body.add("amax", [x], {"dims": (0,)}).result
-    body.set_outputs([s, m])
-    assert "different loop spaces" in body_problem(body)
+    """A group whose body fits no kernel template (an integer division, whose run-time check cannot run
+    in a matmul epilogue) is not formed, and the reason recorded, instead of being split by the lowering."""
+    g = parse("""graph @g(%x: i64[4,8], %w: i64[8,4], %d: i64[4,4]) {
+      %m = matmul %x, %w : i64[4,4]
+      %q = div %m, %d {rounding_mode="floor"} : i64[4,4]
+      return %q
+    }""")
+    out, ctx = optimize(g)
+    assert [n.op for n in out.nodes] == ["matmul", "div"]
+    assert any(d.kind == "unfused" and "cannot make one kernel" in d.why and "run-time check" in d.why
+               for d in ctx.decisions), explain(ctx)
+    _lowering_agrees(out)

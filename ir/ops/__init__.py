@@ -133,6 +133,11 @@ class OpDef:
     # (in_type, attrs) -> True when a node whose result type equals its operand's returns that
     # operand unchanged (same-shape reshape, identity permute, full slice, same-dtype cast)
     no_op: Callable[[TensorType, dict[str, Any]], bool] | None = None
+    # decompose(node, b) -> Value: the op in simpler registered ops, built with ``b.op(name, *values,
+    # **attrs)``, ``b.c(x)`` (a 0-d constant of the compute dtype) and ``b.up(v)`` (v in its compute
+    # dtype); the ``decompose`` pass applies it where enabled (``decompose_by_default`` or the option)
+    decompose: Callable[..., Any] | None = None
+    decompose_by_default: bool = False
 
     def __post_init__(self) -> None:
         if self.role is None:

@@ -17,11 +17,11 @@ from minicomp.ir.types import TensorType, broadcast_shapes
 
 
 def _reg(name: str, arity: int | None, infer, reference, attrs: dict[str, Attr] | None = None,
-         doc: str = "", kernel: str = "matmul") -> OpDef:
+         doc: str = "", kernel: str = "matmul", **more: Any) -> OpDef:
     """Register a contraction: the root of a ``kernel`` kernel (matmul, conv, pool) whose template is
     ``<name>_template`` in :mod:`minicomp.ir.lowering.contractions`."""
     return register(OpDef(name, Category.CONTRACTION, arity, infer, reference, attrs or {}, doc=doc,
-                          kernel_kind=kernel, template=lowering_rule("contractions", f"{name}_template")))
+                          kernel_kind=kernel, template=lowering_rule("contractions", f"{name}_template"), **more))
 
 
 def _acc(x: np.ndarray) -> np.ndarray:
@@ -108,9 +108,29 @@ def _addmm_ref(bias, a, b, beta, alpha):
 
 
 _reg("matmul", 2, _infer_matmul, _matmul_ref, doc="torch.matmul, incl. 1-d operands and batch broadcasting")
-_reg("linear", None, _infer_linear, _linear_ref, doc="x @ w.T (+ b); w is [out, in]")
+def _linear_decompose(node, b):
+    x, w = node.operands[:2]
+    wt = b.op("permute", w, dims=(1, 0)) if w.type.rank == 2 else w
+    y = b.op("matmul", x, wt)
+    return b.op("add", y, node.operands[2]) if len(node.operands) == 3 else y
+
+
+def _addmm_decompose(node, b):
+    bias, x, y = node.operands
+    mm = b.op("matmul", x, y)
+    if node.attrs["alpha"] != 1.0:
+        mm = b.op("mul", mm, b.c(node.attrs["alpha"]))
+    if node.attrs["beta"] == 0.0:  # torch ignores the bias (even NaN) when beta is 0
+        shape = node.results[0].type.shape
+        return b.op("expand", mm, shape=shape) if mm.type.shape != shape else mm
+    if node.attrs["beta"] != 1.0:
+        bias = b.op("mul", bias, b.c(node.attrs["beta"]))
+    return b.op("add", mm, bias)
+
+
+_reg("linear", None, _infer_linear, _linear_ref, doc="x @ w.T (+ b); w is [out, in]", decompose=_linear_decompose)
 _reg("addmm", 3, _infer_addmm, _addmm_ref, {"beta": Attr("float", 1.0), "alpha": Attr("float", 1.0)},
-     "beta * bias + alpha * (a @ b); bias ignored when beta == 0")
+     "beta * bias + alpha * (a @ b); bias ignored when beta == 0", decompose=_addmm_decompose)
 
 
 # -- conv2d --------------------------------------------------------------------------------------

@@ -256,7 +256,8 @@ _def("relu6", 1, _numeric("relu6"), lambda x: _clamp_np(x, 0, 6), lambda x: _cla
 _def("floor", 1, _numeric("floor"), lambda x: np.floor(x) if x.dtype.kind == "f" else x,
      lambda x: E.floor(x) if _is_float(x) else x, doc="identity on ints, as in torch")
 _def("silu", 1, _numeric("silu", True), precise(lambda x: x / (1 + np.exp(-x))),
-     lambda x: E.div(x, E.add(1.0, E.exp(E.neg(x)))))
+     lambda x: E.div(x, E.add(1.0, E.exp(E.neg(x)))),
+     decompose=lambda node, b: b.op("mul", b.up(node.operands[0]), b.op("sigmoid", b.up(node.operands[0]))))
 _def("isnan", 1, _predicate, lambda x: np.isnan(x) if x.dtype.kind == "f" else np.zeros(x.shape, bool),
      lambda x: E.isnan(x) if _is_float(x) else E.const(False, B))
 _def("logical_not", 1, _logical, np.logical_not, _NOT)
@@ -267,8 +268,19 @@ _def("leaky_relu", 1, _numeric("leaky_relu", True),
 _def("hardtanh", 1, _numeric("hardtanh"), lambda x, min_val, max_val: _clamp_np(x, min_val, max_val),
      lambda x, min_val, max_val: _clamp_expr(x, min_val, max_val),
      {"min_val": Attr("float", -1.0), "max_val": Attr("float", 1.0)})
+def _gelu_decompose(node, b):
+    x = b.up(node.operands[0])
+    if node.attrs["approximate"] == "tanh":
+        inner = b.op("mul", b.c(math.sqrt(2 / math.pi)),
+                     b.op("add", x, b.op("mul", b.c(0.044715), b.op("mul", x, b.op("mul", x, x)))))
+        t = b.op("tanh", inner)
+    else:
+        t = b.op("erf", b.op("mul", x, b.c(1 / math.sqrt(2))))
+    return b.op("mul", b.op("mul", b.c(0.5), x), b.op("add", b.c(1.0), t))
+
+
 _def("gelu", 1, _gelu_rule, precise(_gelu_np), _gelu_expr, {"approximate": Attr("str", "none")},
-     doc="exact (erf) or tanh approximation, with torch's constants")
+     doc="exact (erf) or tanh approximation, with torch's constants", decompose=_gelu_decompose)
 _def("clamp", 1, _clamp_rule, lambda x, min, max: _clamp_np(x, min, max),
      lambda x, min, max: _clamp_expr(x, min, max), {"min": Attr("any", None), "max": Attr("any", None)},
      doc="NaN propagates; min > max gives max everywhere, as in torch")

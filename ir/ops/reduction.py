@@ -17,6 +17,7 @@ accumulate float in double (var, cumsum), in f64.
 from __future__ import annotations
 
 from collections.abc import Callable
+from math import prod
 from dataclasses import dataclass
 from typing import Any
 
@@ -187,9 +188,20 @@ _reg("sum", 1, _infer_reduce("sum", _sum_dtype), _sum_ref,
      {"dims": Attr("ints"), "keepdim": Attr("bool", False), "dtype": Attr("any", None)},
      "int/bool sum to i64 unless dtype is given; f16/bf16 accumulate in f32; empty sums are 0",
      _fold_rule("sum"))
+def _all_dims(node, x) -> tuple[int, ...]:
+    return tuple(node.attrs["dims"]) or tuple(range(x.type.rank))
+
+
+def _mean_decompose(node, b):
+    x = b.up(node.operands[0])
+    dims = _all_dims(node, x)
+    n = prod(x.type.shape[d] for d in dims)
+    return b.op("div", b.op("sum", x, dims=dims, keepdim=node.attrs["keepdim"]), b.c(float(n)))
+
+
 _reg("mean", 1, _infer_reduce("mean", lambda d, a: d, lambda t, dims: _need_float("mean", t)), _mean_ref,
      {"dims": Attr("ints"), "keepdim": Attr("bool", False)}, "floats only; the mean of nothing is NaN",
-     ReduceRule(_dims_attr("dims"), _mean_stages))
+     ReduceRule(_dims_attr("dims"), _mean_stages), decompose=_mean_decompose)
 for _name, _fn, _kind in (("amax", np.max, "max"), ("amin", np.min, "min")):
     _reg(_name, 1, _infer_reduce(_name, lambda d, a: d, _nonempty(_name)), _extreme_ref(_name, _fn),
          {"dims": Attr("ints"), "keepdim": Attr("bool", False)}, "NaN propagates; reduced dims must be non-empty",
@@ -241,9 +253,19 @@ def _var_ref(x, dims, correction, keepdim):
         return (ss / max(0.0, n - correction)).astype(x.dtype)
 
 
+def _var_decompose(node, b):
+    x = b.up(node.operands[0])
+    dims = _all_dims(node, x)
+    n = prod(x.type.shape[d] for d in dims)
+    xc = b.op("sub", x, b.op("mean", x, dims=dims, keepdim=True))
+    ss = b.op("sum", b.op("mul", xc, xc), dims=dims, keepdim=node.attrs["keepdim"])
+    return b.op("div", ss, b.c(max(0.0, n - node.attrs["correction"])))
+
+
 _reg("var", 1, _infer_reduce("var", lambda d, a: d, lambda t, dims: _need_float("var", t)), _var_ref,
      {"dims": Attr("ints"), "correction": Attr("float", 1.0), "keepdim": Attr("bool", False)},
-     "sum((x - mean)^2) / max(0, N - correction)", ReduceRule(_dims_attr("dims"), _var_stages))
+     "sum((x - mean)^2) / max(0, N - correction)", ReduceRule(_dims_attr("dims"), _var_stages),
+     decompose=_var_decompose)
 
 
 # -- softmax, log_softmax ---------------------------------------------------------------------------
@@ -300,12 +322,26 @@ def _log_softmax_stages(c) -> Reader:
     return lambda idx: E.sub(E.sub(c.x(acc, idx), m), log_s)
 
 
+def _softmax_decompose(log: bool):
+    """amax, sub, exp, sum and div (log_softmax: sub of the log) along dim. Kept whole by default:
+    one row-wise kernel, where the decomposed form needs two reductions, so two kernels."""
+    def rule(node, b):
+        x = b.up(node.operands[0])
+        d = node.attrs["dim"] % max(x.type.rank, 1)
+        sh = b.op("sub", x, b.op("amax", x, dims=(d,), keepdim=True))
+        s = b.op("sum", b.op("exp", sh), dims=(d,), keepdim=True)
+        return b.op("sub", sh, b.op("log", s)) if log else b.op("div", b.op("exp", sh), s)
+    return rule
+
+
 _reg("softmax", 1, _infer_softmax("softmax"), _softmax_ref(False), {"dim": Attr("int")},
-     "exp(x - max) / sum(exp(x - max)) along dim", ReduceRule(_softmax_dims, _softmax_stages, full_result=True))
+     "exp(x - max) / sum(exp(x - max)) along dim", ReduceRule(_softmax_dims, _softmax_stages, full_result=True),
+     decompose=_softmax_decompose(False))
 _reg("log_softmax", 1, _infer_softmax("log_softmax"), _softmax_ref(True), {"dim": Attr("int")},
      "x - max - log(sum(exp(x - max))) along dim; f16/bf16 on the last dim round sum(exp) and its log "
      "to the input dtype, like PyTorch's CPU kernel",
-     ReduceRule(_softmax_dims, _log_softmax_stages, full_result=True), takes_dtypes=True)
+     ReduceRule(_softmax_dims, _log_softmax_stages, full_result=True), takes_dtypes=True,
+     decompose=_softmax_decompose(True))
 
 
 # -- layer_norm, batch_norm ------------------------------------------------------------------------
@@ -370,14 +406,35 @@ def _layer_norm_stages(c) -> Reader:
     return read
 
 
+def _layer_norm_decompose(node, b):
+    x, w, bias = (b.up(v) for v in node.operands)
+    k = node.attrs["normalized_ndim"]
+    dims = tuple(range(x.type.rank - k, x.type.rank))
+    xc = b.op("sub", x, b.op("mean", x, dims=dims, keepdim=True))
+    var = b.op("mean", b.op("mul", xc, xc), dims=dims, keepdim=True)
+    inv = b.op("rsqrt", b.op("add", var, b.c(node.attrs["eps"])))
+    return b.op("add", b.op("mul", b.op("mul", xc, inv), w), bias)
+
+
+def _batch_norm_decompose(node, b):
+    """Per-channel elementwise ops: decomposed by default, so a conv's epilogue can take them."""
+    x, mean, var, w, bias = (b.up(v) for v in node.operands)
+    shape = (1, x.type.shape[1]) + (1,) * (x.type.rank - 2)
+    alpha = b.op("div", w, b.op("sqrt", b.op("add", var, b.c(node.attrs["eps"]))))
+    beta = b.op("sub", bias, b.op("mul", mean, alpha))
+    alpha, beta = (b.op("reshape", v, shape=shape) for v in (alpha, beta))
+    return b.op("add", b.op("mul", x, alpha), beta)
+
+
 _reg("layer_norm", 3, _infer_layer_norm, _layer_norm_ref,
      {"normalized_ndim": Attr("int"), "eps": Attr("float", 1e-5)},
      "(x - mean) / sqrt(biased var + eps) * weight + bias over the last normalized_ndim dims",
      ReduceRule(lambda t, a: tuple(range(t.rank - a["normalized_ndim"], t.rank)), _layer_norm_stages,
-                full_result=True))
+                full_result=True), decompose=_layer_norm_decompose)
 _reg("batch_norm", 5, _infer_batch_norm, _batch_norm_ref, {"eps": Attr("float", 1e-5)},
      "inference batch norm over channel dim 1: x * alpha + beta",
-     role=Role.ELEMENTWISE, element=lowering_rule("special", "batch_norm"))
+     role=Role.ELEMENTWISE, element=lowering_rule("special", "batch_norm"),
+     decompose=_batch_norm_decompose, decompose_by_default=True)
 
 
 # -- cumsum -----------------------------------------------------------------------------------------
