@@ -187,9 +187,9 @@ def test_pooling():
                      F.adaptive_avg_pool2d(x, (4, 2)), F.max_pool2d(x[0], 2)), rand(2, 3, 8, 8))
 
 
-def test_transposed_conv_is_unsupported():
-    with pytest.raises(minicomp.UnsupportedOpError, match="transposed"):
-        trace(nn.ConvTranspose2d(2, 2, 3), (rand(1, 2, 5, 5),))
+def test_3d_conv_is_unsupported():  # (1-d and transposed convolutions: tests/test_frontend_models.py)
+    with pytest.raises(minicomp.UnsupportedOpError, match="3-d convolution"):
+        trace(nn.Conv3d(2, 2, 3), (rand(1, 2, 5, 5, 5),))
 
 
 # -- movement ------------------------------------------------------------------------------

@@ -28,8 +28,9 @@ import torch
 import torch.utils._pytree as pytree
 
 from minicomp.frontend.capture import capture, clean_name
-from minicomp.frontend.data_dependent import DATA_DEPENDENT, data_dependent_error
+from minicomp.frontend.data_dependent import DATA_DEPENDENT, VALUE_READS, data_dependent_error
 from minicomp.frontend.importer import Importer
+from minicomp.frontend.value_guards import ValueGuard, check as check_guards, specialized_spec
 from minicomp.ir.graph import Graph
 
 __all__ = ["trace", "trace_with_spec", "Traced"]
@@ -44,15 +45,27 @@ class Traced:
     #: Tensors read through attributes (closure/global tensors, unregistered tensor attributes),
     #: the last graph inputs when weights are lifted, else constants made from them.
     tensor_attrs: list[torch.Tensor] = field(default_factory=list)
+    #: Values the model's Python read while traced with real examples (see
+    #: :mod:`minicomp.frontend.value_guards`): one graph output each, after the user's.
+    #: ``out_spec`` then nests the user's structure and one leaf per guard.
+    guards: tuple[ValueGuard, ...] = ()
+    #: The user's output structure (``out_spec`` without the guard leaves).
+    user_spec: pytree.TreeSpec | None = None
 
     def unflatten(self, flat_outputs: Sequence[Any]) -> Any:
-        """The user's output structure (tensor, tuple, list, dict) holding ``flat_outputs``."""
-        return pytree.tree_unflatten(list(flat_outputs), self.out_spec)
+        """The user's output structure (tensor, tuple, list, dict, ``ModelOutput``) holding
+        ``flat_outputs``; the trailing guard outputs are checked (``ValueGuardError``) and dropped."""
+        flat = list(flat_outputs)
+        if self.guards:
+            n = len(flat) - len(self.guards)
+            check_guards(self.guards, flat[n:])
+            flat = flat[:n]
+        return pytree.tree_unflatten(flat, self.user_spec if self.user_spec is not None else self.out_spec)
 
 
 def trace_with_spec(model_or_fn: Any, example_inputs: Any, *, name: str | None = None,
                     fallback: bool = False, lift_weights: bool = False,
-                    weights: Sequence[tuple[str, torch.Tensor]] | None = None) -> Traced:
+                    weights: Sequence[tuple[str, torch.Tensor]] | None = None, specialize: bool = False) -> Traced:
     """Import ``model_or_fn(*example_inputs)`` as an IR graph plus its output structure.
 
     ``model_or_fn`` is an ``nn.Module`` (traced as it is: call ``.eval()`` first for
@@ -65,18 +78,35 @@ def trace_with_spec(model_or_fn: Any, example_inputs: Any, *, name: str | None =
     ``torch.ops`` (see :mod:`minicomp.frontend.external`), and the error is raised
     only for the ones that cannot (mutating, random, non-tensor or unsupported-dtype).
     ``lift_weights`` and ``weights`` (dotted name, tensor) are described in the module
-    docstring.
+    docstring. ``specialize``: when the model's Python reads a tensor value (Hugging Face
+    mask code), trace again with the real examples, specialized on the values read, each
+    behind a guard (:attr:`Traced.guards`, checked by :meth:`Traced.unflatten`; see
+    :mod:`minicomp.frontend.value_guards`); else such a model raises ``DataDependentError``.
     """
     inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     importer = None
     try:  # data-dependent Python fails in torch's tracer: one clear error instead (issue 14, point 13)
-        captured = capture(model_or_fn, inputs, weights)
+        try:
+            captured = capture(model_or_fn, inputs, weights)
+        except VALUE_READS:
+            if not specialize or not _real(inputs):
+                raise
+            # Python read a value: trace again with the real examples, specialized behind guards
+            captured = capture(model_or_fn, inputs, weights, values=True)
         importer = Importer(captured, name or _default_name(model_or_fn), external=fallback,
                             lift_weights=lift_weights)
         graph = importer.run()
     except DATA_DEPENDENT as exc:
         raise data_dependent_error(exc, importer.node if importer is not None else None) from None
-    return Traced(graph, captured.out_spec, importer.tensor_attrs)
+    return Traced(graph, specialized_spec(captured.out_spec, len(captured.guards)), importer.tensor_attrs,
+                  captured.guards, captured.out_spec)
+
+
+def _real(inputs: Sequence[Any]) -> bool:
+    """Whether every example holds values (no fake or meta tensor) for a trace that reads them."""
+    from torch._subclasses.fake_tensor import FakeTensor
+    return all(isinstance(t, torch.Tensor) and not isinstance(t, FakeTensor) and t.device.type != "meta"
+               for t in inputs)
 
 
 def trace(model_or_fn: Any, example_inputs: Any, *, name: str | None = None, fallback: bool = False) -> Graph:

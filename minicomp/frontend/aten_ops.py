@@ -162,7 +162,12 @@ def _clamp(ctx, x: Value, lo: Any = None, hi: Any = None) -> Value:
     if ctx.node.target is aten.clamp_max.default:
         lo, hi = None, lo
     x = _finish(ctx, x)  # int tensor with float bounds computes in f32, as torch does
-    return ctx.emit("clamp", [x], min=None if lo is None else float(lo), max=None if hi is None else float(hi))
+
+    def bound(v: Any) -> Any:  # an int bound of an int tensor stays an int (i64 values above 2**24 exact)
+        if v is None or (isinstance(v, int) and not isinstance(v, bool) and not x.type.dtype.is_float):
+            return v
+        return float(v)
+    return ctx.emit("clamp", [x], min=bound(lo), max=bound(hi))
 
 
 @handles(aten.clamp.Tensor, aten.clamp_min.Tensor, aten.clamp_max.Tensor)
@@ -270,3 +275,6 @@ def _copy(ctx, dst: Value, src: Value, non_blocking: bool = False) -> Value:
 
 # The remaining families live in their own module to keep files short.
 from minicomp.frontend import aten_structural  # noqa: E402,F401
+from minicomp.frontend import aten_indexing  # noqa: E402,F401
+from minicomp.frontend import aten_attention  # noqa: E402,F401
+from minicomp.frontend import aten_conv  # noqa: E402,F401

@@ -4,7 +4,6 @@ Part of the table in :mod:`minicomp.frontend.aten_ops` (same conventions).
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -149,18 +148,6 @@ def _linear(ctx, x: Value, w: Value, b: Value | None = None) -> Value:
     return ctx.emit("linear", [x, w] if b is None else [x, w, b])
 
 
-@handles(aten.convolution.default)
-def _convolution(ctx, x: Value, w: Value, b: Value | None, stride: list[int], padding: list[int],
-                 dilation: list[int], transposed: bool, output_padding: list[int], groups: int) -> Value:
-    if transposed:
-        raise ctx.unsupported("transposed convolution")
-    if len(stride) != 2 or x.type.rank != 4:
-        raise ctx.unsupported(f"{len(stride)}-d convolution (only 2-d NCHW is supported)")
-    operands = [x, w] if b is None else [x, w, b]
-    return ctx.emit("conv2d", operands, stride=_pair(stride), padding=_pair(padding),
-                    dilation=_pair(dilation), groups=int(groups))
-
-
 def _pool(ctx, op: str, x: Value, **attrs: Any) -> Value:
     """Pool a 4-d NCHW tensor, or a 3-d CHW one through a leading batch of one."""
     if x.type.rank == 3:
@@ -209,20 +196,6 @@ def _adaptive_avg_pool(ctx, x: Value, output_size: list[int]) -> Value:
 def _reshape(ctx, x: Value, *_: Any, **__: Any) -> Value:
     shape = ctx.expected()[0]
     return x if shape == x.type.shape else ctx.emit("reshape", [x], shape=shape)
-
-
-@handles(aten.as_strided.default)
-def _as_strided(ctx, x: Value, size: list[int], stride: list[int], offset: Any = None) -> Value:
-    src = ctx.node.args[0].meta["val"]
-    dense = [0] * len(size)
-    step = 1
-    for d in reversed(range(len(size))):
-        dense[d] = step
-        step *= max(size[d], 1)
-    if offset or not src.is_contiguous() or math.prod(size) != x.type.numel or \
-            any(s != t for s, t, n in zip(stride, dense, size) if n > 1):
-        raise ctx.unsupported("as_strided that is not a reshape of a contiguous tensor")
-    return _reshape(ctx, x)
 
 
 @handles(aten.permute.default, aten.t.default, aten.transpose.int, aten.numpy_T.default)
@@ -318,13 +291,6 @@ def _split_tensor(ctx, x: Value, split: Any = 0, dim: int = 0) -> list[Value]:
 @handles(aten.embedding.default)
 def _embedding(ctx, weight: Value, ids: Value, *_: Any) -> Value:
     return ctx.emit("embedding", [weight, ids])
-
-
-@handles(aten.index_select.default)
-def _index_select(ctx, x: Value, dim: int, index: Value) -> Value:
-    if _dim(dim, x.type.rank) != 0 or x.type.rank != 2 or index.type.rank != 1:
-        raise ctx.unsupported("index_select other than rows of a matrix")
-    return ctx.emit("embedding", [x, index])
 
 
 @handles(aten.upsample_nearest2d.vec, aten.upsample_nearest2d.default)

@@ -29,6 +29,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from torch.overrides import TorchFunctionMode
 
 from minicomp.frontend.data_dependent import check_value_read
+from minicomp.frontend.value_guards import ValueGuard, ValueRecorder, attach
 
 aten = torch.ops.aten
 
@@ -40,6 +41,15 @@ _DECOMPOSE = [
     aten.native_group_norm, aten.triu, aten.tril, aten.baddbmm, aten.addcmul, aten.addcdiv,
     aten.lerp, aten.linalg_vector_norm, aten.logit, aten.hardshrink, aten.softshrink, aten.logsumexp,
     aten.softplus, aten.repeat, aten.mse_loss,
+    # ops of the model zoo with no reason to be native: they become gathers (``_unsafe_index``,
+    # ``index_select``, imported as one indexed load each), views and elementwise ops
+    aten.all, aten.any, aten.roll, aten._weight_norm_interface, aten._fused_rms_norm,
+    aten.upsample_bilinear2d, aten.upsample_bicubic2d, aten.upsample_linear1d, aten.upsample_trilinear3d,
+    aten._upsample_bilinear2d_aa, aten.upsample_nearest1d, aten.upsample_nearest3d,
+    aten._upsample_nearest_exact1d, aten._upsample_nearest_exact2d, aten._upsample_nearest_exact3d,
+    aten.select_scatter, aten.slice_scatter, aten.pixel_shuffle, aten.pixel_unshuffle, aten.channel_shuffle,
+    aten.reflection_pad1d, aten.reflection_pad2d, aten.reflection_pad3d, aten.replication_pad1d,
+    aten.replication_pad2d, aten.replication_pad3d, aten.im2col, aten.std_mean,
 ]
 
 
@@ -48,6 +58,9 @@ _DECOMPOSE = [
 #: two threads tracing at once corrupt each other's (issue 14, point 12). Only tracing is
 #: serialized; passes, lowering, native compilation and calls of compiled models are not.
 _CAPTURE_LOCK = threading.RLock()
+#: The same lock, for every other make_fx/AOT trace in minicomp (training's): two locks let two
+#: traces run at once, and FX's process-wide patcher state breaks ("CURRENT_PATCHER is None").
+CAPTURE_LOCK = _CAPTURE_LOCK
 
 
 def decomposition_table() -> dict[Any, Callable[..., Any]]:
@@ -63,7 +76,7 @@ class Captured:
     and buffers (values in ``param_values``); the rest are the user inputs, named
     ``input_names``. ``out_spec`` rebuilds the user's output structure from the flat
     list of graph outputs. ``weight_inputs``: positions of user inputs that are
-    ``nn.Parameter``\ s (Dynamo passes a module's parameters as graph inputs).
+    ``nn.Parameter`` s (Dynamo passes a module's parameters as graph inputs).
     """
 
     gm: fx.GraphModule
@@ -72,6 +85,9 @@ class Captured:
     input_names: list[str]
     out_spec: pytree.TreeSpec
     weight_inputs: tuple[int, ...] = ()
+    #: ``values=True``: the values the Python read, whose tensors follow the user's outputs
+    #: (see :mod:`minicomp.frontend.value_guards`).
+    guards: tuple[ValueGuard, ...] = ()
 
 
 class _Interpret(torch.nn.Module):
@@ -144,12 +160,14 @@ class _RecordSource(TorchFunctionMode):
 
 
 def capture(model_or_fn: Any, example_inputs: Sequence[torch.Tensor],
-            weights: Sequence[tuple[str, torch.Tensor]] | None = None) -> Captured:
+            weights: Sequence[tuple[str, torch.Tensor]] | None = None, *, values: bool = False) -> Captured:
     """Trace ``model_or_fn(*example_inputs)`` to an ATen FX graph (see module docstring).
 
     ``weights``: the module's parameters and buffers as (dotted name, tensor), in the
     order the caller will pass them at run time (default: ``named_parameters()`` then
-    ``named_buffers()`` of the module now).
+    ``named_buffers()`` of the module now). ``values``: trace with the real example
+    tensors instead of fake ones, so that Python may read values; each value read
+    becomes a guard (:mod:`minicomp.frontend.value_guards`, :attr:`Captured.guards`).
     """
     inputs = tuple(example_inputs)
     for i, t in enumerate(inputs):
@@ -184,9 +202,10 @@ def capture(model_or_fn: Any, example_inputs: Sequence[torch.Tensor],
     # covers the user's call only (see _RecordSource); functional_call's reparametrization
     # makes no torch calls.
     source = contextlib.nullcontext() if isinstance(model_or_fn, fx.GraphModule) else _RecordSource()
+    recorder = ValueRecorder(SKIP_DIRS) if values else contextlib.nullcontext()
 
     def flat_fn(params: list[torch.Tensor], *args: torch.Tensor) -> list[Any]:
-        with source:
+        with source, recorder:
             if module is None:
                 out = model_or_fn(*args)
             else:
@@ -195,14 +214,70 @@ def capture(model_or_fn: Any, example_inputs: Sequence[torch.Tensor],
         out_spec.append(spec)
         return flat
 
-    with _CAPTURE_LOCK, torch.no_grad(), fx.traceback.preserve_node_meta():
+    kept = _python_state_kept(module) if module is not None else contextlib.nullcontext()
+    with _CAPTURE_LOCK, torch.no_grad(), fx.traceback.preserve_node_meta(), kept:
         gm = make_fx(torch.func.functionalize(flat_fn, remove="mutations"), decomposition_table(),
-                     tracing_mode="fake", _allow_non_fake_inputs=True)(list(state.values()), *inputs)
+                     tracing_mode="real" if values else "fake", _allow_non_fake_inputs=True,
+                     _error_on_data_dependent_ops=not values)(list(state.values()), *inputs)
+    guards = tuple(attach(gm, recorder.reads)) if values else ()
+    _fresh_inplace_as_functional(gm)
     input_names = [clean_name(n) for n in input_names[:len(inputs)]]
     input_names += [f"arg{i}" for i in range(len(input_names), len(inputs))]
     return Captured(gm, [clean_name(n.removeprefix(strip)) for n in names], list(state.values()),
                     input_names, out_spec[-1],
-                    tuple(i for i, t in enumerate(inputs) if isinstance(t, torch.nn.Parameter)))
+                    tuple(i for i, t in enumerate(inputs) if isinstance(t, torch.nn.Parameter)), guards)
+
+
+@contextlib.contextmanager
+def _python_state_kept(module: torch.nn.Module):
+    """Put back, after tracing, the Python state the model's ``forward`` wrote while traced.
+
+    Tracing is not a call of the model: a cache its forward fills (timm's EfficientFormerV2
+    keeps ``attention_bias_cache[device] = ...`` in eval mode) would otherwise hold tracing
+    tensors, and the next eager call would compute with them. Plain attributes, and the
+    contents of dict and list attributes, of every submodule are restored; parameters,
+    buffers and submodules are not touched (tracing does not replace them)."""
+    skip = ("_parameters", "_buffers", "_modules")
+    saved = [(m, {k: v for k, v in vars(m).items() if k not in skip}) for m in module.modules()]
+    contents = [(v, dict(v) if isinstance(v, dict) else list(v)) for _, attrs in saved for v in attrs.values()
+                if type(v) in (dict, list)]
+    try:
+        yield
+    finally:
+        for container, before in contents:
+            container.clear()
+            (container.update if isinstance(container, dict) else container.extend)(before)
+        for m, attrs in saved:
+            for k in [k for k in vars(m) if k not in skip and k not in attrs]:
+                delattr(m, k)
+            for k, v in attrs.items():
+                if vars(m).get(k, v) is not v:
+                    object.__setattr__(m, k, v)
+
+
+def _fresh_inplace_as_functional(gm: fx.GraphModule) -> None:
+    """Turn in-place ATen calls on fresh temporaries into their functional forms.
+
+    Some of torch's C++ composites (``rms_norm``'s ``add_``) mutate a temporary they just made,
+    below functionalization. When the mutated value is the fresh result of a non-view op that
+    nothing else reads, ``add_(t, s)`` computes exactly ``add(t, s)``; anything else stays as it
+    is (and is reported by the importer)."""
+    for node in gm.graph.nodes:
+        op = node.target
+        if node.op != "call_function" or not isinstance(op, torch._ops.OpOverload) or not op._schema.is_mutable:
+            continue
+        base = op._schema.name.split("::")[-1]
+        src = node.args[0] if node.args else None
+        if not base.endswith("_") or not isinstance(src, fx.Node) or src.op != "call_function" or len(src.users) != 1:
+            continue
+        producer = src.target
+        if not isinstance(producer, torch._ops.OpOverload) or producer._schema.is_mutable or \
+                any(r.alias_info is not None for r in producer._schema.returns):
+            continue  # the temporary may be a view of something else, or itself an in-place result
+        functional = getattr(getattr(aten, base[:-1], None), op._overloadname, None)
+        if isinstance(functional, torch._ops.OpOverload) and not functional._schema.is_mutable:
+            node.target = functional
+    gm.recompile()
 
 
 def _signature_names(fn: Callable[..., Any]) -> list[str]:

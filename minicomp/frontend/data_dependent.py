@@ -29,6 +29,9 @@ from minicomp.errors import DataDependentError
 
 #: The exceptions torch raises for data-dependent code under fake-tensor tracing.
 DATA_DEPENDENT = (GuardOnDataDependentSymNode, DataDependentOutputException, DynamicOutputShapeException)
+#: Those of them raised when Python reads a value (a trace with the real examples can guard
+#: on it, see :mod:`minicomp.frontend.value_guards`); the others are value-dependent shapes.
+VALUE_READS = (GuardOnDataDependentSymNode, DataDependentOutputException)
 
 #: Tensor methods that hand tensor values to Python; under fake tensors they fail with
 #: messages that do not say why ("tolist() shouldn't be called on a tensor with unallocated

@@ -103,8 +103,7 @@ def check_call(op: torch._ops.OpOverload, text: str, operands: Sequence[TensorTy
 def emit_external(ctx: Any, node: fx.Node) -> Value | list[Value] | None:
     """An ``external`` node for ``node`` in ``ctx`` (an Importer), or None when it cannot be replayed."""
     op = node.target
-    if not isinstance(op, torch._ops.OpOverload) or op._schema.is_mutable \
-            or torch.Tag.nondeterministic_seeded in op.tags:
+    if not isinstance(op, torch._ops.OpOverload) or op._schema.is_mutable or _random(op, node):
         return None
     operands: list[Value] = []
     try:
@@ -117,6 +116,21 @@ def emit_external(ctx: Any, node: fx.Node) -> Value | list[Value] | None:
     results = ctx.emit_multi("external", operands, {"target": str(op), "args": text, "result_types": types},
                              count=len(types))
     return results[0] if isinstance(node.meta["val"], torch.Tensor) else results
+
+
+def _random(op: torch._ops.OpOverload, node: fx.Node) -> bool:
+    """Whether replaying ``op`` could draw random numbers. Ops tagged ``nondeterministic_seeded``
+    only for an optional dropout (the attention kernels' ``dropout_p``) are deterministic when
+    it is 0, as in inference; the others (bernoulli, rand, ...) always draw."""
+    if torch.Tag.nondeterministic_seeded not in op.tags:
+        return False
+    names = [a.name for a in op._schema.arguments]
+    if "dropout_p" not in names:
+        return True
+    i = names.index("dropout_p")
+    p = node.kwargs["dropout_p"] if "dropout_p" in node.kwargs else \
+        node.args[i] if i < len(node.args) else op._schema.arguments[i].default_value
+    return p != 0
 
 
 def decode_args(text: str, tensors: Sequence[torch.Tensor]) -> tuple[list[Any], dict[str, Any]]:
