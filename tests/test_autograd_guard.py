@@ -1,8 +1,9 @@
 """Autograd, lazy tensor flags and tensor kinds at the call boundary (issue 14 points 3, 4, 16).
 
-* Grad mode on and a tensor that requires grad: the compiled forward runs under a
-  ``torch.autograd.Function`` whose backward is eager's, so ``backward()`` fills every
-  ``.grad`` with eager's values and outputs require grad exactly when eager's do.
+* Grad mode on and a tensor that requires grad: the call runs under autograd (compiled
+  forward and backward graphs, see tests/test_training.py; eager PyTorch's backward for
+  second derivatives), so ``backward()`` fills every ``.grad`` with eager's values and
+  outputs require grad exactly when eager's do.
 * Inputs with the negative or conjugate bit set are read with their flags applied.
 * Sparse, MKL-DNN, nested, quantized and meta tensors and non-native-byte-order numpy
   arrays are one clear GuardError.

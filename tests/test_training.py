@@ -114,8 +114,9 @@ def test_layer_norm_statistics_and_view_backwards_are_eager_s():
 # -- OpInfo gradient samples -------------------------------------------------------------------
 #: The ops a training step of the supported models uses, and how many samples each (spread over the list).
 OPINFO_OPS = {
-    "nn.functional.conv2d": 4, "nn.functional.max_pool2d": 4, "nn.functional.avg_pool2d": 3, "nn.functional.layer_norm": 3, "softmax": 3,
-    "log_softmax": 3, "nn.functional.gelu": 2, "nn.functional.silu": 2, "nn.functional.embedding": 2,
+    "nn.functional.conv2d": 4, "nn.functional.max_pool2d": 4, "nn.functional.avg_pool2d": 3,
+    "nn.functional.layer_norm": 3, "softmax": 3, "log_softmax": 3, "nn.functional.gelu": 2,
+    "nn.functional.silu": 2, "nn.functional.embedding": 2,
     "nn.functional.nll_loss": 4, "nn.functional.cross_entropy": 3, "nn.functional.mse_loss": 2,
     "nn.functional.relu": 2, "sigmoid": 2, "tanh": 1, "nn.functional.linear": 3, "nn.functional.batch_norm": 4,
     "matmul": 3, "sum": 2, "mean": 2,
@@ -400,3 +401,24 @@ def test_training_mode_dropout_compiles_with_torch_s_distribution_and_seed():
     torch.manual_seed(1)
     assert torch.equal(drop(x), y)
     assert not torch.equal(drop(x), y)
+
+
+# -- the Triton backend ------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore:no CUDA device:RuntimeWarning")
+def test_triton_target_compiles_forward_and_backward_natively():
+    """The Triton backend (its interpreter where there is no GPU) runs both graphs with eager's gradients."""
+    pytest.importorskip("triton")
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    eager = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 4))
+    model = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 4))
+    model.load_state_dict(eager.state_dict())
+    x, y = torch.randn(4, 8), torch.tensor([0, 1, 2, 3])
+    step = torch.compile(lambda x: nn.functional.cross_entropy(model(x), y),
+                         backend=make_backend("triton", strict=True))
+    with training.record() as records:
+        step(x).backward()
+    nn.functional.cross_entropy(eager(x), y).backward()
+    assert sorted(r.kind for r in records) == ["backward", "forward"] and all(r.native for r in records), records
+    for (name, p), q in zip(model.named_parameters(), eager.parameters()):
+        _close(p.grad, q.grad, name)
