@@ -198,6 +198,17 @@ class Graph:
         return print_graph(self)
 
 
+def view_source(value: Value) -> tuple[Value, list[Node]]:
+    """The value a chain of views (ops of role VIEW) starts from, and the chain's view nodes, source first.
+
+    The buffer a value reads through views: fusion, memory planning and the lowering all ask this."""
+    chain = []
+    while value.producer is not None and value.producer.opdef.is_view:
+        chain.append(value.producer)
+        value = value.producer.operands[0]
+    return value, chain[::-1]
+
+
 def constant(graph: Graph, array: np.ndarray, dtype=None, name: str | None = None) -> Value:
     """Add a constant node holding ``array`` (stored as the IR dtype's numpy type)."""
     from minicomp.ir.dtypes import DType, round_to_dtype

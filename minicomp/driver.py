@@ -445,10 +445,16 @@ def _eager(cm: CompiledModel, sig, reasons: list[str]) -> _Entry:
                   eager=True)
 
 
-def _run_passes(graph: Graph, target: str, passes, options: dict[str, Any], dump_dir=None,
-                print_after_all: bool = False):
+def pass_context(target: str, options: dict[str, Any] | None = None, listener: Any = None) -> PassContext:
+    """The :class:`~minicomp.passes.PassContext` ``minicomp.compile`` gives its passes for ``target``:
+    the pass options of ``options`` (driver and backend options left out), the target ("cpu"/"gpu"),
+    and what the backend prefers and has (``kn_weight``, ``attention_kernel``). ``listener``: a
+    :class:`~minicomp.passes.rewrite.RewriteListener` told about every rewrite of the built-in passes.
+    Run passes one at a time with it: ``PassManager([p]).run(graph, ctx)`` for each ``p`` of
+    ``build_pipeline(...)``."""
+    options = options or {}
     pass_opts = {k: v for k, v in options.items() if k not in _DRIVER_OPTIONS}
-    ctx = PassContext(options={"target": "gpu" if target in _GPU_TARGETS else "cpu", **pass_opts})
+    ctx = PassContext(options={"target": "gpu" if target in _GPU_TARGETS else "cpu", **pass_opts}, listener=listener)
     if target == "cpu":  # what the backend prefers (layout) and has (an attention kernel)
         from minicomp.codegen.llvm import attention_fits, kn_weight
         ctx.options.setdefault("kn_weight", kn_weight)
@@ -456,12 +462,30 @@ def _run_passes(graph: Graph, target: str, passes, options: dict[str, Any], dump
     elif target in _GPU_TARGETS:
         from minicomp.codegen.triton import attention_fits as gpu_attention_fits
         ctx.options.setdefault("attention_kernel", gpu_attention_fits)
+    return ctx
+
+
+def run_passes(graph: Graph, target: str, passes: Any = None, options: dict[str, Any] | None = None, *,
+               listener: Any = None, dump_dir=None, print_after_all: bool = False) -> tuple[Graph, PassContext]:
+    """Run ``passes`` (None: the default pipeline; a list; or ``Extend``) on ``graph`` exactly as
+    ``minicomp.compile(..., target=target, passes=passes, **options)`` does: the same context
+    (:func:`pass_context`), verifying after every pass when ``options["verify"]`` or
+    ``MINICOMP_VERIFY=1`` asks. Returns the graph and the context (decisions, statistics)."""
+    options = options or {}
+    ctx = pass_context(target, options, listener)
+    pass_opts = {k: v for k, v in options.items() if k not in _DRIVER_OPTIONS}
     pipeline = build_pipeline(ctx.options["target"], pass_opts, passes)
     if not pipeline:
         return graph, ctx
     pm = PassManager(pipeline, verify=verify_requested(options.get("verify", False)),
                      dump_dir=str(dump_dir) if dump_dir is not None else None, print_after_all=print_after_all)
     return pm.run(graph, ctx), ctx
+
+
+def _run_passes(graph: Graph, target: str, passes, options: dict[str, Any], dump_dir=None,
+                print_after_all: bool = False):
+    """What a compile runs (tests replace it to watch compiles); see :func:`run_passes`."""
+    return run_passes(graph, target, passes, options, dump_dir=dump_dir, print_after_all=print_after_all)
 
 
 def _interpreter(graph: Graph):

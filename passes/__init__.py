@@ -17,7 +17,7 @@ from __future__ import annotations
 from minicomp.passes.manager import (Decision, Extend, Pass, PassContext, PassManager, PassStats, build_pipeline,
                                      bytes_moved, default_pass_names, default_pipeline, get_pass, kernel_count,
                                      pass_names, register_pass, stats_table, verify_requested)
-from minicomp.passes.rewrite import RewritePattern, Rewriter, apply_patterns
+from minicomp.passes.rewrite import RewriteListener, RewritePattern, Rewriter, apply_patterns, defining
 from minicomp.passes.explain import explain
 from minicomp.passes import attention, canonicalize, decompose, fusion, layout, memory  # noqa: F401  (register passes)
 from minicomp.passes.memory import plan_memory
@@ -25,4 +25,4 @@ from minicomp.passes.memory import plan_memory
 __all__ = ["Pass", "PassContext", "PassManager", "PassStats", "Decision", "default_pipeline", "get_pass",
            "pass_names", "register_pass", "RewritePattern", "Rewriter", "apply_patterns", "explain",
            "kernel_count", "bytes_moved", "stats_table", "plan_memory", "Extend", "build_pipeline",
-           "default_pass_names", "verify_requested"]
+           "default_pass_names", "verify_requested", "RewriteListener", "defining"]

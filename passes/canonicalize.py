@@ -269,5 +269,5 @@ class Canonicalize(Pass):
     def run(self, graph: Graph, ctx: PassContext) -> None:
         patterns = builtin_patterns() + list(ctx.option("patterns", []))
         before = len(graph.nodes)
-        if apply_patterns(graph, patterns):
+        if apply_patterns(graph, patterns, listener=ctx.listener):
             ctx.record("rewrite", f"{before} -> {len(graph.nodes)} nodes", "algebraic simplification")

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from minicomp.ir.graph import Graph, Node, Value
+from minicomp.ir.graph import Graph, Node, Value, view_source
 from minicomp.ir.lowering import body_problem
 from minicomp.ir.ops import Role
 from minicomp.passes.canonicalize import remove_dead
@@ -57,15 +57,6 @@ def role(node: Node) -> Role:
 
 def _group_kind(node: Node) -> str:
     return _GROUP_KIND.get(role(node)) or node.opdef.kernel_kind
-
-
-def view_source(value: Value) -> tuple[Value, list[Node]]:
-    """The non-view value a view chain starts from, and the chain's view nodes (source first)."""
-    chain = []
-    while value.producer is not None and value.producer.opdef.role is Role.VIEW:
-        chain.append(value.producer)
-        value = value.producer.operands[0]
-    return value, chain[::-1]
 
 
 @dataclass(eq=False)

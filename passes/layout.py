@@ -319,7 +319,8 @@ class Layout(Pass):
     name: str = "layout"
 
     def run(self, graph: Graph, ctx: PassContext) -> None:
-        apply_patterns(graph, [UnflattenContraction(ctx), SinkPermute(ctx), ComposeViews(), NoOpView()])
+        apply_patterns(graph, [UnflattenContraction(ctx), SinkPermute(ctx), ComposeViews(), NoOpView()],
+                       listener=ctx.listener)
         _store_weights_kn(graph, ctx)
         for n in graph.nodes:
             if n.op in _PRODUCTS:

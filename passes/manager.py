@@ -59,6 +59,9 @@ class PassContext:
     decisions: list[Decision] = field(default_factory=list)
     stats: list[PassStats] = field(default_factory=list)
     current_pass: str = ""
+    #: a :class:`~minicomp.passes.rewrite.RewriteListener` the built-in passes hand to
+    #: ``apply_patterns``: told about every rewrite they make (None: nobody listens)
+    listener: Any = None
 
     def record(self, kind: str, subject: str, why: str) -> None:
         """Log a decision of the running pass."""

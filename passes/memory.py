@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from minicomp.ir.graph import Graph, Node, Value
+from minicomp.ir.graph import Graph, Node, Value, view_source
 from minicomp.ir.lowering import first_fit_arena, inplace_refusal
 from minicomp.ir.ops import Role
 from minicomp.passes.manager import Pass, PassContext, is_kernel, register_pass
@@ -66,9 +66,7 @@ def plan_memory(graph: Graph, inplace: bool = True) -> dict:
     outputs = {id(v) for v in graph.outputs}
 
     def root(v: Value) -> Value:
-        while v.producer is not None and v.producer.opdef.role is Role.VIEW:
-            v = v.producer.operands[0]
-        return v
+        return view_source(v)[0]
 
     last_use: dict[int, int] = {}
     for n in kernels:

@@ -51,6 +51,19 @@ def defining(value: Value, op: str) -> Node | None:
     return p if p is not None and p.op == op else None
 
 
+class RewriteListener:
+    """Told about every rewrite the greedy driver makes (MLIR's ``RewriterBase::Listener``).
+
+    Subclass it and override :meth:`on_rewrite`; hand it to ``apply_patterns(..., listener=)``
+    (the built-in passes hand over ``ctx.listener``, see ``minicomp.driver.pass_context``).
+    A listener only looks: it must not change the graph.
+    """
+
+    def on_rewrite(self, pattern: RewritePattern, node: Node, added: list[Node], graph: Graph) -> None:
+        """``pattern`` rewrote ``node`` (it still has its operands and results; their uses may now
+        point elsewhere), inserting the nodes ``added`` (in order) into ``graph``."""
+
+
 class PatternError(RuntimeError):
     """A rewrite pattern broke the driver's contract (see :class:`RewritePattern`), or a set of
     patterns never reaches a fixpoint; the message names the pattern(s)."""
@@ -73,11 +86,13 @@ class Rewriter:
         self.current: Node | None = None
         self.changed = False
         self.edits = 0
+        self.added: list[Node] = []  # every node inserted through this rewriter, in order
 
     def add(self, op: str, operands: Sequence[Value] = (), attrs: dict[str, Any] | None = None) -> Node:
         """Insert a new node right before the node being rewritten (types are inferred)."""
         node = self.graph.add(op, operands, attrs, before=self.current,
                               loc=self.current.loc if self.current is not None else None)
+        self.added.append(node)
         self.changed = True
         self.edits += 1
         return node
@@ -89,6 +104,7 @@ class Rewriter:
         self.graph.nodes.remove(node)
         idx = self.graph.nodes.index(self.current) if self.current is not None else len(self.graph.nodes)
         self.graph.nodes.insert(idx, node)
+        self.added.append(node)
         self.changed = True
         self.edits += 1
         return value
@@ -157,8 +173,11 @@ def _try(pattern: RewritePattern, node: Node, rw: Rewriter) -> bool:
     return fired
 
 
-def apply_patterns(graph: Graph, patterns: Sequence[RewritePattern], max_iterations: int = 100) -> bool:
+def apply_patterns(graph: Graph, patterns: Sequence[RewritePattern], max_iterations: int = 100,
+                   listener: RewriteListener | None = None) -> bool:
     """Apply ``patterns`` greedily to every node until a fixpoint; True if anything changed.
+
+    ``listener`` (a :class:`RewriteListener`) is told about each rewrite right after it is made.
 
     Dead nodes are removed at the end. Raises :class:`PatternError` (a RuntimeError) at
     once when a pattern breaks the contract of :class:`RewritePattern`, and, naming the
@@ -178,7 +197,10 @@ def apply_patterns(graph: Graph, patterns: Sequence[RewritePattern], max_iterati
                 if pattern.ops and node.op not in pattern.ops:
                     continue
                 rw.current = node
+                mark = len(rw.added)
                 if _try(pattern, node, rw):
+                    if listener is not None:
+                        listener.on_rewrite(pattern, node, rw.added[mark:], graph)
                     rw.changed = True
                     fired[pattern_name(pattern)] = fired.get(pattern_name(pattern), 0) + 1
                     break

@@ -110,3 +110,29 @@ def test_minicomp_verify_env_turns_the_verifier_on(monkeypatch):
 
 def test_the_test_suite_verifies_every_compile():
     assert os.environ.get("MINICOMP_VERIFY") == "1"  # tests/conftest.py
+
+
+def test_rewrite_listener_sees_every_rewrite_of_the_builtin_passes():
+    """ctx.listener is told, per fired pattern, which node it rewrote and which nodes it added."""
+    from minicomp.driver import pass_context, run_passes
+    from minicomp.passes import RewriteListener
+
+    class Log(RewriteListener):
+        def __init__(self):
+            self.seen = []
+
+        def on_rewrite(self, pattern, node, added, graph):
+            self.seen.append((type(pattern).__name__, node.op, [n.op for n in added]))
+
+    g = parse(textwrap.dedent("""
+        graph @g(%x: f32[4]) {
+          %a = neg %x : f32[4]
+          %b = neg %a : f32[4]
+          %c = permute %b {dims=[0]} : f32[4]
+          return %c
+        }"""))
+    log = Log()
+    out, ctx = run_passes(g, "cpu", ["canonicalize"], {}, listener=log)
+    assert ("DoubleNegation", "neg", []) in log.seen and ("NoOpView", "permute", []) in log.seen
+    assert [n.op for n in out.nodes] == [] and ctx.listener is log
+    assert pass_context("cpu").options["target"] == "cpu" and "kn_weight" in pass_context("cpu").options

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from minicomp.ir.graph import Graph, Node, Value
+from minicomp.ir.graph import Graph, Node, Value, view_source
 from minicomp.ir.kernel import Call, Kernel, Program, Slot
 from minicomp.ir.lowering.builder import CannotFuse, LoweringError, NeedMaterialize
 from minicomp.ir.lowering.inplace import inplace_problem
@@ -109,12 +109,6 @@ def _lower_alone(node: Node) -> tuple[Kernel, list[Value]]:
                        lambda v: id(v.producer) not in inside if v.producer is not None else True)
 
 
-def _view_root(v: Value) -> Value:
-    while v.producer is not None and v.producer.opdef.role is Role.VIEW:
-        v = v.producer.operands[0]
-    return v
-
-
 def inplace_refusal(node: Node, operand: Value) -> str | None:
     """Why ``node``'s kernel may not write its result over the buffer of ``operand``; None when it may.
 
@@ -125,7 +119,7 @@ def inplace_refusal(node: Node, operand: Value) -> str | None:
     if len(node.results) != 1:
         return "the kernel has several results"
     if all(o is not operand for o in node.operands) or \
-            any(o is not operand and _view_root(o) is operand for o in node.operands):
+            any(o is not operand and view_source(o)[0] is operand for o in node.operands):
         return f"%{operand.name} is read through a view"
     try:
         kernel, ins = _lower_alone(node)
