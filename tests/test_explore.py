@@ -77,12 +77,9 @@ def test_first_pass_beyond_tolerance_is_the_wrong_one(tmp_path):
 
 
 def test_each_rewrite_is_recorded_with_its_pattern_and_the_graph_before_and_after(tmp_path):
-    from minicomp.passes import rewrite
-    original = rewrite._try
     f = tmp_path / "canon.mcir"
     f.write_text(CANON_IR)
     data = explore_file(str(f), [get_pass("canonicalize")], native=False).data()
-    assert rewrite._try is original  # the recorder put the driver back
     steps = data["passes"][1]["rewrites"]
     assert [s["pattern"] for s in steps] == ["IdentityElement", "DoubleNegation", "ComposeViews"]
     assert steps[0]["matched"] == ["a"] and steps[1]["matched"] == ["n2"] and steps[2]["matched"] == ["s"]
@@ -93,6 +90,100 @@ def test_each_rewrite_is_recorded_with_its_pattern_and_the_graph_before_and_afte
     new = steps[2]["added"][0]
     assert f"%{new} = reshape %x {{shape=[8,4]}} : f32[8,4]" in added and f"return %{new}" in added
     assert data["passes"][1]["numeric"]["ok"] is True
+
+
+class _Seen:
+    """A pattern that prints the graph before delegating to ``inner``: the ground truth of what each
+    rewrite saw, taken *before* it (the explorer's listener is only told after)."""
+
+    def __init__(self, inner, log):
+        from minicomp.passes.rewrite import pattern_name
+        self.inner, self.log, self.name, self.ops = inner, log, pattern_name(inner), inner.ops
+
+    def match_and_rewrite(self, node, rw):
+        from minicomp.ir.printer import print_graph
+        before = print_graph(rw.graph, elide_constants=True)
+        fired = self.inner.match_and_rewrite(node, rw)
+        if fired:
+            self.log.append((self.name, [r.name for r in node.results], before,
+                             print_graph(rw.graph, elide_constants=True)))
+        return fired
+
+
+def _as_seen(report, patterns) -> int:
+    """Check the explorer's record of pass 1 against :class:`_Seen` on a copy of its input graph
+    (pattern, node, texts before and after, each rewrite); returns how many times the driver
+    removed dead nodes between two recorded rewrites."""
+    from minicomp.passes.rewrite import apply_patterns
+    steps, truth = report.passes[1].rewrites, []
+    assert apply_patterns(report.passes[0].graph.copy(), [_Seen(p, truth) for p in patterns])
+    assert len(steps) == len(truth) > 1
+    for step, (pattern, matched, before, after) in zip(steps, truth):
+        assert (step.pattern, step.matched) == (pattern, matched)
+        assert step.missing is None and step.before == before and step.after == after
+    assert steps[0].before == report.passes[0].text
+    return sum(1 for a, b in zip(truth, truth[1:]) if a[3] != b[2])
+
+
+def test_the_listener_records_each_rewrite_of_canonicalize_on_the_transformer_block():
+    from minicomp.passes.canonicalize import builtin_patterns
+    report = explore_file(str(EXAMPLES / "transformer_block.py"), [get_pass("canonicalize")], native=False)
+    _as_seen(report, builtin_patterns())
+    assert report.passes[1].nodes < report.passes[0].nodes
+
+
+TWO_SWEEPS_IR = """graph @g(%x: f32[4,8]) {
+  %r = reshape %x {shape=[32]} : f32[32]
+  %s = reshape %r {shape=[4,8]} : f32[4,8]
+  %n1 = neg %s : f32[4,8]
+  %n2 = neg %n1 : f32[4,8]
+  %t = reshape %n2 {shape=[32]} : f32[32]
+  %u = reshape %t {shape=[4,8]} : f32[4,8]
+  return %u
+}
+"""
+
+
+def test_a_rewrite_after_dead_nodes_were_removed_shows_the_graph_it_saw(tmp_path):
+    from minicomp.passes.canonicalize import builtin_patterns
+    f = tmp_path / "two.mcir"
+    f.write_text(TWO_SWEEPS_IR)  # the reshape that ComposeViews adds is a no-op only seen in sweep 2
+    report = explore_file(str(f), [get_pass("canonicalize")], native=False)
+    assert _as_seen(report, builtin_patterns()) == 1
+    assert [s.pattern for s in report.passes[1].rewrites][-1] == "NoOpView"
+
+
+@dataclass(frozen=True)
+class UserPatterns(Pass):
+    """A user's pattern pass: hands ``ctx.listener`` on or not, and may edit the graph between calls."""
+
+    name: str = "user-patterns"
+    listen: bool = True
+    edit_between: bool = False
+
+    def run(self, graph, ctx):
+        from minicomp.passes.canonicalize import ComposeViews, NoOpView
+        from minicomp.passes.rewrite import apply_patterns
+        listener = ctx.listener if self.listen else None
+        apply_patterns(graph, [ComposeViews()], listener=listener)
+        if self.edit_between:
+            graph.add("neg", [graph.inputs[0]])  # a node the listener was never told about
+        apply_patterns(graph, [NoOpView()], listener=listener)
+
+
+def test_user_pattern_passes_show_their_rewrites_when_they_hand_on_the_listener(tmp_path):
+    from minicomp.explore.rewrites import NOT_KNOWN
+    f = tmp_path / "two.mcir"
+    f.write_text(TWO_SWEEPS_IR)
+    listens = explore_file(str(f), [UserPatterns()], native=False).data()["passes"][1]
+    assert [s["pattern"] for s in listens["rewrites"]] == ["ComposeViews"] * 2 + ["NoOpView"] * 2
+    assert all(s["diff"] and s["missing"] is None for s in listens["rewrites"])
+    silent = explore_file(str(f), [UserPatterns(listen=False)], native=False).data()["passes"][1]
+    assert silent["rewrites"] == [] and silent["diff"] == listens["diff"]  # per pass only
+    edited = explore_file(str(f), [UserPatterns(edit_between=True)], native=False).data()["passes"][1]
+    first, second = edited["rewrites"][2:]  # the edit between the two calls is not visible to a listener
+    assert first["pattern"] == "NoOpView" and first["diff"] is None and first["missing"] == NOT_KNOWN
+    assert second["diff"] and second["missing"] is None  # known again from the first one's "after"
 
 
 def test_kernels_of_both_targets():

@@ -4,16 +4,15 @@ The graph after the last pass is compiled for the CPU as it is (``minicomp.compi
 of a Graph with no passes), so the kernels are the ones the pipeline shown produced.
 Each kernel is then called by itself through its native address, with the arena,
 inputs, outputs and constants laid out as the program's entry function lays them
-out, many times in a row (as ``scripts/kernel_profile.py`` does); its median time is
-shown beside the median time of one whole call of the entry function. A kernel
+out, many times in a row (:func:`minicomp.bench_overhead.kernel_times`, as
+``scripts/kernel_profile.py`` does); its median time is shown beside the median time
+of one whole call of the entry function (:func:`minicomp.bench_overhead.entry_us`). A kernel
 timed alone runs with its data hot in cache, as it rarely is inside a call, so the
 shares are estimates and need not add up to 100%.
 """
 from __future__ import annotations
 
-import ctypes
 import re
-import statistics
 import time
 from typing import Any
 
@@ -29,8 +28,7 @@ def kernel_report(graph: Graph, tensors: list[Any], target: str = "cpu") -> dict
     ("cpu": LLVM IR, assembly and times; "triton": Triton source, no times)."""
     import minicomp
     cm = minicomp.compile(graph, tensors, target=target, passes=[])
-    entry = cm._current()
-    program, module = entry.program, entry.module
+    program = cm.program
     if program is None:
         return {"error": "no native program (the graph ran in the interpreter)", "kernels": []}
     asm = _asm_by_kernel(cm.source("asm")) if target == "cpu" else {}
@@ -47,7 +45,7 @@ def kernel_report(graph: Graph, tensors: list[Any], target: str = "cpu") -> dict
         result["timing_error"] = "kernels are timed for the CPU target only"
         return result
     try:
-        times, call_us = time_kernels(program, module, entry.run, tensors)
+        times, call_us = time_kernels(cm, program, tensors)
     except Exception as exc:  # noqa: BLE001 - the page says why there are no times
         result["timing_error"] = f"{type(exc).__name__}: {exc}"
         return result
@@ -86,56 +84,21 @@ def _asm_by_kernel(asm: str) -> dict[int, str]:
     return {k: "\n".join(v) for k, v in parts.items()}
 
 
-def _median_us(fn, calls: int = 10, rounds: int = 7) -> float:
-    """Median over ``rounds`` of the mean time of ``calls`` back-to-back calls, in microseconds; a
-    call slower than a few milliseconds is timed fewer times, to keep large models quick to explore."""
-    t0 = time.perf_counter()
-    fn()
-    if time.perf_counter() - t0 > 0.005:
-        calls, rounds = 1, 3
-    for _ in range(calls):
-        fn()
-    times = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        times.append((time.perf_counter() - t0) / calls)
-    return statistics.median(times) * 1e6
-
-
-def time_kernels(program, module, native, tensors: list[Any]) -> tuple[list[float], float]:
-    """Median microseconds of each kernel call alone, and of one whole entry call."""
+def time_kernels(cm, program, tensors: list[Any]) -> tuple[list[float], float]:
+    """Median microseconds of each kernel (summed over its calls), each called alone, and of one
+    whole entry call, through :mod:`minicomp.bench_overhead`. A program whose call takes more than a
+    few milliseconds is timed with fewer calls per round, to keep large models quick to explore."""
     import torch
 
-    from minicomp.guards import TORCH_DTYPE
-    from minicomp.ir.kernel import kernel_checks
-    from minicomp.runtime import constant_tensor
-    inputs = [t.contiguous() for t in tensors]
-    arena = torch.empty(program.arena_bytes + 64, dtype=torch.uint8)
-    base = -(-arena.data_ptr() // 64) * 64
-    keep: dict[int, Any] = {}
-
-    def pointer(slot_id: int) -> int:
-        slot = program.slots[slot_id]
-        if slot.kind == "arena":
-            return base + slot.index
-        if slot.kind == "input":
-            return inputs[slot.index].data_ptr()
-        if slot_id not in keep:
-            keep[slot_id] = (constant_tensor(program.constants[slot.index], slot.type.dtype) if slot.kind == "const"
-                             else torch.empty(slot.type.shape, dtype=TORCH_DTYPE[slot.type.dtype]))
-        return keep[slot_id].data_ptr()
-
-    error_word = ctypes.c_int32(0)
-    per_kernel: dict[int, float] = {}
-    for call in program.calls:
-        k = program.kernels[call.kernel]
-        ptrs = [pointer(s) for s in call.args]
-        if kernel_checks(k):  # kernels with run-time checks take the error word last
-            ptrs.append(ctypes.addressof(error_word))
-        fn = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * len(ptrs))(module.kernel_address(call.kernel))
-        per_kernel[call.kernel] = per_kernel.get(call.kernel, 0.0) + _median_us(lambda fn=fn, p=ptrs: fn(*p))
+    from minicomp.bench_overhead import entry_us, kernel_times, single_program
+    if not single_program(cm):
+        raise RuntimeError("the graph did not compile to one native program")
+    inputs = tuple(t.contiguous() for t in tensors)
+    t0 = time.perf_counter()
     with torch.no_grad():
-        call_us = _median_us(lambda: native(inputs))
-    return [per_kernel.get(i, 0.0) for i in range(len(program.kernels))], call_us
+        cm(*inputs)
+    calls = 1 if time.perf_counter() - t0 > 0.005 else 5
+    per_kernel: dict[int, float] = {}
+    for call, (_, _, us) in zip(program.calls, kernel_times(cm, inputs, calls)):
+        per_kernel[call.kernel] = per_kernel.get(call.kernel, 0.0) + us
+    return [per_kernel.get(i, 0.0) for i in range(len(program.kernels))], entry_us(cm, inputs, calls)

@@ -184,7 +184,8 @@ function renderRewrite() {
   $("rwhead").innerHTML = `<b>${esc(p.name)}</b> rewrite <b id="stepno">${S.step + 1}</b> of ${steps.length} ` +
     `(<span class="kb">n</span>/<span class="kb">p</span>): pattern <span class="pat">${esc(s.pattern)}</span> ` +
     `fired on <code>${valueSpans(s.node)}</code>${added}` + (s.loc ? ` <span class="muted">at ${esc(s.loc)}</span>` : "");
-  $("rwdiff").innerHTML = s.diff ? diffHTML(s.diff, true) : '<div class="fold">(text not kept past the first steps)</div>';
+  $("rwdiff").innerHTML = s.diff ? diffHTML(s.diff, true) :
+    `<div class="fold">(${esc(s.missing || "graph text not kept")})</div>`;
   if (s.matched.length) S.sel = s.matched[0];
 }
 

@@ -197,9 +197,8 @@ def run_pipeline(report: Report, graph: Graph, passes: list[Any] | None, target:
         report.passes.append(first)
     pipeline = default_pipeline("gpu" if target == "triton" else "cpu", {}) if passes is None else list(passes)
     _preload(target)
-    with RewriteRecorder() as recorder, _progress(len(pipeline)) as bar:
-        if recorder.unavailable:
-            report.notes.append(recorder.unavailable)
+    recorder = RewriteRecorder()
+    with _progress(len(pipeline)) as bar:
         for i, p in enumerate(pipeline, start=1):
             bar.set_description(p.name)
             rec = _run_one(i, p, graph, report.passes[-1], recorder, target)
@@ -223,11 +222,12 @@ def _preload(target: str) -> None:
 
 def _run_one(index: int, p, graph: Graph, prev: PassRecord, recorder, target: str) -> PassRecord:
     """Run pass ``p`` on (a copy of) ``graph`` as the compile driver does for ``target``, and record it."""
-    from minicomp.driver import _run_passes
+    from minicomp.driver import run_passes
     work = graph.copy()
+    recorder.start(work)
     start = time.perf_counter()
     try:
-        out, ctx = _run_passes(work, target, [p], {"verify": True})
+        out, ctx = run_passes(work, target, [p], {"verify": True}, listener=recorder)
     except Exception as exc:  # noqa: BLE001 - a user's pass may raise anything; the page shows it
         rec = _record(index, p.name, work, time.perf_counter() - start, [], recorder.take(), prev)
         rec.error = f"{type(exc).__name__}: {exc}"

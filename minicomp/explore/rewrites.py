@@ -1,27 +1,36 @@
 """Watching the rewrite driver: one record per pattern that fired, with the graph before and after.
 
-``passes/rewrite.py`` has no observer hook, so :class:`RewriteRecorder` wraps the
-driver's one per-pattern entry point (``minicomp.passes.rewrite._try``, which runs one
-pattern on one node and checks its contract) for as long as the ``with`` block lasts,
-and puts it back after. Every call still goes through the original function; the
-recorder only looks at the graph when a pattern reports a rewrite, so patterns that
-decline cost one extra Python call each.
+:class:`RewriteRecorder` is a :class:`~minicomp.passes.rewrite.RewriteListener`: the explorer
+hands it to ``minicomp.driver.run_passes(..., listener=)``, which puts it in the pass context
+(``ctx.listener``); the built-in pattern passes (canonicalize, layout) hand ``ctx.listener`` to
+``apply_patterns``, which calls :meth:`RewriteRecorder.on_rewrite` right after each rewrite. A
+user's pattern pass shows its individual rewrites when it does the same
+(``apply_patterns(graph, patterns, listener=ctx.listener)``); one that leaves the listener out
+is shown per pass only (its diff against the previous pass), with no rewrite list.
 
-The graph text before a rewrite is the text after the previous one, unless the graph
-changed in between outside the patterns (the driver removes dead nodes after each
-sweep): then it is printed afresh. Past :data:`MAX_STEPS` rewrites in one pass the
-texts are no longer kept (the pattern and node still are), to bound the page size.
+The listener is told *after* a rewrite, so the graph text before it is what the recorder
+printed after the previous rewrite (or, for the first one, the pass's input graph, see
+:meth:`RewriteRecorder.start`). Between two rewrites the driver may remove dead nodes (after
+each sweep); the recorder sees which of the nodes it knew are gone and drops their lines from
+that text, which is then exactly the graph the pattern saw. Any other change between two
+rewrites (a pass editing the graph between two ``apply_patterns`` calls, or a pass rewriting a
+graph of its own) cannot be seen from the listener: that rewrite is recorded without the
+texts, and the page says "graph before not known". Past :data:`MAX_STEPS` rewrites in one
+pass the texts are no longer kept (the pattern and node still are), to bound the page size.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from minicomp.ir.graph import Graph, Node
 from minicomp.ir.printer import print_graph
+from minicomp.passes.rewrite import RewriteListener, RewritePattern, pattern_name
 
 #: Rewrites per pass whose before/after texts are kept.
 MAX_STEPS = 200
+NOT_KEPT = f"graph text not kept past the first {MAX_STEPS} rewrites of a pass"
+NOT_KNOWN = "graph before not known: the pass changed it outside the rewrite driver"
 
 
 @dataclass
@@ -35,83 +44,97 @@ class RewriteStep:
     loc: str | None
     before: str | None
     after: str | None
+    #: Why the texts are missing (None when they are kept); shown on the page instead of the diff.
+    missing: str | None = None
 
     def data(self) -> dict[str, Any]:
         """The JSON-ready form (the texts go to the page as a diff, see :mod:`minicomp.explore.record`)."""
         return {"pattern": self.pattern, "node": self.node, "matched": self.matched, "added": self.added,
-                "loc": self.loc}
+                "loc": self.loc, "missing": self.missing}
 
 
 @dataclass
-class _Watch:
-    """What the recorder knows about one graph being rewritten."""
+class _Snapshot:
+    """A graph as the recorder last printed it: its nodes (held, so ids are not reused), in order,
+    and its text cut into the header, one chunk of lines per node, and the closing lines."""
 
-    known: dict[int, Node] = field(default_factory=dict)  # id -> node (held, so ids are not reused)
-    count: int = -1
-    text: str | None = None
+    nodes: list[Node]
+    head: str
+    chunks: list[str] | None  # None: the text could not be cut per node (only exact reuse possible)
+    tail: list[str]
+    text: str
 
 
-class RewriteRecorder:
-    """Context manager recording every rewrite the greedy driver makes (see the module docstring)."""
+class RewriteRecorder(RewriteListener):
+    """Records every rewrite the greedy driver reports (see the module docstring)."""
 
     def __init__(self) -> None:
         self.steps: list[RewriteStep] = []
-        self._watch: dict[int, tuple[Graph, _Watch]] = {}
-        self._orig: Any = None
-        #: Why individual rewrites cannot be watched (None when they can); shown on the page.
-        self.unavailable: str | None = None
+        self._snap: dict[int, tuple[Graph, _Snapshot]] = {}
+
+    def start(self, graph: Graph) -> None:
+        """Remember ``graph`` as it is before a pass runs on it (the first rewrite's "before")."""
+        self._snap = {id(graph): (graph, _snapshot(graph))}
 
     def take(self) -> list[RewriteStep]:
         """The steps recorded since the last call (one pass's worth)."""
         steps, self.steps = self.steps, []
-        self._watch.clear()
+        self._snap.clear()
         return steps
 
-    def __enter__(self) -> "RewriteRecorder":
-        from minicomp.passes import rewrite
-        self._orig = getattr(rewrite, "_try", None)
-        if self._orig is None:
-            self.unavailable = "minicomp.passes.rewrite has no _try to watch: rewrites are shown per pass only"
-            return self
-        rewrite._try = self._wrapped
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        from minicomp.passes import rewrite
-        if self._orig is not None:
-            rewrite._try = self._orig
-        self._watch.clear()
-
-    def _wrapped(self, pattern, node: Node, rw) -> bool:
-        graph = rw.graph
-        entry = self._watch.get(id(graph))
-        if entry is None or entry[0] is not graph:
-            entry = (graph, _Watch())
-            self._watch[id(graph)] = entry
-        watch = entry[1]
-        if watch.count != len(graph.nodes):  # changed outside the patterns (dead nodes removed): look again
-            watch.known = {id(n): n for n in graph.nodes}
-            watch.count = len(graph.nodes)
-            watch.text = None
+    def on_rewrite(self, pattern: RewritePattern, node: Node, added: list[Node], graph: Graph) -> None:
+        """Record one rewrite: the graph before it (from the last snapshot) and after it (printed now)."""
         keep_text = len(self.steps) < MAX_STEPS
-        if keep_text and watch.text is None:
-            watch.text = _text(graph)
-        fired = self._orig(pattern, node, rw)
-        if fired:
-            self._record(pattern, node, graph, watch, keep_text)
-        return fired
-
-    def _record(self, pattern, node: Node, graph: Graph, watch: _Watch, keep_text: bool) -> None:
-        from minicomp.passes.rewrite import pattern_name
-        added = [n for n in graph.nodes if id(n) not in watch.known]
-        after = _text(graph) if keep_text else None
+        before = self._before(graph, added) if keep_text else None
+        after = None
+        if keep_text:
+            snap = _snapshot(graph)
+            self._snap[id(graph)] = (graph, snap)
+            after = snap.text
+        else:
+            self._snap.pop(id(graph), None)
+        missing = None if before is not None else NOT_KEPT if not keep_text else NOT_KNOWN
         self.steps.append(RewriteStep(
-            pattern=pattern_name(pattern), node=_describe(node),
-            matched=[r.name for r in node.results], added=[r.name for n in added for r in n.results],
-            loc=node.loc, before=watch.text if keep_text else None, after=after))
-        watch.known.update((id(n), n) for n in added)
-        watch.count = len(graph.nodes)
-        watch.text = after
+            pattern=pattern_name(pattern), node=_describe(node), matched=[r.name for r in node.results],
+            added=[r.name for n in added for r in n.results], loc=node.loc,
+            before=before, after=after if before is not None else None, missing=missing))
+
+    def _before(self, graph: Graph, added: list[Node]) -> str | None:
+        """The text of ``graph`` just before the rewrite that added ``added``, or None if unknown."""
+        entry = self._snap.get(id(graph))
+        if entry is None or entry[0] is not graph:
+            return None
+        snap = entry[1]
+        new = {id(n) for n in added}
+        now = [id(n) for n in graph.nodes if id(n) not in new]
+        known = [id(n) for n in snap.nodes]
+        if now == known:
+            return snap.text
+        alive = set(now)
+        kept = [i for i in known if i in alive]
+        if kept != now or snap.chunks is None:  # not only removals: changed outside the driver's view
+            return None
+        lines = [snap.head] + [c for n, c in zip(snap.nodes, snap.chunks) if id(n) in alive] + snap.tail
+        return "\n".join(lines)
+
+
+def _snapshot(graph: Graph) -> _Snapshot:
+    """Print ``graph`` and cut the text per node: a top-level node's line is indented by exactly two
+    spaces; the lines of a nested body (deeper, or its closing ``  }``) belong to the node above."""
+    text = _text(graph)
+    lines = text.split("\n")
+    head, body, tail = lines[0], lines[1:-2], lines[-2:]
+    chunks: list[list[str]] = []
+    for ln in body:
+        if ln.startswith("  ") and ln[2:3] not in (" ", "}", ""):
+            chunks.append([ln])
+        elif chunks:
+            chunks[-1].append(ln)
+        else:
+            chunks = []
+            break
+    ok = len(chunks) == len(graph.nodes)
+    return _Snapshot(list(graph.nodes), head, ["\n".join(c) for c in chunks] if ok else None, tail, text)
 
 
 def _describe(node: Node) -> str:
