@@ -422,3 +422,30 @@ def test_triton_target_compiles_forward_and_backward_natively():
     assert sorted(r.kind for r in records) == ["backward", "forward"] and all(r.native for r in records), records
     for (name, p), q in zip(model.named_parameters(), eager.parameters()):
         _close(p.grad, q.grad, name)
+
+
+def test_batch_norm_in_training_mode_updates_running_statistics_like_eager():
+    """Batch statistics in the compiled forward and backward; running mean/var and the batch count
+    written back as eager's (AOTAutograd copies the new buffer values into the module)."""
+    torch._dynamo.reset()
+
+    def build():
+        return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten(), nn.Linear(4, 3))
+    torch.manual_seed(0)
+    eager, model = build(), build()
+    model.load_state_dict(eager.state_dict())
+    x, y = torch.randn(4, 2, 6, 6), torch.tensor([0, 1, 2, 0])
+    step = torch.compile(lambda x: nn.functional.cross_entropy(model(x), y), backend=make_backend("cpu", strict=True))
+    with training.record() as records:
+        for _ in range(2):
+            model.zero_grad()
+            step(x).backward()
+    for _ in range(2):
+        eager.zero_grad()
+        nn.functional.cross_entropy(eager(x), y).backward()
+    assert records and all(r.native for r in records), records
+    for (name, p), q in zip(model.named_parameters(), eager.parameters()):
+        _close(p.grad, q.grad, name)
+    for (name, b), c in zip(model.named_buffers(), eager.buffers()):
+        torch.testing.assert_close(b, c, msg=lambda m: f"{name}: {m}")

@@ -196,6 +196,15 @@ def _place(v: torch.Tensor, i: int, j: int, size: tuple[int, int], stride, dilat
     return aten.constant_pad_nd.default(g, [c0, size[1] - c0 - g.shape[3], r0, size[0] - r0 - g.shape[2]], 0.0)
 
 
+def _tile(parts: dict[tuple[int, int], torch.Tensor], kh: int, kw: int, size: tuple[int, int]) -> torch.Tensor:
+    """Non-overlapping windows: ``parts[(i, j)]`` (N, C, oh, ow) interleaved into (N, C, oh*kh, ow*kw) with one
+    concatenation, padded with zeros to the padded spatial ``size``."""
+    n, c, oh, ow = next(iter(parts.values())).shape
+    rows = [torch.cat([parts[(i, j)].unsqueeze(-1) for j in range(kw)], dim=-1) for i in range(kh)]
+    g = torch.cat([r.unsqueeze(3) for r in rows], dim=3).reshape(n, c, oh * kh, ow * kw)
+    return aten.constant_pad_nd.default(g, [0, size[1] - ow * kw, 0, size[0] - oh * kh], 0.0)
+
+
 def max_pool2d_with_indices_backward(grad: torch.Tensor, x: torch.Tensor, kernel: list[int], stride: list[int],
                                      padding: list[int], dilation: list[int], ceil_mode: bool,
                                      indices: torch.Tensor) -> torch.Tensor:
@@ -233,10 +242,14 @@ def max_pool2d_with_indices_backward(grad: torch.Tensor, x: torch.Tensor, kernel
         nan = torch.isnan(v) & ok if nan_taken is None else torch.isnan(v) & ok & ~nan_taken
         nan_taken = nan if nan_taken is None else nan_taken | nan
         hits[o] = torch.where(torch.isnan(m), nan, hits[o])
-    total = None
-    for o in offsets:
-        part = _place(torch.where(hits[o], grad, 0.0), *o, (hp, wp), stride, dilation)
-        total = part if total is None else total + part
+    parts = {o: torch.where(hits[o], grad, 0.0) for o in offsets}
+    if list(stride) == [kh, kw] and list(dilation) == [1, 1]:  # windows tile the input: interleave, no sums
+        total = _tile(parts, kh, kw, (hp, wp))
+    else:
+        total = None
+        for o in offsets:
+            part = _place(parts[o], *o, (hp, wp), stride, dilation)
+            total = part if total is None else total + part
     out = total[:, :, ph:ph + h, pw:pw + w]
     return out.squeeze(0) if squeeze else out
 
