@@ -46,10 +46,11 @@ def test_linear_matches_torch_and_plain(m, n, k, dtype, monkeypatch):
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("shared", [True, False])
-def test_batches_sharing_b_or_not(threads, shared):
+@pytest.mark.parametrize("m,n", [(17, 33), (30, 10)])  # (30, 10): one column block, rows cut into chunks
+def test_batches_sharing_b_or_not(threads, shared, m, n):
     torch.manual_seed(3)
-    a = torch.randn(3, 17, 40)
-    w = torch.randn(1 if shared else 3, 33, 40)
+    a = torch.randn(3, m, 40)
+    w = torch.randn(1 if shared else 3, n, 40)
     a[1, 4, 7] = float("nan")
     a[2, 0, :] = -0.0
     f = lambda a, w: a @ w.transpose(-2, -1)  # noqa: E731  (B unit stride along k)

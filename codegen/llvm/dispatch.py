@@ -20,8 +20,7 @@ For debugging, the environment variable ``MINICOMP_CODEGEN_PATHS`` overrides rul
 ``plain`` sends every kernel to its kind's plain path (if a wrong result goes away, a fast
 path is wrong); ``kind=path,...`` (e.g. ``matmul=dtile``) uses that path wherever it
 applies and the usual choice elsewhere. An unknown kind or path name raises ValueError.
-It changes the generated code, which the on-disk program cache does not know: compile with
-``cache=False`` while it is set.
+It changes the generated code, so the program cache keys on it (``minicomp.program_cache``).
 
 Loop kernels (pointwise, reductions, row-wise) and pooling have one path each: a loop nest
 LLVM vectorizes, already the plain form.

@@ -25,7 +25,6 @@ store of the same address, which it vectorizes without run-time overlap checks.
 """
 from __future__ import annotations
 
-import math
 from math import prod
 
 from llvmlite import ir
@@ -37,10 +36,9 @@ from minicomp.codegen.llvm.kernelfn import buffer_table, define_kernel, emit_sto
 from minicomp.codegen.llvm.scalar import ExprEmitter, close_checks, open_checks
 from minicomp.codegen.llvm.types import I64, register_type, storage_type
 from minicomp.ir.dtypes import DType
-from minicomp.ir.kernel import Expr, LoopKernel, Op, Reduce, Store, kernel_checks
+from minicomp.ir.kernel import REDUCE_KINDS, Expr, LoopKernel, Op, Reduce, Store, kernel_checks
 from minicomp.ir.lowering.inplace import inplace_problem, one_to_one, same_expr, sub_exprs
 
-_REDUCE_OPS = ("sum", "prod", "max", "min", "argmax", "argmin")
 _COSTLY = frozenset({"exp", "log", "sin", "cos", "tanh", "erf", "pow"})
 
 
@@ -69,17 +67,8 @@ def _spills(k: LoopKernel) -> dict[int, int]:
 
 
 def _init(op: str, dtype: DType) -> ir.Constant:
-    rt = register_type(dtype)
-    if op == "sum":
-        return convert.constant(0, dtype)
-    if op == "prod":
-        return convert.constant(1, dtype)
-    if dtype is DType.bool:
-        return ir.Constant(rt, int(op in ("min", "argmin")))
-    if dtype.is_float:
-        return ir.Constant(rt, -math.inf if op in ("max", "argmax") else math.inf)
-    bits = rt.width
-    return ir.Constant(rt, -(1 << (bits - 1)) if op in ("max", "argmax") else (1 << (bits - 1)) - 1)
+    """The accumulator's start: the identity of reduction ``op`` in ``dtype`` (:data:`REDUCE_KINDS`)."""
+    return convert.constant(REDUCE_KINDS[op].identity(dtype), dtype)
 
 
 def _fold(b: ir.IRBuilder, op: str, dtype: DType, acc: ir.Value, v: ir.Value) -> ir.Value:
@@ -122,7 +111,7 @@ class _LoopEmitter:
         self.split = next((d for d, n in enumerate(k.outer) if n >= 2), 0)
         self.checks = kernel_checks(k)
         for st in k.stages:
-            if isinstance(st, Reduce) and st.op not in _REDUCE_OPS:
+            if isinstance(st, Reduce) and st.op not in REDUCE_KINDS:
                 raise ValueError(f"kernel {k.name}: unknown reduction {st.op!r}")
 
     def __call__(self, b: ir.IRBuilder, ptrs: list[ir.Value], begin: ir.Value, end: ir.Value) -> None:
@@ -191,7 +180,7 @@ class _LoopEmitter:
                 em.bind(n, v)
 
     def _reduce(self, b, outer_vars, st: Reduce, refs, stage: int) -> ir.Value:
-        arg = st.op in ("argmax", "argmin")
+        arg = REDUCE_KINDS[st.op].arg
         vdt = st.value.dtype if arg else st.dtype
         acc = entry_alloca(b, register_type(vdt), name="acc")
         b.store(_init(st.op, vdt), acc)

@@ -7,17 +7,19 @@ reduce every accumulator horizontally, which costs as much as the products when 
 vectors long. When the weight is a constant, the layout pass stores it ``[k, n]`` once
 (``kn_weight``); a weight read at call time is a runtime input and cannot be stored so ahead.
 
-So each parallel item here takes one block of PT_COLS = RT_VECS x W columns of C and:
+So each parallel item here takes one block of PT_COLS = RT_VECS x W columns of C (and, when
+there are few such blocks, one chunk of its rows) and:
 
 1. packs ``B[:, j0 : j0 + PT_COLS]`` into a stack panel ``[k, PT_COLS]`` (rows of B along n,
    columns past n zero): whole W x W blocks are read as W vectors along k and transposed in
    registers (:func:`.vectors.transpose`), the edges element by element;
-2. runs the row tiles (:func:`.matmul_tiles.row_tile`) over every row of C that this copy of B
-   serves (all batches when B is shared by them, else the item's batch), reading the panel;
+2. runs the row tiles (:func:`.matmul_tiles.row_tile`) over its rows of C -- all that this copy
+   of B serves (every batch when B is shared by them, else the item's batch), or a chunk of
+   them -- reading the panel;
 3. runs the epilogue of each row block on its columns (:func:`.matmul_tiles.row_epilogues`).
 
-The panel is the only copy of B, packed once per call and per column block: k x n elements in
-all, the same as the whole weight, beside the m x n x k products that read it m times.
+The panel is the only copy of B, packed once per call, column block and row chunk: k x n
+elements per chunk, beside the m x n x k products that read it m times.
 Columns past n are computed from the zero padding and never stored; rows past m are computed
 on clamped indices and never stored; so any m, n and k are exact.
 """
@@ -36,6 +38,8 @@ from minicomp.codegen.llvm.vectors import transpose
 #: Bound on one thread's panel (k x RT_VECS x W elements on the stack), small beside a default
 #: thread stack (8 MiB with glibc): f32 on AVX-512 packs up to k = 512 so.
 PT_MAX_PANEL_BYTES = 64 << 10
+#: Items the product is cut into at least (when it has enough row tiles), and row tiles per item at least.
+PT_MIN_ITEMS, PT_MIN_TILES = 16, 2
 
 
 def panel_cols(g: GemmInfo) -> int:
@@ -53,10 +57,25 @@ def panel_tiles_apply(g: GemmInfo) -> bool:
             and k.k * panel_cols(g) * (g.bits // 8) <= PT_MAX_PANEL_BYTES)
 
 
+def _tiles_per_copy(g: GemmInfo) -> int:
+    """Row tiles one copy of B serves: every batch's rows when B is shared, else one batch's."""
+    return (1 if g.b_varies() else g.nbatch) * -(-g.k.m // RT_ROWS)
+
+
+def _chunks(g: GemmInfo) -> int:
+    """Row chunks per column block: enough for PT_MIN_ITEMS items when the column blocks are few
+    (a thread that starts late, or a machine with more cores, still finds work), but at least
+    PT_MIN_TILES row tiles per chunk, so each packed panel serves several tiles."""
+    copies = -(-g.k.n // panel_cols(g)) * (g.nbatch if g.b_varies() else 1)
+    tiles = _tiles_per_copy(g)
+    chunks = max(1, min(-(-PT_MIN_ITEMS // copies), tiles // PT_MIN_TILES))
+    return -(-tiles // -(-tiles // chunks))  # no empty chunk: as many as the chunk length needs
+
+
 def panel_items(g: GemmInfo) -> int:
-    """Parallel items: column blocks, times the batches when B differs between them."""
+    """Parallel items: column blocks, times the batches when B differs between them, times row chunks."""
     blocks = -(-g.k.n // panel_cols(g))
-    return blocks * (g.nbatch if g.b_varies() else 1)
+    return blocks * (g.nbatch if g.b_varies() else 1) * _chunks(g)
 
 
 def _pack(g: GemmInfo, b: ir.IRBuilder, bptr, panel, bvars, j0) -> None:
@@ -103,20 +122,21 @@ def panel_tile_body(g: GemmInfo):
         buf = entry_alloca(b, ir.ArrayType(T, R * pc), "ptbuf")
         panel.align = buf.align = 64  # whole vectors never straddle a cache line
         varies = g.b_varies()
+        tpb = -(-k.m // R)  # row tiles per batch
+        per_copy, chunks = _tiles_per_copy(g), _chunks(g)
+        per_chunk = -(-per_copy // chunks)
         with for_range(b, begin, end, name="item") as item:
-            j0 = b.mul(b.urem(item, c64(nblocks)), c64(pc))
+            copy, chunk = b.udiv(item, c64(chunks)), b.urem(item, c64(chunks))
+            j0 = b.mul(b.urem(copy, c64(nblocks)), c64(pc))
             ncols = smin(b, c64(pc), b.sub(c64(k.n), j0))
-            if varies:
-                first = b.udiv(item, c64(nblocks))
-                last = b.add(first, c64(1))
-            else:
-                first, last = c64(0), c64(g.nbatch)
-            bvars0 = batch_vars(b, first, k.batch) if k.batch else []
-            _pack(g, b, bptr, panel, bvars0, j0)
-            with for_range(b, first, last, name="bat") as flat:
-                bvars = batch_vars(b, flat, k.batch) if k.batch else []
-                with for_range(b, 0, k.m, step=R, name="rows") as i0:
-                    row_tile(g, b, aptr, row_block_bases(g, b, bvars, i0), panel, c64(0), pc, buf, c64(0), pc,
-                             [g.W] * RT_VECS)
-                    row_epilogues(g, b, ptrs, bvars, i0, j0, ncols, buf, pc, R)
+            first = b.mul(b.udiv(copy, c64(nblocks)), c64(tpb)) if varies else c64(0)  # first tile of the copy
+            _pack(g, b, bptr, panel, batch_vars(b, b.udiv(first, c64(tpb)), k.batch) if k.batch else [], j0)
+            t0 = b.add(first, b.mul(chunk, c64(per_chunk)))
+            t1 = smin(b, b.add(t0, c64(per_chunk)), b.add(first, c64(per_copy)))
+            with for_range(b, t0, t1, name="tile") as t:
+                bvars = batch_vars(b, b.udiv(t, c64(tpb)), k.batch) if k.batch else []
+                i0 = b.mul(b.urem(t, c64(tpb)), c64(R))
+                row_tile(g, b, aptr, row_block_bases(g, b, bvars, i0), panel, c64(0), pc, buf, c64(0), pc,
+                         [g.W] * RT_VECS)
+                row_epilogues(g, b, ptrs, bvars, i0, j0, ncols, buf, pc, R)
     return emit

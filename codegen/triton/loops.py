@@ -24,7 +24,7 @@ from __future__ import annotations
 from math import prod
 
 from minicomp.ir.dtypes import DType
-from minicomp.ir.kernel import Expr, LoopKernel, Reduce, Store, Var, kernel_checks
+from minicomp.ir.kernel import REDUCE_KINDS, Expr, LoopKernel, Reduce, Store, Var, kernel_checks
 from minicomp.codegen.triton import ops
 from minicomp.codegen.triton.emit import ERRORS, Body, Context, ExprEmitter, uses
 from minicomp.codegen.triton.launch import KernelSource, pointwise_config, reduction_config
@@ -187,7 +187,7 @@ def _emit_reduction(kernel: LoopKernel, name: str, max_rblock: int) -> KernelSou
 
 def _acc_type(st: Reduce) -> DType:
     """Dtype the reduction runs in (argmax/argmin: the value's; bool folds as int32)."""
-    dt = st.value.dtype if st.op in ("argmax", "argmin") else st.dtype
+    dt = st.value.dtype if REDUCE_KINDS[st.op].arg else st.dtype
     dt = dt.compute
     return DType.i32 if dt is DType.bool else dt
 
@@ -205,7 +205,7 @@ def _masked(em: ExprEmitter, st: Reduce) -> str:
 def _finish(body: Body, st: Reduce, red: str) -> str:
     """Round / convert a per-row result (shape [XBLOCK]) to the Reduce's dtype as [XBLOCK, 1]."""
     text = f"{red}[:, None]"
-    if st.op in ("argmax", "argmin"):
+    if REDUCE_KINDS[st.op].arg:
         text = f"{text}.to(tl.int64)"
     elif st.dtype is DType.bool:
         text = f"{text} != 0"
@@ -218,7 +218,7 @@ def _reduce_once(em: ExprEmitter, st: Reduce, itl: str) -> str:
     body = em.body
     m = _masked(em, st)
     fn = ops.combine_fn(st.op, _acc_type(st))
-    if st.op in ("argmax", "argmin"):
+    if REDUCE_KINDS[st.op].arg:
         idx = body.assign(f"roffs + tl.full([XBLOCK, RBLOCK], 0, {itl})", "i")
         red = body.assign(f"tl.reduce(({m}, {idx}), 1, {fn})[1]")
     elif st.op == "sum":
@@ -278,7 +278,7 @@ def _acc_init(body: Body, st: Reduce, itl: str) -> list[str]:
     acc = _acc_type(st)
     ident = ops.reduce_identity(st.op, acc)
     names = [body.assign(f"tl.full([XBLOCK, RBLOCK], {ident}, {ops.TL_DTYPE[acc]})", "acc")]
-    if st.op in ("argmax", "argmin"):
+    if REDUCE_KINDS[st.op].arg:
         names.append(body.assign(f"tl.full([XBLOCK, RBLOCK], {INT32_LIMIT}, {itl})", "acc"))
     return names
 
@@ -286,7 +286,7 @@ def _acc_init(body: Body, st: Reduce, itl: str) -> list[str]:
 def _acc_update(em: ExprEmitter, st: Reduce, accs: list[str], itl: str) -> None:
     m = _masked(em, st)
     fn = ops.combine_fn(st.op, _acc_type(st))
-    if st.op in ("argmax", "argmin"):
+    if REDUCE_KINDS[st.op].arg:
         em.body.line(f"{accs[0]}, {accs[1]} = {fn}({accs[0]}, {accs[1]}, {m}, roffs + tl.full([XBLOCK, RBLOCK], 0, {itl}))")
     else:
         em.body.line(f"{accs[0]} = {fn}({accs[0]}, {m})")
@@ -294,7 +294,7 @@ def _acc_update(em: ExprEmitter, st: Reduce, accs: list[str], itl: str) -> None:
 
 def _acc_finish(body: Body, st: Reduce, accs: list[str]) -> str:
     fn = ops.combine_fn(st.op, _acc_type(st))
-    if st.op in ("argmax", "argmin"):
+    if REDUCE_KINDS[st.op].arg:
         red = body.assign(f"tl.reduce(({accs[0]}, {accs[1]}), 1, {fn})[1]")
     elif st.op == "sum":
         red = body.assign(f"_row_sum({accs[0]})")

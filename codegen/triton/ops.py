@@ -19,10 +19,11 @@ generated module is therefore loadable in either mode, whatever order imports ra
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 from minicomp.ir.dtypes import DType
-from minicomp.ir.kernel import PRIMITIVES
+from minicomp.ir.kernel import PRIMITIVES, REDUCE_KINDS
 
 #: Triton element type of each storage dtype.
 TL_DTYPE: dict[DType, str] = {
@@ -141,17 +142,15 @@ def handler(op: str, operand: DType) -> Handler:
 
 # Reductions: op -> (identity for floats, identity for ints, combine helper or None)
 def reduce_identity(op: str, dtype: DType) -> str:
-    """Source text of the identity element of reduction ``op`` in ``dtype`` (its compute type)."""
-    big = {DType.i32: 2**31 - 1, DType.i64: 2**63 - 1}.get(dtype, 1)
-    if op == "sum":
-        return "0"
-    if op == "prod":
-        return "1"
-    if op in ("max", "argmax"):
-        return 'float("-inf")' if dtype.is_float else str(-big - 1) if dtype.is_int else "0"
-    if op in ("min", "argmin"):
-        return 'float("inf")' if dtype.is_float else str(big) if dtype.is_int else "1"
-    raise ValueError(f"unknown reduction {op!r}")
+    """Source text of the identity element of reduction ``op`` in ``dtype`` (its compute type),
+    from :data:`~minicomp.ir.kernel.REDUCE_KINDS` (one table for both backends)."""
+    kind = REDUCE_KINDS.get(op)
+    if kind is None:
+        raise ValueError(f"unknown reduction {op!r}")
+    value = kind.identity(dtype)
+    if isinstance(value, float) and math.isinf(value):
+        return 'float("-inf")' if value < 0 else 'float("inf")'
+    return str(int(value))
 
 
 def combine_fn(op: str, dtype: DType) -> str:
