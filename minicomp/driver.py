@@ -40,15 +40,12 @@ from minicomp.calls import CallPath
 from minicomp.weights import FrozenWeights, WeightPlan
 from minicomp.threads import compile_threads
 from minicomp.options import validate as validate_options
-from minicomp.passes.manager import (Extend, PassContext, PassManager, build_pipeline, stats_table,
-                                     verify_requested)
+from minicomp.passes.manager import Extend, stats_table
+from minicomp.pipeline import _DRIVER_OPTIONS, _GPU_TARGETS, pass_context, run_passes  # noqa: F401 (public here too)
 
 TARGETS = ("cpu", "interpret", "triton", "cuda")
-_GPU_TARGETS = ("triton", "cuda")
 #: Targets where ``fallback=True`` partitions (elsewhere the whole model falls back to eager).
 _PARTITION_TARGETS = ("cpu", "interpret")
-#: Options read by the driver and the backends, never handed to the passes.
-_DRIVER_OPTIONS = ("threads", "opt_level", "cache", "verify", "autotune", "max_rblock", "freeze")
 
 
 @dataclass(frozen=True)
@@ -443,43 +440,6 @@ def _eager(cm: CompiledModel, sig, reasons: list[str]) -> _Entry:
         return _Entry(sig.shapes, sig.dtypes, _interpreter(fn.copy()), list, fallbacks=reasons, eager=True)
     return _Entry(sig.shapes, sig.dtypes, lambda ts: fn(*ts[:len(sig.shapes)]), lambda out: out, fallbacks=reasons,
                   eager=True)
-
-
-def pass_context(target: str, options: dict[str, Any] | None = None, listener: Any = None) -> PassContext:
-    """The :class:`~minicomp.passes.PassContext` ``minicomp.compile`` gives its passes for ``target``:
-    the pass options of ``options`` (driver and backend options left out), the target ("cpu"/"gpu"),
-    and what the backend prefers and has (``kn_weight``, ``attention_kernel``). ``listener``: a
-    :class:`~minicomp.passes.rewrite.RewriteListener` told about every rewrite of the built-in passes.
-    Run passes one at a time with it: ``PassManager([p]).run(graph, ctx)`` for each ``p`` of
-    ``build_pipeline(...)``."""
-    options = options or {}
-    pass_opts = {k: v for k, v in options.items() if k not in _DRIVER_OPTIONS}
-    ctx = PassContext(options={"target": "gpu" if target in _GPU_TARGETS else "cpu", **pass_opts}, listener=listener)
-    if target == "cpu":  # what the backend prefers (layout) and has (an attention kernel)
-        from minicomp.codegen.llvm import attention_fits, kn_weight
-        ctx.options.setdefault("kn_weight", kn_weight)
-        ctx.options.setdefault("attention_kernel", attention_fits)
-    elif target in _GPU_TARGETS:
-        from minicomp.codegen.triton import attention_fits as gpu_attention_fits
-        ctx.options.setdefault("attention_kernel", gpu_attention_fits)
-    return ctx
-
-
-def run_passes(graph: Graph, target: str, passes: Any = None, options: dict[str, Any] | None = None, *,
-               listener: Any = None, dump_dir=None, print_after_all: bool = False) -> tuple[Graph, PassContext]:
-    """Run ``passes`` (None: the default pipeline; a list; or ``Extend``) on ``graph`` exactly as
-    ``minicomp.compile(..., target=target, passes=passes, **options)`` does: the same context
-    (:func:`pass_context`), verifying after every pass when ``options["verify"]`` or
-    ``MINICOMP_VERIFY=1`` asks. Returns the graph and the context (decisions, statistics)."""
-    options = options or {}
-    ctx = pass_context(target, options, listener)
-    pass_opts = {k: v for k, v in options.items() if k not in _DRIVER_OPTIONS}
-    pipeline = build_pipeline(ctx.options["target"], pass_opts, passes)
-    if not pipeline:
-        return graph, ctx
-    pm = PassManager(pipeline, verify=verify_requested(options.get("verify", False)),
-                     dump_dir=str(dump_dir) if dump_dir is not None else None, print_after_all=print_after_all)
-    return pm.run(graph, ctx), ctx
 
 
 def _run_passes(graph: Graph, target: str, passes, options: dict[str, Any], dump_dir=None,

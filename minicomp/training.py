@@ -37,6 +37,7 @@ import torch
 import torch.fx as fx
 
 from minicomp.errors import CompileError, MinicompError
+from minicomp.frontend.capture import CAPTURE_LOCK
 
 __all__ = ["GraphCompiler", "GraphRecord", "aot_backend", "aot_callable", "partition", "record"]
 
@@ -44,7 +45,7 @@ _RECORDERS: list[list[GraphRecord]] = []
 _COMPUTED = object()  # an output slot filled by the compiled program
 #: AOTAutograd's tracing and minicomp's first compile of a graph, one at a time (their tracers keep
 #: process-wide state); calls of compiled graphs are not serialized.
-TRACE_LOCK = threading.RLock()
+TRACE_LOCK = CAPTURE_LOCK
 
 
 @dataclass

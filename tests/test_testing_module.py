@@ -209,6 +209,52 @@ def test_repros_written_by_the_tests_reproduce_in_fresh_processes(tmp_path, monk
         assert run.returncode == 1 and "REPRODUCED" in run.stdout, (path, run.stdout + run.stderr)
 
 
+@dataclasses.dataclass(frozen=True)
+class SelfSubIsZero:
+    """A deliberately broken pass: ``x - x -> 0`` on floats (wrong for NaN and infinities)."""
+
+    name: str = "self-sub-is-zero"
+
+    def run(self, graph: Graph, ctx) -> None:
+        for node in list(graph.nodes):
+            x = node.operands[0] if node.op == "sub" else None
+            if x is not None and node.operands[1] is x and x.type.dtype.is_float:
+                zero = graph.add("full", [], {"shape": x.type.shape, "value": 0.0, "dtype": x.type.dtype},
+                                 before=node)
+                graph.replace_uses(node.result, zero.result)
+                graph.remove(node)
+
+
+def test_shrinker_isolates_the_failing_node_of_a_large_graph() -> None:
+    """A 30-node random graph with one wrong rewrite site deep inside shrinks to at most 3 op nodes (the
+    isolate step: one node alone, its operands as inputs holding their values)."""
+    from hypothesis import Phase, seed
+
+    from minicomp.testing import find_failure, shrink_case
+    drawn = []
+
+    @seed(21)
+    @settings(max_examples=1, database=None, deadline=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(graphs(min_nodes=30, max_nodes=30, special_values=True))
+    def draw(c: Case) -> None:
+        drawn.append(c)
+
+    draw()
+    case = drawn[0]
+    g = case.graph
+    x = next(v for v in g.inputs if v.type.dtype is DType.f32)
+    y = g.add("sub", [g.add("exp", [x]).result] * 2).result
+    g.set_outputs(list(g.outputs) + [g.add("add", [y, x]).result])
+    case.inputs[g.inputs.index(x)] = np.full(x.type.shape, np.inf, np.float32)
+    failure = find_failure(case, targets=(), passes=[SelfSubIsZero()])
+    assert failure is not None and failure.layer == "pass self-sub-is-zero"
+    small, again = shrink_case(case, failure, (), [SelfSubIsZero()], budget_s=30)
+    assert again.key == failure.key
+    assert sum(n.op != "constant" for n in small.graph.nodes) <= 3, small.ir()
+    assert "sub" in [n.op for n in small.graph.nodes]
+
+
 def test_type_disagreement_is_reported() -> None:
     g = Graph("f")
     x = g.add_input(TensorType(DType.f32, (2,)))

@@ -55,6 +55,8 @@ def decompositions() -> dict[Any, Callable[..., Any]]:
         aten.nll_loss_backward.default: nll_loss_backward,
         aten.native_dropout.default: native_dropout,
         aten.select_backward.default: select_backward,
+        aten.lerp.Scalar: lerp, aten.lerp.Tensor: lerp,
+        torch.ops.prims.fma.default: fma,
         aten.slice_backward.default: slice_backward,
     })
     return table
@@ -86,6 +88,22 @@ def native_dropout(x: torch.Tensor, p: float, train: Any) -> Any:
         return torch.zeros_like(x), torch.zeros_like(x, dtype=torch.bool)
     keep = torch.rand(list(x.shape), dtype=torch.float32, device=x.device) < (1 - p)
     return x * keep * (1.0 / (1 - p)), keep
+
+
+def lerp(a: torch.Tensor, b: torch.Tensor, w: Any) -> torch.Tensor:
+    """``a + w * (b - a)``, from the nearer end as eager's kernel computes it (torch's decomposition emits
+    ``prims.fma``, which minicomp does not import); an optimizer's moving averages use it."""
+    d = b - a
+    near_a = torch.abs(w) < 0.5 if isinstance(w, torch.Tensor) else abs(w) < 0.5
+    if isinstance(near_a, bool):
+        return a + w * d if near_a else b - d * (1 - w)
+    return torch.where(near_a, a + w * d, b - d * (1 - w))
+
+
+def fma(a: Any, b: Any, c: Any) -> torch.Tensor:
+    """``a * b + c`` (two roundings, not one): torch's decomposition of an in-place ``addcmul_`` (an optimizer's
+    second moment) emits ``prims.fma``, which minicomp does not import."""
+    return a * b + c
 
 
 # -- convolution ------------------------------------------------------------------------------

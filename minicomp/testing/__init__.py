@@ -32,6 +32,7 @@ from minicomp.testing.targets import UnknownTargetError, register_target, target
 
 __all__ = ["tensor_types", "tensor_values", "broadcastable", "broadcastable_pairs", "graphs", "Case", "Coverage",
            "default_ops", "check_compile", "find_failure", "Failure", "MismatchError", "InvalidCaseError",
-           "compare_outputs", "zero_sign_difference", "run_layer", "bisect_passes", "check_passes_exact", "bit_difference",
+           "compare_outputs", "zero_sign_difference", "run_layer", "bisect_passes", "check_passes_exact",
+           "bit_difference",
            "REASSOCIATING_PASSES", "shrink", "shrink_case", "hunt", "Finding", "register_target", "target_names",
            "UnknownTargetError", "load_plugin", "PluginError", "REPRODUCED", "NOT_REPRODUCED", "CANNOT_RUN"]

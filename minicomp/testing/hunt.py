@@ -2,7 +2,7 @@
 
 :func:`hunt` is "a default run of the toolkit": it draws graphs with
 :func:`~minicomp.testing.graphs.graphs` (a mix of the profiles in :data:`PROFILES`:
-plain float32, NaN/inf/-0.0 inputs, all dtypes), checks each with
+plain float32, NaN/inf/-0.0 inputs, all dtypes; swarm and whole-registry op choice), checks each with
 :func:`~minicomp.testing.check.find_failure` (PyTorch differential and bit-exact
 pass checks), and on the first failure shrinks the case
 (:func:`~minicomp.testing.shrink.shrink_case`), writes a repro script and returns
@@ -27,12 +27,12 @@ from minicomp.testing.graphs import Case, Coverage, graphs
 _F = (DType.f32,)
 _ALL = (DType.f32, DType.f64, DType.f16, DType.bf16, DType.i32, DType.i64, DType.bool)
 #: Graph profiles a hunt mixes (keyword arguments of :func:`graphs`), drawn with equal odds: three
-#: swarm profiles (a few ops per graph, so ops meet each other in the pairs rewrites match) and one
-#: over the whole registry (rare combinations of many ops).
+#: swarm profiles (20 of the registry's ops per graph, so ops meet each other in the pairs rewrites
+#: match) and one over the whole registry (every op in one graph: single-op bugs, rare combinations).
 PROFILES: tuple[dict[str, Any], ...] = (
-    dict(dtypes=_F, min_nodes=30, max_nodes=80, depth=0.5, swarm=8),
-    dict(dtypes=_F, min_nodes=30, max_nodes=80, special_values=True, depth=0.5, swarm=8, extra_outputs=0.5),
-    dict(dtypes=_ALL, min_nodes=8, max_nodes=30, special_values=True, depth=0.3, swarm=8),
+    dict(dtypes=_F, min_nodes=30, max_nodes=80, depth=0.5, swarm=20),
+    dict(dtypes=_F, min_nodes=30, max_nodes=80, special_values=True, depth=0.5, swarm=20, extra_outputs=0.5),
+    dict(dtypes=_ALL, min_nodes=8, max_nodes=30, special_values=True, depth=0.3, swarm=20),
     dict(dtypes=_F, min_nodes=30, max_nodes=80, special_values=True, depth=0.5, extra_outputs=0.5),
 )
 
