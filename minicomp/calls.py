@@ -9,6 +9,10 @@ path (:meth:`CallPath._call`), which converts and checks inputs and weights with
 clear :class:`~minicomp.errors.GuardError`\\ s (:mod:`minicomp.guards`), compiles a
 new entry when needed (``recompile``, ``recompile_limit``), and runs under
 autograd (:mod:`minicomp.grad`) when grad mode is on and a tensor requires grad.
+
+A module is traced in the train/eval mode it is in (dropout, batch norm's statistics), so the
+``training`` flags of its submodules are part of an entry's signature: after ``model.train()``
+or ``model.eval()`` the next call takes (or compiles) the entry of the new mode, never the old one.
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ class CallPath:
     _builds: int
     _gpu: bool
     _cuda: bool
+    _modules: tuple  # the module's submodules (empty for a function): their ``training`` flags are guarded
     device: torch.device
 
     def _build_for(self, tensors: Sequence[torch.Tensor], weights: Sequence[torch.Tensor]) -> Any:
@@ -46,7 +51,7 @@ class CallPath:
 
     def __call__(self, *args: Any) -> Any:
         e = self._last
-        if e is not None and len(args) == e.n_user:
+        if e is not None and len(args) == e.n_user and (not e.mode or self._mode() == e.mode):
             ins, cuda = None, self._cuda
             try:  # a KeyError (a weight is gone), an AttributeError (a weight is None) or a RuntimeError
                 # (a nested tensor's shape) means: the slow path says what is wrong
@@ -77,6 +82,10 @@ class CallPath:
                     self._check_kinds(e, ins)  # pointer: say which one is (else the error stands)
                     raise
         return self._call(args)
+
+    def _mode(self) -> tuple:
+        """The ``training`` flag of every submodule now (an entry is traced in one mode)."""
+        return tuple(m.training for m in self._modules)
 
     def _check_kinds(self, e: Any, ins: Sequence[Any]) -> None:
         """GuardError naming the first of ``ins`` (user inputs, weights, attributes) native code cannot read."""
@@ -141,7 +150,8 @@ class CallPath:
 
     def _entry_for(self, tensors: Sequence[torch.Tensor], weights: Sequence[torch.Tensor] = ()) -> Any:
         """The entry for these inputs and weights, compiled when there is none or it is stale."""
-        sig = guards.Signature.of([*tensors, *weights] if not self._freeze else tensors)
+        mode = self._mode()
+        sig = (guards.Signature.of([*tensors, *weights] if not self._freeze else tensors), mode)
         entry = self._entries.get(sig)
         if entry is not None and _stale(entry, weights) is None:
             return entry
@@ -151,14 +161,17 @@ class CallPath:
             if entry is not None and stale is None:
                 return entry
             if self._entries and not self._recompile:
-                why = stale or _mismatch(next(iter(self._entries.values())), tensors, weights, self._plan)
+                old = next(iter(self._entries.values()))
+                why = stale or ("the module's train/eval mode changed since it was compiled" if old.mode != mode
+                                else _mismatch(old, tensors, weights, self._plan))
                 raise GuardError(f"{why}; recompilation is off (recompile=False)")
             if self._builds >= self._limit:
                 raise GuardError(f"more than {self._limit} input signatures (or changes of frozen weights) "
-                                 f"compiled (recompile_limit); last: {sig}" + (f"; {stale}" if stale else ""))
+                                 f"compiled (recompile_limit); last: {sig[0]}" + (f"; {stale}" if stale else ""))
             start = time.perf_counter()
             entry = self._build_for(tensors, weights)
             entry.compile_s = time.perf_counter() - start
+            entry.mode = mode
             self._entries[sig] = entry
             self._builds += 1
             return entry

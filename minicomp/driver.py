@@ -81,6 +81,7 @@ class _Entry:
     rest_types: tuple = ()         # (shape, dtype) of each weight and attribute tensor (lifted)
     frozen: Any = None             # freeze=True: minicomp.weights.FrozenWeights, checked on every call
     grad: Any = None               # minicomp.grad.Differentiable: the call when autograd is needed
+    mode: tuple = ()               # the ``training`` flag of each submodule when this entry was traced
 
 
 class CompiledModel(CallPath):
@@ -105,11 +106,12 @@ class CompiledModel(CallPath):
             self.device = torch.device("cpu")
         self._cuda = self.device.type == "cuda"
         self._trace_device = self.device  # where tracing runs: the example inputs' device
-        self._entries: dict[guards.Signature, _Entry] = {}
+        self._entries: dict[tuple[guards.Signature, tuple], _Entry] = {}  # (signature, train/eval mode)
         self._last: _Entry | None = None
         self._lock = threading.Lock()
         self._freeze = bool(options.get("freeze", False))
         self._plan = None if isinstance(model_or_fn, Graph) else WeightPlan.of(model_or_fn)
+        self._modules = tuple(model_or_fn.modules()) if isinstance(model_or_fn, torch.nn.Module) else ()
         self._nargs: int | None = None  # the user's inputs per call (set by compile)
         self._builds = 0
 

@@ -154,3 +154,38 @@ def test_huge_page_advice_skips_tensors_without_a_whole_huge_page(monkeypatch):
     monkeypatch.setattr(hugepages, "_MADVISE", lambda *a: calls.append(a) or 0)
     runtime.huge_pages(torch.empty(1000))
     assert calls == []
+
+
+def test_train_eval_switch_never_reuses_the_other_modes_program():
+    """A module is traced in its train/eval mode: after model.train()/eval() the compiled model
+    compiles for the new mode (or refuses it clearly), never runs the old mode's program."""
+    from minicomp.errors import UnsupportedOpError
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.Dropout(0.5)).eval()
+    x = torch.randn(32, 16)
+    cm = minicomp.compile(m, (x,))
+    with torch.no_grad():
+        torch.testing.assert_close(cm(x), m(x))
+        m.train()
+        with pytest.raises(UnsupportedOpError, match="random"):  # training-mode dropout: not silently eval's
+            cm(x)
+        m.eval()
+        torch.testing.assert_close(cm(x), m(x))
+
+
+def test_batch_norm_follows_the_modules_mode():
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    with torch.no_grad():
+        m[1].running_mean.uniform_(-1, 1)
+        m[1].running_var.uniform_(0.5, 2)
+    m.eval()
+    x = torch.randn(2, 3, 8, 8)
+    cm = minicomp.compile(m, (x,))
+    with torch.no_grad():
+        torch.testing.assert_close(cm(x), m(x))
+        m.train()
+        with pytest.raises(minicomp.errors.UnsupportedOpError, match="training-mode batch norm"):
+            cm(x)  # batch statistics are not compiled by inference tracing: refused, not eval's numbers
+        m.eval()
+        torch.testing.assert_close(cm(x), m(x))
