@@ -51,7 +51,8 @@ class CallPath:
 
     def __call__(self, *args: Any) -> Any:
         e = self._last
-        if e is not None and len(args) == e.n_user and (not e.mode or self._mode() == e.mode):
+        if e is not None and len(args) == e.n_user and (not e.mode or self._mode() == e.mode) \
+                and (not e.layout or input_layout(args) == e.layout):
             ins, cuda = None, self._cuda
             try:  # a KeyError (a weight is gone), an AttributeError (a weight is None) or a RuntimeError
                 # (a nested tensor's shape) means: the slow path says what is wrong
@@ -153,11 +154,11 @@ class CallPath:
         mode = self._mode()
         sig = (guards.Signature.of([*tensors, *weights] if not self._freeze else tensors), mode)
         entry = self._entries.get(sig)
-        if entry is not None and _stale(entry, weights) is None:
+        if entry is not None and _stale(entry, weights, tensors) is None:
             return entry
         with self._lock:
             entry = self._entries.get(sig)
-            stale = _stale(entry, weights) if entry is not None else None
+            stale = _stale(entry, weights, tensors) if entry is not None else None
             if entry is not None and stale is None:
                 return entry
             if self._entries and not self._recompile:
@@ -181,8 +182,17 @@ def _requires_grad(*groups: Sequence[torch.Tensor]) -> bool:
     return any(t.requires_grad for g in groups for t in g)
 
 
-def _stale(entry: Any, weights: Sequence[torch.Tensor]) -> str | None:
-    """Why ``entry`` no longer fits: frozen weights changed, or a lifted attribute tensor changed type."""
+def input_layout(tensors: Sequence[Any]) -> tuple:
+    """Each input's strides and storage offset (None for a non-tensor): guarded for programs whose
+    result depends on them (``as_strided`` reads an input's storage order)."""
+    return tuple((a.stride(), a.storage_offset()) if isinstance(a, torch.Tensor) else None for a in tensors)
+
+
+def _stale(entry: Any, weights: Sequence[torch.Tensor], tensors: Sequence[torch.Tensor] = ()) -> str | None:
+    """Why ``entry`` no longer fits: frozen weights changed, a lifted attribute tensor changed type,
+    or (a program reading its inputs' layout) the inputs' strides differ from the example's."""
+    if entry.layout and input_layout(tensors) != entry.layout:
+        return "the inputs' strides or offsets differ from the example's (the model reads them: as_strided)"
     if entry.frozen is not None and not entry.frozen.holds(weights):
         return entry.frozen.change(weights) or "the frozen weights changed"
     n = len(entry.shapes) - len(entry.attrs)

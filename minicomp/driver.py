@@ -36,7 +36,7 @@ from minicomp.errors import CompileError, GuardError, UnsupportedOpError
 from minicomp.ir.graph import Graph
 from minicomp.ir.lowering import LoweringError, lower_graph
 from minicomp.grad import Differentiable
-from minicomp.calls import CallPath
+from minicomp.calls import CallPath, input_layout
 from minicomp.weights import FrozenWeights, WeightPlan
 from minicomp.threads import compile_threads
 from minicomp.options import validate as validate_options
@@ -82,6 +82,7 @@ class _Entry:
     frozen: Any = None             # freeze=True: minicomp.weights.FrozenWeights, checked on every call
     grad: Any = None               # minicomp.grad.Differentiable: the call when autograd is needed
     mode: tuple = ()               # the ``training`` flag of each submodule when this entry was traced
+    layout: tuple = ()             # the example inputs' (strides, offset) when the program depends on them
 
 
 class CompiledModel(CallPath):
@@ -305,6 +306,8 @@ def _build(cm: CompiledModel, tensors: Sequence[torch.Tensor], weights: Sequence
         entry = _build_entry(cm, tensors, weights, found)
     attrs, names = tuple(found.get("attrs", ())), cm._plan.names if cm._plan is not None else []
     entry.n_user = len(tensors)
+    if found.get("layout"):
+        entry.layout = input_layout(tensors)
     if entry.eager:
         return entry
     entry.lifted = not cm._freeze
@@ -341,6 +344,7 @@ def _build_entry(cm: CompiledModel, tensors: Sequence[torch.Tensor], weights: Se
         graph = traced.graph
         unflatten = (lambda outs: outs[0]) if traced.out_spec.is_leaf() else traced.unflatten
         found["attrs"] = traced.tensor_attrs
+        found["layout"] = traced.layout_sensitive
     mkey = _model_key(cm, graph, None if isinstance(cm._fn, Graph) else traced.out_spec)
     hit = _from_model_cache(cm, mkey, graph, sig, unflatten) if mkey is not None else None
     if hit is not None:

@@ -189,3 +189,19 @@ def test_batch_norm_follows_the_modules_mode():
             cm(x)  # batch statistics are not compiled by inference tracing: refused, not eval's numbers
         m.eval()
         torch.testing.assert_close(cm(x), m(x))
+
+
+def test_as_strided_program_guards_the_inputs_strides():
+    """as_strided reads its operand's storage order: a call whose input has the example's shape but
+    other strides (or a storage offset) recompiles instead of reading the wrong elements."""
+    f = lambda x: torch.as_strided(x, (3, 3), (1, 3)) * 1.0  # noqa: E731
+    x = torch.arange(9.).reshape(3, 3)
+    cm = minicomp.compile(f, (x,), cache=False)
+    torch.testing.assert_close(cm(x), f(x))
+    col_major = torch.arange(9.).reshape(3, 3).t().contiguous().t()
+    assert torch.equal(col_major, x) and col_major.stride() != x.stride()
+    torch.testing.assert_close(cm(col_major), f(col_major))
+    offset = torch.arange(12.)[3:].reshape(3, 3)  # a view into a larger storage: refused, never misread
+    with pytest.raises(minicomp.errors.UnsupportedOpError, match="larger storage"):
+        cm(offset)
+    torch.testing.assert_close(cm(x), f(x))

@@ -51,6 +51,9 @@ class Traced:
     guards: tuple[ValueGuard, ...] = ()
     #: The user's output structure (``out_spec`` without the guard leaves).
     user_spec: pytree.TreeSpec | None = None
+    #: The program depends on the example inputs' strides (``as_strided`` reads storage order):
+    #: the driver guards each call's input strides and offsets against the example's.
+    layout_sensitive: bool = False
 
     def unflatten(self, flat_outputs: Sequence[Any]) -> Any:
         """The user's output structure (tensor, tuple, list, dict, ``ModelOutput``) holding
@@ -99,7 +102,7 @@ def trace_with_spec(model_or_fn: Any, example_inputs: Any, *, name: str | None =
     except DATA_DEPENDENT as exc:
         raise data_dependent_error(exc, importer.node if importer is not None else None) from None
     return Traced(graph, specialized_spec(captured.out_spec, len(captured.guards)), importer.tensor_attrs,
-                  captured.guards, captured.out_spec)
+                  captured.guards, captured.out_spec, importer.layout_sensitive)
 
 
 def _real(inputs: Sequence[Any]) -> bool:

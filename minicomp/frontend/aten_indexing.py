@@ -181,6 +181,7 @@ def _as_strided(ctx, x: Value, size: list[int], stride: list[int], offset: Any =
     node = ctx.node
     if node.target is aten.as_strided_.default and len(node.args[0].users) > 1:
         raise ctx.unsupported("as_strided_ on a tensor that is read again afterwards")
+    ctx.layout_sensitive = True  # the result depends on the operand's strides: the driver guards them
     order = _storage_order(node.args[0].meta["val"])
     if order is None:
         raise ctx.unsupported("as_strided of a tensor that is a view into a larger storage")

@@ -63,6 +63,8 @@ class Importer:
         #: Tensors read through ``get_attr`` (closure/global tensors, plain tensor attributes):
         #: trailing graph inputs when weights are lifted, constants otherwise.
         self.tensor_attrs: list[torch.Tensor] = []
+        #: a handler read the inputs' memory layout (as_strided): calls must have the example's strides
+        self.layout_sensitive = False
         self._weight_inputs: list[Value] = []  # graph inputs that hold weights (see is_weight)
         self.graph = Graph(name)
         self.env: dict[fx.Node, Any] = {}
