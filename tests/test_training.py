@@ -457,3 +457,17 @@ def test_batch_norm_in_training_mode_updates_running_statistics_like_eager():
         _close(p.grad, q.grad, name)
     for (name, b), c in zip(model.named_buffers(), eager.buffers()):
         torch.testing.assert_close(b, c, msg=lambda m: f"{name}: {m}")
+
+
+def test_out_of_range_target_raises_as_eager_does():
+    """A class index outside [0, C) (not ignore_index) is an IndexError in eager; the one-hot
+    selection would give it loss 0, so the bounds check of the compiled embedding raises it."""
+    torch.manual_seed(0)
+    m = torch.nn.Linear(5, 5)
+    x = torch.randn(3, 5)
+    step = torch.compile(lambda inp, tgt: torch.nn.functional.cross_entropy(m(inp), tgt), backend="minicomp")
+    step(x, torch.tensor([0, 1, 2])).backward()
+    with pytest.raises(IndexError):
+        step(x, torch.tensor([0, 7, 2])).backward()
+    with pytest.raises(IndexError):
+        step(x, torch.tensor([0, -3, 2])).backward()

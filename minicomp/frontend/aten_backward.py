@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch._decomp import get_decompositions
 
 aten = torch.ops.aten
@@ -328,7 +329,11 @@ def embedding_dense_backward(grad: torch.Tensor, indices: torch.Tensor, num_weig
 def _class_weights(x: torch.Tensor, target: torch.Tensor, weight: Any, ignore_index: int):
     """(one-hot of the target over the classes, per-sample weight: 0 where the target is ignored)."""
     hot = target.unsqueeze(-1) == torch.arange(x.shape[-1], device=x.device)
-    keep = (target != ignore_index).to(x.dtype)
+    ignored = target == ignore_index
+    # eager raises IndexError for a target outside [0, C) that is not ignored; a one-hot alone would
+    # silently give it loss 0. The embedding's run-time bounds check raises it (its rows are zeros).
+    checked = F.embedding(torch.where(ignored, 0, target), x.new_zeros(x.shape[-1], 1)).squeeze(-1)
+    keep = (~ignored).to(x.dtype) + checked
     if weight is None:
         return hot, keep
     return hot, (hot.to(x.dtype) * weight).sum(-1) * keep
