@@ -430,7 +430,13 @@ def _from_model_cache(cm: CompiledModel, key: str, graph: Graph, sig, unflatten)
 
 
 def _check_graph_inputs(graph: Graph, tensors: Sequence[torch.Tensor]) -> None:
-    """A Graph has one static signature: its input types."""
+    """A Graph has one static signature: its input types; and it must be valid IR (checked before any
+    pass, so a mistake in the user's graph is reported against that graph, not after a pass)."""
+    from minicomp.ir.verifier import VerifyError, verify
+    try:
+        verify(graph)
+    except VerifyError as exc:
+        raise CompileError(f"graph '{graph.name}' is not valid IR: {exc}") from None
     if len(tensors) != len(graph.inputs):
         raise GuardError(f"graph '{graph.name}' takes {len(graph.inputs)} input(s), got {len(tensors)}")
     for i, (t, v) in enumerate(zip(tensors, graph.inputs)):
