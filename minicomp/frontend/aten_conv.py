@@ -65,10 +65,10 @@ def _transposed(ctx, x: Value, w: Value, b: Value | None, stride, padding, dilat
 @handles(aten.convolution.default)
 def _convolution(ctx, x: Value, w: Value, b: Value | None, stride: list[int], padding: list[int],
                  dilation: list[int], transposed: bool, output_padding: list[int], groups: int) -> Value:
-    spatial = len(stride)
+    spatial = w.type.rank - 2  # ATen's lists may hold one value for every spatial dim ('valid' -> [0])
     if spatial not in (1, 2) or x.type.rank != spatial + 2:
         raise ctx.unsupported(f"{spatial}-d convolution (1-d NCL and 2-d NCHW are supported)")
-    params = [list(stride), list(padding), list(dilation), list(output_padding)]
+    params = [list(p) * spatial if len(p) == 1 else list(p) for p in (stride, padding, dilation, output_padding)]
     if spatial == 1:
         x, w = _unit_height(ctx, x), _unit_height(ctx, w)
         params = [[1, p[0]] if name != "padding" and name != "output_padding" else [0, p[0]]
