@@ -56,9 +56,6 @@ _BN_TRAINING = Raises("UnsupportedOpError", "training-mode batch norm (no runnin
 _NARROW_TENSOR_START = Raises("UnsupportedOpError", "unsupported op '<built-in function add>'")
 # embedding with max_norm renormalizes the weight in place (aten.embedding_renorm).
 _EMBEDDING_RENORM = Raises("UnsupportedOpError", "unsupported op 'aten.embedding_renorm.default'")
-# interpolate(nearest) imports 2-d inputs only.
-_NEAREST_1D = Raises("UnsupportedOpError", "unsupported op 'aten.upsample_nearest1d.default'")
-_NEAREST_3D = Raises("UnsupportedOpError", "unsupported op 'aten.upsample_nearest3d.default'")
 
 XFAILS: dict[tuple[str, str, str], Raises | Differs] = {
     **_entries('nn.functional.batch_norm', 'float32', _BN_TRAINING,
@@ -98,18 +95,6 @@ XFAILS: dict[tuple[str, str, str], Raises | Differs] = {
         '#5 f32[5,5] i64[2,2] max_norm=1.0',
         '#6 f32[5,5] i64[2,2] max_norm=1.0 norm_type=1.0',
         '#9 f32[5,5] i64[3,3] sparse=True scale_grad_by_freq=True padding_idx=0 max_norm=1.0'),
-    **_entries('nn.functional.interpolate.nearest', 'float32', _NEAREST_1D,
-        "#0 f32[2,3,4] (3,) scale_factor=None mode='nearest' align_corners=None",
-        "#2 f32[2,3,4] size=None scale_factor=1.7 mode='nearest' align_corners=None recompute_scale_factor=False"),
-    **_entries('nn.functional.interpolate.nearest', 'float32', _NEAREST_3D,
-        "#16 f32[2,2,5,2,3] (5,6,7) scale_factor=None mode='nearest' align_corners=None",
-        "#17 f32[2,3,4,3,5] (3,2,4) scale_factor=None mode='nearest' align_corners=None",
-        "#21 f32[2,3,4,4,4] size=None scale_factor=1.7 mode='nearest' align_corners=None recompute_scale_factor=True",
-        "#22 f32[2,3,4,4,4] size=None scale_factor=0.6 mode='nearest' align_corners=None recompute_scale_factor=True"),
-    **_entries('nn.functional.interpolate.nearest', 'float64', _NEAREST_1D,
-        "#1 f64[2,3,4] (5,) scale_factor=None mode='nearest' align_corners=None",
-        "#3 f64[2,3,4] size=None scale_factor=0.6 mode='nearest' align_corners=None recompute_scale_factor=False",
-        "#4 f64[2,3,4] size=None scale_factor=1.7 mode='nearest' align_corners=None recompute_scale_factor=True"),
     ("matmul", "float32", "#13 f32[10] f32[5,5,10,5]"): Differs(
         elements=1, max_abs=1.9e-5,
         why="rounding order, not a wrong value: minicomp accumulates the 10-term dot products with fma, eager's "
