@@ -258,7 +258,10 @@ def test_cli_user_errors_are_one_line_exit_2(capsys, tmp_path):
     assert "serving" not in captured.out
 
 
-def test_cli_html_with_a_plugin_pass(tmp_path, capsys):
+def test_cli_html_with_a_plugin_pass(tmp_path, capsys, monkeypatch):
+    from minicomp.testing import plugins
+    # plugins loaded in a process go into every later repro script: keep this one to this test
+    monkeypatch.setattr(plugins, "_LOADED", [])
     plugin = tmp_path / "myplugin.py"
     plugin.write_text("from dataclasses import dataclass\nfrom minicomp.passes import Pass, register_pass\n\n"
                       "@register_pass('explore-test-noop')\n@dataclass(frozen=True)\nclass Noop(Pass):\n"
