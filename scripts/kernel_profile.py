@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import re
-import statistics
-import time
 
 import torch
 
@@ -25,20 +23,8 @@ import minicomp
 from minicomp.cli import load_model_file
 from minicomp.ir.kernel import kernel_checks
 from minicomp.runtime import constant_tensor
+from minicomp.bench_overhead import median_us
 from minicomp.guards import TORCH_DTYPE
-
-
-def median_us(fn, calls: int = 50, rounds: int = 20) -> float:
-    """Median over ``rounds`` of the mean time of ``calls`` back-to-back calls, in microseconds."""
-    for _ in range(calls * 4):
-        fn()
-    times = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        times.append((time.perf_counter() - t0) / calls)
-    return statistics.median(times) * 1e6
 
 
 def _paths(cm) -> dict[str, str]:
