@@ -21,6 +21,7 @@ import numpy as np
 from minicomp.ir.dtypes import DType
 from minicomp.ir.graph import Graph, Node, Value
 from minicomp.ir.ops import IRError
+from minicomp.ir.symbolic import parse_dim, substitute
 from minicomp.ir.types import TensorType
 
 
@@ -45,10 +46,11 @@ _TOKEN = re.compile(rf"""[ \t\r\n]*(?:
 | (?P<int>-?\d+(?![A-Za-z0-9_.]))
 | (?P<ident>[A-Za-z_][A-Za-z0-9_.]*)
 | (?P<ellipsis>\.\.\.)
-| (?P<punct>[()\[\]{{}}<>,:=])
+| (?P<punct>[()\[\]{{}}<>,:=+*\-])
 | (?P<eof>\Z))""", re.VERBOSE)
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\"}
 _DTYPES = {d.value: d for d in DType}
+_KEYWORDS = {"true", "false", "none", "graph", "dense", *_DTYPES}
 _IR_TO_NP = {DType.f32: np.float32, DType.f64: np.float64, DType.f16: np.float16,
              DType.i32: np.int32, DType.i64: np.int64, DType.bool: np.bool_}
 
@@ -249,7 +251,7 @@ class _Parser:
 
     def _type_rest(self, dtype: DType, pos: int) -> TensorType:
         self.expect("punct", "[", "'[' and the shape")
-        shape = self._int_list("]")
+        shape = self._dim_list()
         order = None
         if self.tok.kind == "punct" and self.tok.text == "{" and self.toks[self.i + 1].kind == "int":
             self.i += 1
@@ -258,6 +260,34 @@ class _Parser:
             return TensorType(dtype, tuple(shape), tuple(order) if order is not None else None)
         except ValueError as e:
             self._fail(f"bad type: {e}", pos)
+
+    def _dim_list(self) -> list:
+        """A shape: ints and symbolic sizes (``s0``, ``4*s0+1``, ``floordiv(s0,2)``) up to ']'."""
+        dims: list = []
+        if self.accept("punct", "]"):
+            return dims
+        while True:
+            dims.append(self._dim())
+            if self.accept("punct", "]"):
+                return dims
+            self.expect("punct", ",", "',' or ']'")
+
+    def _dim(self):
+        """One size: the tokens up to a ',', ']' or '}' outside parentheses, read by ``parse_dim``."""
+        start, depth, parts = self.tok.pos, 0, []
+        while not (depth == 0 and self.tok.kind == "punct" and self.tok.text in ",]}"):
+            if self.tok.kind not in ("int", "ident", "punct"):
+                self._fail(f"expected a size, got {self._describe(self.tok)}")
+            if self.tok.kind == "punct":
+                depth += {"(": 1, ")": -1}.get(self.tok.text, 0)
+            parts.append(self.tok.text)
+            self.i += 1
+        if not parts:
+            self._fail("expected a size", start)
+        try:
+            return parse_dim("".join(parts))
+        except ValueError as e:
+            self._fail(f"bad size: {e}", start)
 
     def _int_list(self, close: str) -> list[int]:
         values = []
@@ -286,9 +316,12 @@ class _Parser:
 
     def parse_attr(self) -> Any:
         tok = self.tok
-        if tok.kind == "int":
+        nxt = self.toks[self.i + 1]
+        if tok.kind == "int" and not (nxt.kind == "punct" and nxt.text in "+-*"):
             self.i += 1
             return int(tok.text)
+        if tok.kind == "int" or (tok.kind == "ident" and tok.text not in _KEYWORDS):
+            return self._dim()  # a symbolic size, as in a shape
         if tok.kind == "float":
             self.i += 1
             return float(tok.text)
@@ -394,8 +427,11 @@ def parse(text: str, *, verify: bool = False) -> Graph:
     return graph
 
 
-def clone(graph: Graph) -> Graph:
+def clone(graph: Graph, sizes: dict[str, int] | None = None) -> Graph:
     """A deep copy of ``graph``'s structure without going through text.
+
+    ``sizes`` (symbol -> value) specializes a symbolic graph: every symbolic size in types
+    and attributes becomes its value, giving the static graph for those sizes.
 
     Value names, attributes (nested ``body`` graphs cloned recursively), ``loc`` and
     the name counter are preserved; numpy arrays are shared (they are never mutated).
@@ -408,13 +444,17 @@ def clone(graph: Graph) -> Graph:
     graph._counter = itertools.count(start)  # peeking consumed one number: put it back
     new._counter = itertools.count(start)
     remap: dict[int, Value] = {}
+
+    def typ(t: TensorType) -> TensorType:
+        return t if not sizes or not t.symbolic else TensorType(t.dtype, substitute(t.shape, sizes), t.order)
+
     for v in graph.inputs:
-        remap[id(v)] = Value(v.type, v.name)
+        remap[id(v)] = Value(typ(v.type), v.name)
         new.inputs.append(remap[id(v)])
     for n in graph.nodes:
-        attrs = {k: _clone_attr(a) for k, a in n.attrs.items()}
+        attrs = {k: _clone_attr(a, sizes) for k, a in n.attrs.items()}
         node = Node(n.op, [remap.get(id(o), o) for o in n.operands], attrs, [], n.loc)
-        node.results = [Value(r.type, r.name, node, i) for i, r in enumerate(n.results)]
+        node.results = [Value(typ(r.type), r.name, node, i) for i, r in enumerate(n.results)]
         for r, nr in zip(n.results, node.results):
             remap[id(r)] = nr
         new.nodes.append(node)
@@ -422,14 +462,16 @@ def clone(graph: Graph) -> Graph:
     return new
 
 
-def _clone_attr(value: Any) -> Any:
+def _clone_attr(value: Any, sizes: dict[str, int] | None = None) -> Any:
     if isinstance(value, Graph):
-        return clone(value)
+        return clone(value, sizes)
     if isinstance(value, list):
-        return [_clone_attr(v) for v in value]
+        return [_clone_attr(v, sizes) for v in value]
     if isinstance(value, tuple) and any(isinstance(v, (Graph, list, tuple)) for v in value):
-        return tuple(_clone_attr(v) for v in value)
-    return value
+        return tuple(_clone_attr(v, sizes) for v in value)
+    if sizes and isinstance(value, TensorType) and value.symbolic:
+        return TensorType(value.dtype, substitute(value.shape, sizes), value.order)
+    return substitute(value, sizes) if sizes else value
 
 
 def parse_attribute(text: str) -> Any:

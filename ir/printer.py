@@ -29,6 +29,7 @@ import numpy as np
 
 from minicomp.ir.dtypes import DType
 from minicomp.ir.graph import Graph, Node, Value
+from minicomp.ir.symbolic import Sym
 from minicomp.ir.types import TensorType
 
 #: Arrays with at most this many elements print as a readable literal list.
@@ -94,6 +95,8 @@ def format_attr(value: Any, indent: str = "", elide: bool = False, brief: bool =
         return "true" if value else "false"
     if isinstance(value, (int, np.integer)):
         return str(int(value))
+    if isinstance(value, Sym):
+        return str(value)
     if isinstance(value, (float, np.floating)):
         return format_float(value)
     if isinstance(value, str):

@@ -1,4 +1,7 @@
-"""Tensor types: dtype, static shape and memory layout.
+"""Tensor types: dtype, shape and memory layout.
+
+A dimension is an ``int`` or a symbolic size (:class:`~minicomp.ir.symbolic.Sym`, printed
+``f32[s0,128]``); shape rules use plain arithmetic, which works on both.
 
 A layout is a *dim order*: the dims of the tensor listed from outermost to
 innermost in memory. The default (row-major) order ``(0, 1, ..., n-1)`` is not
@@ -11,6 +14,7 @@ from dataclasses import dataclass, field
 from math import prod
 
 from minicomp.ir.dtypes import DType
+from minicomp.ir.symbolic import Sym, shape_symbols, sym_max
 
 
 @dataclass(frozen=True)
@@ -22,8 +26,8 @@ class TensorType:
     order: tuple[int, ...] | None = field(default=None)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
-        if any(s < 0 for s in self.shape):
+        object.__setattr__(self, "shape", tuple(s if isinstance(s, Sym) else int(s) for s in self.shape))
+        if any(not isinstance(s, Sym) and s < 0 for s in self.shape):
             raise ValueError(f"negative dimension in shape {self.shape}")
         if self.order is not None:
             order = tuple(int(o) for o in self.order)
@@ -34,6 +38,15 @@ class TensorType:
     @property
     def rank(self) -> int:
         return len(self.shape)
+
+    @property
+    def symbolic(self) -> bool:
+        """True when some dimension is a symbolic size."""
+        return any(isinstance(s, Sym) for s in self.shape)
+
+    @property
+    def symbols(self) -> set[str]:
+        return shape_symbols(self.shape)
 
     @property
     def numel(self) -> int:
@@ -54,7 +67,7 @@ class TensorType:
         step = 1
         for d in reversed(self.dim_order):
             strides[d] = step
-            step *= max(self.shape[d], 1)
+            step *= sym_max(self.shape[d], 1)
         return tuple(strides)
 
     def with_shape(self, shape: tuple[int, ...]) -> "TensorType":

@@ -29,6 +29,7 @@ from minicomp.ir.dtypes import DType
 from minicomp.ir.graph import Graph, Node, Value
 from minicomp.ir.ops import IRError, OpDef, get_op
 from minicomp.ir.printer import format_name, node_summary
+from minicomp.ir.symbolic import Sym, same_dims
 from minicomp.ir.types import TensorType
 
 
@@ -46,7 +47,8 @@ def verify(graph: Graph) -> None:
 
 
 def _is_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+    """An integer attribute: a Python/numpy int or a symbolic size."""
+    return isinstance(v, (int, np.integer, Sym)) and not isinstance(v, (bool, np.bool_))
 
 
 _KIND_CHECKS = {
@@ -153,10 +155,10 @@ class _Verifier:
     def _check_body(self, node: Node, body: Graph) -> None:
         ins = [v.type for v in body.inputs]
         outs = [v.type for v in body.outputs]
-        if ins != [o.type for o in node.operands]:
+        if not _same_types(ins, [o.type for o in node.operands]):
             self.fail(f"body inputs ({', '.join(map(str, ins))}) do not match the operand types "
                       f"({', '.join(str(o.type) for o in node.operands)})", node)
-        if outs != [r.type for r in node.results]:
+        if not _same_types(outs, [r.type for r in node.results]):
             self.fail(f"body outputs ({', '.join(map(str, outs))}) do not match the result types "
                       f"({', '.join(str(r.type) for r in node.results)})", node)
 
@@ -173,6 +175,11 @@ class _Verifier:
 
 
 def _same_type(actual: TensorType, inferred: TensorType) -> bool:
-    if inferred.order is None:
-        return actual.dtype == inferred.dtype and actual.shape == inferred.shape
-    return actual == inferred
+    """Equal dtype and shape (symbolic sizes compared as expressions), and layout when inferred."""
+    if actual.dtype != inferred.dtype or not same_dims(actual.shape, inferred.shape):
+        return False
+    return inferred.order is None or actual.order == inferred.order
+
+
+def _same_types(a: list[TensorType], b: list[TensorType]) -> bool:
+    return len(a) == len(b) and all(_same_type(x, y) and x.order == y.order for x, y in zip(a, b))
