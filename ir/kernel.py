@@ -24,6 +24,7 @@ import numpy as np
 
 from minicomp.ir import expr_walk
 from minicomp.ir.dtypes import DType
+from minicomp.ir.symbolic import Dim, Sym
 from minicomp.ir.types import TensorType
 
 #: Scalar primitives: name -> number of operands. Comparison results are ``bool``.
@@ -57,6 +58,15 @@ class Var:
     """The value of loop variable ``dim`` (i64)."""
 
     dim: int
+    dtype: DType = DType.i64
+
+
+@dataclass(frozen=True)
+class Size:
+    """The run-time value (i64) of size symbol ``name``: a program compiled for symbolic
+    shapes reads it from its sizes array (:attr:`Program.symbols`)."""
+
+    name: str
     dtype: DType = DType.i64
 
 
@@ -106,7 +116,8 @@ class Ref:
     dtype: DType
 
 
-Expr = Union[Var, Const, Load, Op, Cast, Ref]
+Expr = Union[Var, Const, Load, Op, Cast, Ref, Size]
+_LEAVES = (Var, Const, Load, Op, Cast, Ref, Size)
 # ==, hash and repr of the inner nodes without recursion (expressions can be thousands deep).
 expr_walk.install(Op, Cast, Load)
 
@@ -353,9 +364,13 @@ class E:
 
     @staticmethod
     def _lift(a, b):
-        if not isinstance(a, (Var, Const, Load, Op, Cast, Ref)):
+        if isinstance(a, Sym):
+            a = size_expr(a)
+        if isinstance(b, Sym):
+            b = size_expr(b)
+        if not isinstance(a, _LEAVES):
             a = E.const(a, b.dtype)
-        if not isinstance(b, (Var, Const, Load, Op, Cast, Ref)):
+        if not isinstance(b, _LEAVES):
             b = E.const(b, a.dtype)
         return a, b
 
@@ -373,6 +388,25 @@ class E:
     @staticmethod
     def cast(x: Expr, dtype: DType) -> Expr:
         return x if x.dtype == dtype else Cast(x, dtype)
+
+
+def size_expr(x: Dim) -> Expr:
+    """A size (an ``int`` or a :class:`~minicomp.ir.symbolic.Sym`) as an i64 expression over
+    :class:`Size` leaves: how kernels compute loop bounds, strides and offsets at run time."""
+    if not isinstance(x, Sym):
+        return Const(int(x), DType.i64)
+    total: Expr | None = None
+    for mono, coef in x.terms.items():
+        term: Expr = Const(coef, DType.i64)
+        for atom in mono:
+            if isinstance(atom, str):
+                leaf: Expr = Size(atom)
+            else:
+                kind, inner, d = atom
+                leaf = Op("floordiv" if kind == "floordiv" else "mod", (size_expr(inner), Const(d, DType.i64)), DType.i64)
+            term = leaf if (isinstance(term, Const) and term.value == 1) else Op("mul", (term, leaf), DType.i64)
+        total = term if total is None else Op("add", (total, term), DType.i64)
+    return total if total is not None else Const(0, DType.i64)
 
 
 def _binary(name):
@@ -481,3 +515,8 @@ class Program:
     num_outputs: int
     constants: tuple = field(default=())  # numpy arrays, in "const" slot index order
     aliases: tuple[tuple[int, int], ...] = field(default=())
+    #: Size symbols, in the order of the sizes array a symbolic program receives (empty when
+    #: every shape is static). Then ``arena_bytes``, slot offsets and kernel extents may be
+    #: :class:`~minicomp.ir.symbolic.Sym`; the pointer array gains one last element, an
+    #: ``i64*`` to the symbols' values, and every kernel function receives it as its last argument.
+    symbols: tuple[str, ...] = field(default=())

@@ -148,55 +148,64 @@ class Sym:
 
     def lower_bound(self) -> int | None:
         """The smallest value under the assumptions (every symbol >= MIN_SIZE), or None when
-        this form cannot tell (a negative coefficient or an opaque term)."""
+        this form cannot tell (a negative coefficient on a non-constant term)."""
         total = 0
         for m, c in self.terms.items():
             if not m:
                 total += c
                 continue
-            if c < 0 or any(not isinstance(a, str) for a in m):
-                if c > 0 and all(isinstance(a, str) or a[0] == "floordiv" for a in m):
-                    total += 0  # a floordiv of a size is >= 0
-                    continue
+            if c < 0:
                 return None
-            total += c * MIN_SIZE ** len(m)
+            low = 1
+            for a in m:
+                atom_low = MIN_SIZE if isinstance(a, str) else _opaque_low(a)
+                if atom_low is None:
+                    return None
+                low *= atom_low
+            total += c * low
         return total
 
-    def _sign_vs(self, other: "Dim") -> int:
-        """1 if self > other, -1 if self < other, 0 if equal, under the assumptions."""
+    def _diff_bounds(self, other: "Dim") -> tuple[int | None, int | None]:
+        """Lower and upper bound of ``self - other`` under the assumptions (None: unbounded/unknown)."""
         diff = self - other
         if isinstance(diff, int):
-            return (diff > 0) - (diff < 0)
-        low = diff.lower_bound()
-        if low is not None and low > 0:
-            return 1
-        high = (-diff).lower_bound()
-        if high is not None and high > 0:
-            return -1
-        raise SymbolicError(f"cannot compare {self} with {other} for every size (symbols >= {MIN_SIZE})")
+            return diff, diff
+        neg = (-diff).lower_bound() if isinstance(-diff, Sym) else None
+        return diff.lower_bound(), (None if neg is None else -neg)
+
+    def _decide(self, other: "Dim", question: str, lo_ok, hi_no) -> bool:
+        lo, hi = self._diff_bounds(other)
+        if lo is not None and lo_ok(lo):
+            return True
+        if hi is not None and hi_no(hi):
+            return False
+        raise SymbolicError(f"cannot decide {self} {question} {other} for every size (symbols >= {MIN_SIZE})")
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, (int, Sym)) or isinstance(other, bool):
             return NotImplemented
         if isinstance(other, Sym) and self.terms == other.terms:
             return True
-        return self._sign_vs(other) == 0
+        lo, hi = self._diff_bounds(other)
+        if (lo is not None and lo > 0) or (hi is not None and hi < 0):
+            return False
+        raise SymbolicError(f"cannot decide {self} == {other} for every size (symbols >= {MIN_SIZE})")
 
     def __ne__(self, other: object) -> bool:
         eq = self.__eq__(other)
         return eq if eq is NotImplemented else not eq
 
     def __lt__(self, other: "Dim") -> bool:
-        return self._sign_vs(other) < 0
+        return not self._decide(other, ">=", lambda lo: lo >= 0, lambda hi: hi < 0)
 
     def __le__(self, other: "Dim") -> bool:
-        return self._sign_vs(other) <= 0
+        return not self._decide(other, ">", lambda lo: lo > 0, lambda hi: hi <= 0)
 
     def __gt__(self, other: "Dim") -> bool:
-        return self._sign_vs(other) > 0
+        return self._decide(other, ">", lambda lo: lo > 0, lambda hi: hi <= 0)
 
     def __ge__(self, other: "Dim") -> bool:
-        return self._sign_vs(other) >= 0
+        return self._decide(other, ">=", lambda lo: lo >= 0, lambda hi: hi < 0)
 
     def __bool__(self) -> bool:
         return self != 0
@@ -241,6 +250,14 @@ class Sym:
 def _opaque_value(a: tuple, env: Mapping[str, int]) -> int:
     v = a[1].evaluate(env)
     return v // a[2] if a[0] == "floordiv" else v % a[2]
+
+
+def _opaque_low(a: tuple) -> int | None:
+    """Lower bound of a floordiv/mod term whose dividend is known non-negative (else None)."""
+    inner = a[1].lower_bound()
+    if inner is None or inner < 0:
+        return None
+    return inner // a[2] if a[0] == "floordiv" else 0
 
 
 def _opaque_str(a: tuple) -> str:
