@@ -60,7 +60,10 @@ def pass_list(text: str | None, target: str) -> list[Any] | None:
     from minicomp.cli import UserError
     from minicomp.passes.manager import UnknownPassError, default_pipeline, get_pass
     out: list[Any] = []
-    for name in (n.strip() for n in text.split(",")):
+    names = [n.strip() for n in text.split(",")]
+    if text.strip() and not any(names):
+        raise UserError(f"--passes {text!r} names no pass (give names separated by commas, or '' for none)")
+    for name in names:
         if not name:
             continue
         if name == "default":

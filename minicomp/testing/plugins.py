@@ -33,13 +33,26 @@ class PluginError(MinicompError):
     """A plugin or referenced pass/target cannot be imported (or called)."""
 
 
-#: Specs loaded with :func:`load_plugin` in this process, in order (repro scripts load them again).
-_LOADED: list[str] = []
+#: Plugins loaded with :func:`load_plugin` in this process, in order (repro scripts load them again):
+#: ``{"spec": ..., "root": the sys.path entry its module came from, or None}``.
+_LOADED: list[dict[str, Any]] = []
 
 
-def loaded_plugins() -> list[str]:
-    """The plugin specs :func:`load_plugin` loaded in this process, in order."""
-    return list(_LOADED)
+def loaded_plugins() -> list[dict[str, Any]]:
+    """The plugins :func:`load_plugin` loaded in this process, in order, each with the ``sys.path``
+    root it was imported from, so a script run elsewhere finds it (:func:`load_plugin_entry`)."""
+    return [dict(p) for p in _LOADED]
+
+
+def load_plugin_entry(entry: dict[str, Any] | str) -> ModuleType:
+    """Load a plugin recorded by :func:`loaded_plugins` (or a bare spec): its root goes on
+    ``sys.path`` first when it is not there, as it was in the process that loaded it."""
+    if isinstance(entry, str):
+        return load_plugin(entry)
+    root = entry.get("root")
+    if root and root not in sys.path:
+        sys.path.insert(0, root)
+    return load_plugin(entry["spec"])
 
 
 def load_plugin(spec: str) -> ModuleType:
@@ -62,8 +75,8 @@ def load_plugin(spec: str) -> ModuleType:
             fn()
         except Exception as e:  # noqa: BLE001
             raise PluginError(f"plugin {spec!r}: {func}() raised {type(e).__name__}: {e}") from e
-    if spec not in _LOADED:
-        _LOADED.append(spec)
+    if all(p["spec"] != spec for p in _LOADED):
+        _LOADED.append({"spec": spec, "root": _root(module)})
     return module
 
 

@@ -185,12 +185,12 @@ def _resolve_passes(entries: list[dict] | None) -> list | None:
 
 def _setup(spec: dict) -> list | None:
     """Load plugins and target modules, rebuild the passes (any failure raises)."""
-    from minicomp.testing.plugins import PluginError, load_plugin, resolve
+    from minicomp.testing.plugins import PluginError, load_plugin_entry, resolve
     if spec.get("errors"):
         raise PluginError(spec["errors"][0])
     if os.environ.get("MINICOMP_REPRO_SKIP_PLUGINS") != "1":
         for plugin in spec.get("plugins", []):
-            load_plugin(plugin)
+            load_plugin_entry(plugin)
     from minicomp.testing.targets import _TARGETS, register_target
     for name, ref in spec.get("target_refs", {}).items():
         factory = resolve(ref, instantiate=False)
