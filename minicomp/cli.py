@@ -242,6 +242,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from minicomp.bench import run_bench
     if args.repeat is not None and args.repeat < 1:
         raise UserError(f"--repeat {args.repeat}: expected at least 1 timed run per case")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads {args.threads}: expected at least 1")
+        os.environ["MINICOMP_NUM_THREADS"] = str(args.threads)
     if args.json:
         writable_file(args.json, "--json")
     if args.plot:
@@ -249,7 +253,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     elif args.json:
         writable_file(os.path.splitext(args.json)[0] + ".png", "--json (its plot beside it)")
     return run_bench(cases=args.cases, json_path=args.json, plot_path=args.plot, repeat=args.repeat,
-                     progress=_progress)
+                     progress=_progress, quick=args.quick, cold=args.cold)
 
 
 _PASSES_HELP = ("comma-separated passes to run instead of the default pipeline; 'default' stands for it "
@@ -291,10 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(fn=cmd_explain)
 
     b = sub.add_parser("bench", help="benchmark against PyTorch eager and torch.compile")
-    b.add_argument("--json")
-    b.add_argument("--plot", default=None, help="PNG of the ratios (default: beside --json)")
-    b.add_argument("--cases", nargs="*")
-    b.add_argument("--repeat", type=int, default=None, help="timed runs per case (default: adaptive)")
+    from minicomp.bench import add_arguments as add_bench_arguments
+    add_bench_arguments(b)  # the same options as python -m minicomp.bench
     b.set_defaults(fn=cmd_bench)
 
     x = sub.add_parser("explore", add_help=False, help="watch a model go through the passes, in the browser "
