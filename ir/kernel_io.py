@@ -1,4 +1,4 @@
-"""A lowered :class:`~minicomp.ir.kernel.Program` as JSON text plus raw constant arrays.
+"""A lowered :class:`~minicomp.ir.program.Program` as JSON text plus raw constant arrays.
 
 :func:`program_to_json` and :func:`program_from_json` are exact inverses: every
 kernel dataclass, scalar expression, :class:`TensorType` and :class:`DType`
@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 
 from minicomp.ir import kernel as K
+from minicomp.ir import program as P
+from minicomp.ir.program import Program
 from minicomp.ir.dtypes import DType
 from minicomp.ir.expr_walk import post_order
 from minicomp.ir.types import TensorType
@@ -35,8 +37,8 @@ FORMAT = "minicomp.program/1"
 
 _EXPR_TYPES = (K.Var, K.Const, K.Load, K.Op, K.Cast, K.Ref)
 #: Every dataclass this format knows, by tag (the class name).
-_CLASSES: dict[str, type] = {c.__name__: c for c in vars(K).values()
-                             if isinstance(c, type) and dataclasses.is_dataclass(c) and c.__module__ == K.__name__}
+_CLASSES: dict[str, type] = {c.__name__: c for m in (K, P) for c in vars(m).values()
+                             if isinstance(c, type) and dataclasses.is_dataclass(c) and c.__module__ == m.__name__}
 _CLASSES["TensorType"] = TensorType
 
 
@@ -92,7 +94,7 @@ def _float(x: float) -> Any:
     return {"$": "float", "bits": struct.pack("<d", x).hex()}
 
 
-def program_to_json(program: K.Program) -> tuple[str, list[np.ndarray]]:
+def program_to_json(program: Program) -> tuple[str, list[np.ndarray]]:
     """``(text, constants)``: the program without its constant data, and that data.
 
     ``constants`` are C-contiguous copies of ``program.constants`` in order; store
@@ -111,7 +113,7 @@ def program_to_json(program: K.Program) -> tuple[str, list[np.ndarray]]:
     return text, arrays
 
 
-def program_text(program: K.Program) -> str:
+def program_text(program: Program) -> str:
     """A deterministic text of everything in ``program`` that determines its machine code: the
     JSON of :func:`program_to_json` with the constants' dtypes and shapes but not their data.
 
@@ -162,7 +164,7 @@ class _Decoder:
             raise ValueError(f"bad {tag} record: {err}") from None
 
 
-def program_from_json(text: str, constants: list[np.ndarray]) -> K.Program:
+def program_from_json(text: str, constants: list[np.ndarray]) -> Program:
     """The Program that :func:`program_to_json` wrote as ``text``, with ``constants`` as its data.
 
     Raises ValueError when the text is not this format or the constants do not
@@ -185,5 +187,5 @@ def program_from_json(text: str, constants: list[np.ndarray]) -> K.Program:
     if not isinstance(body, dict) or body.get("$") != "Program":
         raise ValueError("document has no Program")
     fields = {k: dec.value(v) for k, v in body.items() if k != "$"}
-    return K.Program(constants=tuple(constants), **fields)
+    return Program(constants=tuple(constants), **fields)
 

@@ -135,7 +135,7 @@ class CompiledModel(CallPath):
 
     @property
     def program(self):
-        """The lowered :class:`~minicomp.ir.kernel.Program` (None for interpret/eager/partitioned)."""
+        """The lowered :class:`~minicomp.ir.program.Program` (None for interpret/eager/partitioned)."""
         return self._current().program
 
     def _programs(self) -> list[tuple[Any, Any]]:

@@ -157,7 +157,7 @@ class CachedProgram:
     """What :func:`lookup_model` found: the lowered Program (constants included) and its notes."""
 
     key: str
-    program: Any          # minicomp.ir.kernel.Program
+    program: Any          # minicomp.ir.program.Program
     name: str             # the entry symbol it was compiled under
     notes: list[str]
 

@@ -1,6 +1,6 @@
 """The call path of compiled CPU code: guards, output allocation, one foreign call.
 
-:class:`NativeProgram` wraps a lowered :class:`~minicomp.ir.kernel.Program` and
+:class:`NativeProgram` wraps a lowered :class:`~minicomp.ir.program.Program` and
 its JIT-compiled entry ``i32 entry(void** args)``. A call checks the inputs'
 shapes and dtypes (the caller does; see :mod:`minicomp.guards`), makes
 non-contiguous inputs contiguous, allocates the outputs (``torch.empty_like`` of
@@ -23,7 +23,8 @@ import torch
 from minicomp.codegen.llvm.runtime.hugepages import HUGE_OUTPUT_BYTES, advise
 from minicomp.guards import TORCH_DTYPE
 from minicomp.ir.dtypes import DType
-from minicomp.ir.kernel import Program, check_failure
+from minicomp.ir.kernel import check_failure
+from minicomp.ir.program import Program
 
 _ENTRY = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)
 

@@ -1,6 +1,6 @@
 """The call path of compiled Triton code: device choice, input checks, one ``run`` per call.
 
-:class:`TritonProgram` wraps a lowered :class:`~minicomp.ir.kernel.Program` and
+:class:`TritonProgram` wraps a lowered :class:`~minicomp.ir.program.Program` and
 its generated :class:`~minicomp.codegen.triton.TritonModule`. A call makes
 non-contiguous inputs contiguous, allocates the outputs on the program's device
 and calls the module's ``run(*inputs, *outputs, *constants)`` (constants are
@@ -23,7 +23,7 @@ import torch
 
 from minicomp.errors import GuardError
 from minicomp.guards import IR_DTYPE, TORCH_DTYPE
-from minicomp.ir.kernel import Program
+from minicomp.ir.program import Program
 
 
 def interpreting() -> bool:

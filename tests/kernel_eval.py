@@ -11,8 +11,8 @@ import math
 import numpy as np
 
 from minicomp.ir.dtypes import DType, round_to_dtype
-from minicomp.ir.kernel import (AttentionKernel, Cast, Const, ConvKernel, Load, LoopKernel, MatmulKernel, Op,
-                                PoolKernel, Program, Reduce, Ref, Store, Var, check_failure)
+from minicomp.ir.kernel import AttentionKernel, Cast, Const, ConvKernel, Load, LoopKernel, MatmulKernel, Op, PoolKernel, Reduce, Ref, Store, Var, check_failure
+from minicomp.ir.program import Program
 
 _ERF = np.vectorize(math.erf, otypes=[np.float64])
 

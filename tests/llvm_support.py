@@ -8,7 +8,8 @@ import torch
 
 from minicomp.codegen.llvm import compile_program
 from minicomp.ir.dtypes import DType
-from minicomp.ir.kernel import E, Call, Const, Program, Slot, Var
+from minicomp.ir.kernel import E, Const, Var
+from minicomp.ir.program import Call, Program, Slot
 from minicomp.ir.types import TensorType
 
 TORCH = {DType.f32: torch.float32, DType.f64: torch.float64, DType.f16: torch.float16,

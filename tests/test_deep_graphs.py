@@ -99,7 +99,8 @@ def test_expression_methods_keep_dataclass_semantics():
 
 
 def test_deep_expression_json_round_trip():
-    from minicomp.ir.kernel import Buffer, LoopKernel, Program, Store
+    from minicomp.ir.kernel import Buffer, LoopKernel, Store
+    from minicomp.ir.program import Program
     from minicomp.ir.kernel_io import program_from_json, program_text, program_to_json
     from minicomp.ir.types import TensorType
     t = TensorType(DType.f32, (4,))

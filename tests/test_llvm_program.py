@@ -8,7 +8,8 @@ import torch
 from minicomp.codegen.llvm import compile_program, emit_object
 from minicomp.codegen.llvm.runtime import jit
 from minicomp.ir.dtypes import DType
-from minicomp.ir.kernel import E, Buffer, Call, Const, Load, LoopKernel, Program, Reduce, Ref, Slot, Store, Var
+from minicomp.ir.kernel import E, Buffer, Const, Load, LoopKernel, Reduce, Ref, Store, Var
+from minicomp.ir.program import Call, Program, Slot
 from test_llvm_kernels import call_entry, flat, tt
 
 

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 import minicomp
 from minicomp import cache
 from minicomp.ir.dtypes import DType
-from minicomp.ir.kernel import Buffer, Call, Const, LoopKernel, Op, Program, Slot, Store, Var
+from minicomp.ir.kernel import Buffer, Const, LoopKernel, Op, Store, Var
+from minicomp.ir.program import Call, Program, Slot
 from minicomp.ir.kernel_io import program_from_json, program_to_json
 from minicomp.ir.lowering import lower_graph
 from minicomp.ir.types import TensorType

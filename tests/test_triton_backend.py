@@ -9,8 +9,8 @@ import torch
 
 from minicomp.codegen.triton import aot_compile, generate
 from minicomp.ir.dtypes import DType
-from minicomp.ir.kernel import (E, Access, Buffer, Call, Cast, Const, ConvKernel, Load, LoopKernel,
-                                MatmulKernel, PoolKernel, Program, Reduce, Ref, Slot, Store, Var)
+from minicomp.ir.kernel import E, Access, Buffer, Cast, Const, ConvKernel, Load, LoopKernel, MatmulKernel, PoolKernel, Reduce, Ref, Store, Var
+from minicomp.ir.program import Call, Program, Slot
 from minicomp.ir.types import TensorType
 
 TORCH = {DType.f32: torch.float32, DType.f64: torch.float64, DType.f16: torch.float16,

@@ -17,7 +17,8 @@ from minicomp.codegen.llvm import dispatch
 from minicomp.codegen.llvm.intrinsics import declare
 from minicomp.codegen.llvm.loops import emit_loop_kernel
 from minicomp.codegen.llvm.types import I8, I32, I64, PTR, VOID
-from minicomp.ir.kernel import Kernel, LoopKernel, Program, kernel_checks
+from minicomp.ir.kernel import Kernel, LoopKernel, kernel_checks
+from minicomp.ir.program import Program
 from minicomp.ir.lowering.inplace import call_aliases
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from minicomp.codegen.llvm.entry import build_module, build_parts, kernel_symbol
 from minicomp.codegen.llvm.runtime import jit, library
-from minicomp.ir.kernel import Program
+from minicomp.ir.program import Program
 
 
 def _function_text(ir_text: str, symbol: str) -> str:

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from minicomp.ir.dtypes import DType
-from minicomp.ir.kernel import AttentionKernel, ConvKernel, LoopKernel, MatmulKernel, PoolKernel, Program
+from minicomp.ir.kernel import AttentionKernel, ConvKernel, LoopKernel, MatmulKernel, PoolKernel
+from minicomp.ir.program import Program
 from minicomp.codegen.triton import ops
 from minicomp.codegen.triton.attention import emit_attention
 from minicomp.codegen.triton.emit import ERRORS

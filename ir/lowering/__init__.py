@@ -2,7 +2,7 @@
 
 * :func:`lower_node` - one node (or ``fused`` node) to one kernel;
 * :func:`body_problem` - whether a would-be fused body is one kernel (fusion asks it);
-* :func:`lower_graph` - a whole graph to a :class:`~minicomp.ir.kernel.Program`
+* :func:`lower_graph` - a whole graph to a :class:`~minicomp.ir.program.Program`
   (kernels, buffer slots, calls, arena size), the input of every backend.
 
 Modules: ``indexing`` (index arithmetic and its simplification), ``builder``

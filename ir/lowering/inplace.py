@@ -24,7 +24,8 @@ from collections.abc import Iterator
 
 from minicomp.ir.dtypes import DType
 from minicomp.ir.expr_walk import post_order
-from minicomp.ir.kernel import Cast, Const, Expr, Kernel, Load, LoopKernel, Op, Program, Slot, Store, Var
+from minicomp.ir.kernel import Cast, Const, Expr, Kernel, Load, LoopKernel, Op, Store, Var
+from minicomp.ir.program import Program, Slot
 
 
 def sub_exprs(e: Expr) -> Iterator[Expr]:

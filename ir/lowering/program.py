@@ -1,4 +1,4 @@
-"""A whole graph -> a :class:`~minicomp.ir.kernel.Program` of kernel calls.
+"""A whole graph -> a :class:`~minicomp.ir.program.Program` of kernel calls.
 
 Each ``fused`` node becomes one kernel (when its body fits no template it is
 split back into one kernel per op); every other non-view node becomes one
@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from minicomp.ir.graph import Graph, Node, Value, view_source
-from minicomp.ir.kernel import Call, Kernel, Program, Slot
+from minicomp.ir.kernel import Kernel
+from minicomp.ir.program import Call, Program, Slot
 from minicomp.ir.lowering.builder import CannotFuse, LoweringError, NeedMaterialize
 from minicomp.ir.lowering.inplace import inplace_problem
 from minicomp.ir.lowering.kernels import lower_group
