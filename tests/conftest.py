@@ -40,3 +40,10 @@ elif os.environ.get("CI"):
     settings.load_profile("ci")
 else:
     settings.load_profile("dev")
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (the README's test command): one worker per core, at most 8. Every worker
+    imports torch and builds its own models (about 1 GiB each), so a 128-core machine gains
+    nothing from 128 of them; the cap is about memory, not this suite's shape."""
+    return max(1, min(os.cpu_count() or 1, 8))

@@ -159,5 +159,5 @@ def test_installed_names():
 def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
-    test_cmd = next(line for line in readme.splitlines() if line.endswith("python -m pytest -q"))
+    test_cmd = next(line for line in readme.splitlines() if line.endswith("python -m pytest -q -n auto"))
     assert test_cmd in ci.splitlines()
